@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (idempotently) and run the whole test suite: lint, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PATH="$PWD/.cache/bin:$PATH"
+.venv/bin/ruff check services operator tests bench
+exec .venv/bin/pytest -q -p no:cacheprovider "$@"

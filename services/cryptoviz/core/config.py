@@ -1,0 +1,171 @@
+"""The scraper configuration file (`SCRAPER_CONFIG`): what to scrape, from where.
+
+The operator renders it from TrackedCrypto resources; `cryptoviz dev` writes a local one;
+people may write it by hand. YAML or JSON, validated here with messages that name the field.
+`cryptoviz config-schema` prints its JSON Schema.
+
+    version: 1
+    provider: coingecko        # default provider for coins that name none
+    top_n: 20                  # tracked when `coins` is empty: the provider's top N by rank
+    coins:
+      - symbol: BTC
+        name: Bitcoin          # optional display name
+        ids: {coingecko: bitcoin, coinmarketcap: "1", binance: BTCUSDT}
+        providers: [coingecko] # optional; default: [provider]
+        alerts:
+          - {above: 100000, cooldown: 1h}
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cryptoviz.core.quote import PROVIDERS
+
+ProviderName = Literal["coinmarketcap", "coingecko", "binance", "kraken", "coinbase"]
+SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,19}$"
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class ConfigError(ValueError):
+    """An unusable configuration file; the message says which field and why."""
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from `90`, `"90s"`, `"5m"`, `"1h30m"`, `"1d"`."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    match = _DURATION.match(str(text).strip())
+    if not match or not any(match.groups()):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 5m, 1h30m, 1d")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Alert(_Strict):
+    """Exactly one condition; `cooldown` is the least time between two firings."""
+
+    above: float | None = Field(None, gt=0, description="Fire when the price rises above this (USD).")
+    below: float | None = Field(None, gt=0, description="Fire when the price falls below this (USD).")
+    change_24h_above: float | None = Field(None, gt=0, description="Fire when |24h change| exceeds this percentage.")
+    cooldown: str = Field("1h", description="Duration such as 15m, 1h, 1d.")
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> Alert:
+        set_conditions = [n for n in ("above", "below", "change_24h_above") if getattr(self, n) is not None]
+        if len(set_conditions) != 1:
+            raise ValueError("an alert sets exactly one of above, below, change_24h_above")
+        return self
+
+    @property
+    def cooldown_seconds(self) -> float:
+        return parse_duration(self.cooldown)
+
+
+class TrackedCoin(_Strict):
+    symbol: Annotated[str, Field(pattern=SYMBOL_PATTERN, description="Upper-case ticker, e.g. BTC.")]
+    name: str | None = Field(None, max_length=100, description="Display name; defaults to the provider's.")
+    ids: dict[ProviderName, str] = Field(
+        default_factory=dict, description="Provider's own coin id, to settle symbol collisions."
+    )
+    providers: list[ProviderName] | None = Field(
+        None, min_length=1, description="Providers to scrape this coin from; default: the config's provider."
+    )
+    alerts: list[Alert] = Field(default_factory=list)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids_not_blank(cls, ids: dict[str, str]) -> dict[str, str]:
+        for provider, coin_id in ids.items():
+            if not str(coin_id).strip():
+                raise ValueError(f"ids.{provider} is empty")
+        return ids
+
+    def providers_or(self, default: str) -> list[str]:
+        return list(self.providers) if self.providers else [default]
+
+
+class ScraperConfig(_Strict):
+    version: Literal[1] = 1
+    provider: ProviderName | None = Field(
+        None, description="Default provider; when absent, SCRAPE_PROVIDER (or its default) decides."
+    )
+    top_n: int = Field(20, ge=1, le=5000, description="Coins tracked by rank when `coins` is empty.")
+    coins: list[TrackedCoin] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_symbols(self) -> ScraperConfig:
+        seen: set[str] = set()
+        for coin in self.coins:
+            if coin.symbol in seen:
+                raise ValueError(f"symbol {coin.symbol} is listed twice")
+            seen.add(coin.symbol)
+        return self
+
+    def coins_for(self, provider: str, default_provider: str) -> list[TrackedCoin]:
+        """The tracked coins that `provider` should scrape."""
+        return [c for c in self.coins if provider in c.providers_or(default_provider)]
+
+    def providers_in_use(self, default_provider: str) -> list[str]:
+        if not self.coins:
+            return [self.provider or default_provider]
+        wanted = {p for c in self.coins for p in c.providers_or(self.provider or default_provider)}
+        return [p for p in PROVIDERS if p in wanted]
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: object, source: str = "config") -> ScraperConfig:
+    if data is None:
+        data = {}
+    try:
+        return ScraperConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid scraper config {source}:\n{_format_errors(exc)}") from None
+
+
+def load_config(path: str | Path | None) -> ScraperConfig:
+    """Read and validate a YAML or JSON config file; no path means the defaults (top N)."""
+    if not path:
+        return ScraperConfig()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read scraper config {file}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"scraper config {file} is not valid YAML/JSON: {exc}") from None
+    return parse_config(data, str(file))
+
+
+def dump_config(config: ScraperConfig) -> str:
+    """Deterministic YAML (sorted keys, no nulls) so equal configs are byte-identical."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
+
+
+def config_json_schema() -> dict:
+    return ScraperConfig.model_json_schema()

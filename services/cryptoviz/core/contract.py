@@ -1,0 +1,137 @@
+"""The versioned message contract between the scraper and the ingester (and alert consumers).
+
+Stream `CRYPTOVIZ_QUOTES` holds subjects `cryptoviz.quotes.<provider>`. One message carries
+one chunk of one scrape of one provider (at most `MAX_QUOTES_PER_MESSAGE` quotes, so a
+5,000-coin listing fits NATS' default 1 MiB payload limit in several messages):
+
+    {"schema": 1, "provider": "coingecko", "scraped_at": "2025-01-13T00:05:00Z",
+     "quotes": [<Quote.to_json_dict()>, ...]}
+
+Headers: `Nats-Msg-Id` (content identity, so JetStream drops re-publishes within the
+duplicate window) and `Cryptoviz-Schema` (the schema version, readable without parsing).
+Ingesters reject messages whose schema they do not know and park them on
+`cryptoviz.deadletter.<reason>`, in the same stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from cryptoviz.core.quote import ALL_PROVIDERS, InvalidQuote, Quote, format_ts
+
+SCHEMA_VERSION = 1
+STREAM_NAME = "CRYPTOVIZ_QUOTES"
+SUBJECT_PREFIX = "cryptoviz.quotes"
+DEADLETTER_PREFIX = "cryptoviz.deadletter"
+ALERTS_PREFIX = "cryptoviz.alerts"
+"""Alert events: `cryptoviz.alerts.<symbol>` (core NATS, not stored in the quotes stream)."""
+STREAM_SUBJECTS: tuple[str, ...] = (f"{SUBJECT_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
+DUPLICATE_WINDOW = timedelta(hours=2)
+"""Longer than any sensible scrape interval, so a CronJob run twice stores nothing twice."""
+MAX_AGE = timedelta(days=7)
+"""The stream is a buffer, not the archive: DuckDB is. A week lets a stopped ingester catch up."""
+MAX_QUOTES_PER_MESSAGE = 500
+SCHEMA_HEADER = "Cryptoviz-Schema"
+MSG_ID_HEADER = "Nats-Msg-Id"
+
+
+class ContractError(ValueError):
+    """A message that does not follow this contract. `reason` is short and stable."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+    @property
+    def msg_id(self) -> str:
+        return self.headers[MSG_ID_HEADER]
+
+
+@dataclass(slots=True)
+class DecodedBatch:
+    """A decoded message: the valid quotes, and the reasons of those rejected."""
+
+    provider: str
+    quotes: list[Quote]
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+def subject_for(provider: str) -> str:
+    if provider not in ALL_PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}")
+    return f"{SUBJECT_PREFIX}.{provider}"
+
+
+def message_id(provider: str, quotes: Iterable[Quote]) -> str:
+    """Content identity of a chunk: provider plus sorted (coin id, provider timestamp) pairs.
+
+    Two scrapes that saw the same provider data produce the same id; any new price does not.
+    """
+    digest = hashlib.sha256(provider.encode())
+    for coin_id, ts in sorted((q.coin_id, format_ts(q.timestamp)) for q in quotes):
+        digest.update(b"\0" + coin_id.encode() + b"\0" + ts.encode())
+    return f"{provider}-{digest.hexdigest()[:40]}"
+
+
+def encode_scrape(provider: str, quotes: list[Quote], scraped_at: datetime | None = None) -> list[OutgoingMessage]:
+    """Split one scrape into contract messages, chunked in a stable (coin id) order."""
+    subject = subject_for(provider)
+    stamp = format_ts(scraped_at or datetime.now(UTC))
+    ordered = sorted(quotes, key=lambda q: (q.coin_id, q.timestamp))
+    messages = []
+    for start in range(0, len(ordered), MAX_QUOTES_PER_MESSAGE):
+        chunk = ordered[start : start + MAX_QUOTES_PER_MESSAGE]
+        body = {
+            "schema": SCHEMA_VERSION,
+            "provider": provider,
+            "scraped_at": stamp,
+            "quotes": [q.to_json_dict() for q in chunk],
+        }
+        headers = {MSG_ID_HEADER: message_id(provider, chunk), SCHEMA_HEADER: str(SCHEMA_VERSION)}
+        messages.append(OutgoingMessage(subject, orjson.dumps(body), headers))
+    return messages
+
+
+def decode_message(payload: bytes) -> DecodedBatch:
+    """Parse a message; raise `ContractError` if the envelope is unusable.
+
+    Individually invalid quotes do not spoil the message: they are counted in `rejected`.
+    """
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError("malformed_json", str(exc)[:120]) from None
+    if not isinstance(body, dict):
+        raise ContractError("not_an_object")
+    if body.get("schema") != SCHEMA_VERSION:
+        raise ContractError("unknown_schema", repr(body.get("schema"))[:32])
+    provider = body.get("provider")
+    if provider not in ALL_PROVIDERS:
+        raise ContractError("unknown_provider", repr(provider)[:32])
+    raw_quotes = body.get("quotes")
+    if not isinstance(raw_quotes, list):
+        raise ContractError("missing_quotes")
+    batch = DecodedBatch(provider=provider, quotes=[])
+    for raw in raw_quotes:
+        try:
+            quote = Quote.from_json_dict(raw)
+        except InvalidQuote as exc:
+            batch.rejected[exc.reason] = batch.rejected.get(exc.reason, 0) + 1
+            continue
+        if quote.provider != provider:
+            batch.rejected["provider_mismatch"] = batch.rejected.get("provider_mismatch", 0) + 1
+            continue
+        batch.quotes.append(quote)
+    return batch

@@ -1,0 +1,31 @@
+"""Fixtures shared by every test: real nats-server processes, the shared market data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptoviz.core.nats import EmbeddedNats
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DIR = Path(os.environ.get("CRYPTOVIZ_SHARED", REPO_ROOT.parent / "shared"))
+MARKET_5M = SHARED_DIR / "data" / "market" / "5m"
+
+
+@pytest.fixture(scope="session")
+def market_5m() -> Path:
+    if not MARKET_5M.is_dir():
+        pytest.fail(f"shared market data missing at {MARKET_5M} (set CRYPTOVIZ_SHARED)")
+    return MARKET_5M
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    """A fresh real nats-server with JetStream for one test."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        yield server
+    finally:
+        server.stop()
