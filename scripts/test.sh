@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.cache/bin:$PATH"
-.venv/bin/ruff check services operator tests bench
+.venv/bin/ruff check .
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"
