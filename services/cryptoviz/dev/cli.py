@@ -1,7 +1,217 @@
+"""`cryptoviz dev`: the whole pipeline on one machine, with one command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 import click
+import requests
+
+from cryptoviz.core.config import ConfigError
+from cryptoviz.dev import probe
+from cryptoviz.dev.local_config import ensure_config
+from cryptoviz.dev.supervisor import DevError, Plan, Supervisor, check_ports, install_signal_handlers, state_lock
+
+REPLAY_CANDLE_SECONDS = 300
+"""The shared CSVs hold 5-minute candles: at --speed S one is replayed every 300/S seconds."""
+DEMO_INTERVAL = 5.0
+LIVE_INTERVAL = 60.0
+
+
+def _opt(name: str, envvar: str, **kwargs):
+    return click.option(name, envvar=envvar, show_envvar=True, **kwargs)
 
 
 @click.command()
-def dev() -> None:
-    """Run the whole pipeline on this machine (not yet implemented)."""
-    raise click.ClickException("not implemented yet")
+@_opt("--demo", "DEMO", is_flag=True, help="Run the offline market simulator (simulated prices, provider demo).")
+@_opt(
+    "--replay",
+    "REPLAY",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Replay the CSV candles in this directory (e.g. shared/data/market/5m) as provider replay.",
+)
+@_opt(
+    "--speed", "SPEED", type=click.FloatRange(min=0.01), default=60.0, help="Replay speed: market seconds per second."
+)
+@_opt(
+    "--replay-limit",
+    "REPLAY_LIMIT",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replay only the first N candle times [default: all].",
+)
+@_opt(
+    "--no-demo-fallback",
+    "NO_DEMO_FALLBACK",
+    is_flag=True,
+    help="If the live provider cannot be reached, exit non-zero instead of running the simulator.",
+)
+@_opt(
+    "--scrape-provider",
+    "SCRAPE_PROVIDER",
+    type=click.Choice(list(probe.DEFAULT_BASE_URLS)),
+    default=None,
+    help="Live provider [default: coinmarketcap when CMC_API_KEY is set, else coingecko].",
+)
+@_opt(
+    "--scrape-interval",
+    "SCRAPE_INTERVAL",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help=f"Seconds between scrapes [default: {LIVE_INTERVAL:g} live, {DEMO_INTERVAL:g} demo, 300/speed replay].",
+)
+@_opt(
+    "--scraper-config",
+    "SCRAPER_CONFIG",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Scraper config file [default: STATE_DIR/scraper.yaml, written with the original coin set if absent].",
+)
+@_opt(
+    "--state-dir",
+    "STATE_DIR",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".cryptoviz"),
+    help="Where DuckDB, JetStream data, logs and the local config live.",
+)
+@_opt("--host", "DEV_HOST", default="127.0.0.1", help="Interface the API and dashboard listen on.")
+@_opt("--api-port", "API_PORT", type=click.IntRange(1, 65535), default=8000, help="Ingester API port.")
+@_opt("--dashboard-port", "DASHBOARD_PORT", type=click.IntRange(1, 65535), default=5006, help="Dashboard port.")
+@_opt("--nats-port", "NATS_PORT", type=click.IntRange(1, 65535), default=4222, help="Embedded nats-server port.")
+def dev(
+    demo: bool,
+    replay: Path | None,
+    speed: float,
+    replay_limit: int | None,
+    no_demo_fallback: bool,
+    scrape_provider: str | None,
+    scrape_interval: float | None,
+    scraper_config: Path | None,
+    state_dir: Path,
+    host: str,
+    api_port: int,
+    dashboard_port: int,
+    nats_port: int,
+) -> None:
+    """Run the whole pipeline on this machine: NATS, ingester + API, scraper, dashboard.
+
+    Ctrl-C stops everything; the next run reuses the data in --state-dir.
+    """
+    if demo and replay:
+        raise click.UsageError("--demo and --replay exclude each other")
+    state_dir = state_dir.resolve()
+    check_ports(
+        {
+            "ingester API": (api_port, "--api-port / API_PORT"),
+            "dashboard": (dashboard_port, "--dashboard-port / DASHBOARD_PORT"),
+            "NATS": (nats_port, "--nats-port / NATS_PORT"),
+        },
+        host,
+    )
+    with state_lock(state_dir):
+        config_path = (scraper_config or state_dir / "scraper.yaml").resolve()
+        try:
+            config, written = ensure_config(config_path)
+        except ConfigError as exc:
+            raise DevError(str(exc)) from None
+        click.echo(f"{'Wrote' if written else 'Using'} scraper config {config_path} ({len(config.coins)} coins)")
+
+        market = None
+        if replay:
+            provider, note = "replay", f"replaying {replay} at {speed:g}x (market time)"
+            interval = scrape_interval or REPLAY_CANDLE_SECONDS / speed
+        elif demo:
+            provider, note = "demo", "SIMULATED prices (--demo)"
+            interval = scrape_interval or DEMO_INTERVAL
+        else:
+            provider, note, interval = _choose_live(scrape_provider, scrape_interval, no_demo_fallback)
+        local = provider in ("demo", "replay")
+        plan = Plan(
+            state_dir=state_dir,
+            host=host,
+            api_port=api_port,
+            dashboard_port=dashboard_port,
+            nats_port=nats_port,
+            provider=provider,
+            provider_note=note,
+            scrape_interval=interval,
+            poll_interval=interval / 2 if local else interval,
+            scraper_config=config_path,
+        )
+        supervisor = Supervisor(plan)
+        install_signal_handlers(supervisor)
+
+        def start_local_market() -> str | None:
+            nonlocal market
+            if not local:
+                return None
+            from cryptoviz.dev.market_link import start_market  # the market is only needed locally
+
+            market = start_market(
+                provider,
+                period=interval,
+                replay_dir=replay,
+                limit=replay_limit,
+                start_prices=_last_demo_prices(plan.api_url) if provider == "demo" else None,
+                on_end=lambda m: click.echo(
+                    f"Replay finished: {m.ticks} candle times replayed (up to {m.feed.now():%Y-%m-%d %H:%M} UTC);"
+                    " everything keeps running. Ctrl-C to stop."
+                ),
+            )
+            return market.url
+
+        try:
+            supervisor.start(start_local_market)
+            _summary(plan, len(config.coins))
+            supervisor.watch()
+            click.echo("Stopping: dashboard, scraper, ingester (commits what it holds), NATS …")
+        finally:
+            supervisor.stop()
+            if market is not None:
+                market.stop()
+        click.echo(f"Stopped. Data kept in {state_dir}; run the same command again to continue.")
+
+
+def _choose_live(
+    scrape_provider: str | None, scrape_interval: float | None, no_fallback: bool
+) -> tuple[str, str, float]:
+    """The live provider if it answers now; else the simulator, said plainly (or exit with the reason)."""
+    live = scrape_provider or probe.default_provider(dict(os.environ))
+    name = probe.DISPLAY_NAMES[live]
+    click.echo(f"Checking that {name} can be reached …")
+    reason = probe.probe(live)
+    if reason is None:
+        return live, f"live prices from {name}", scrape_interval or LIVE_INTERVAL
+    if no_fallback:
+        raise DevError(f"{name} cannot be used: {reason} (--no-demo-fallback is set, so not simulating)")
+    click.echo(f"{name} cannot be used: {reason}.")
+    click.echo("Falling back to the demo simulator: prices shown are SIMULATED (provider demo).")
+    return "demo", f"SIMULATED prices ({name} unreachable: {reason})", scrape_interval or DEMO_INTERVAL
+
+
+def _last_demo_prices(api_url: str) -> dict[str, float]:
+    """Continue a previous demo run's prices, so a restart does not jump the charts back."""
+    try:
+        rows = requests.get(f"{api_url}/api/v1/latest", params={"provider": "demo"}, timeout=5).json()["data"]
+        return {row["symbol"]: float(row["price"]) for row in rows if row.get("price")}
+    except (requests.RequestException, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _summary(plan: Plan, coins: int) -> None:
+    line = "─" * 72
+    simulated = plan.provider == "demo"
+    rows = [
+        ("Dashboard", plan.dashboard_url),
+        ("API", f"{plan.api_url}  (docs {plan.api_url}/docs, stats {plan.api_url}/api/v1/stats)"),
+        ("Provider", f"{plan.provider}: {plan.provider_note}"),
+        ("Scraping", f"every {plan.scrape_interval:g}s, config {plan.scraper_config} ({coins} coins)"),
+        ("Data", f"{plan.state_dir}  (DuckDB cryptoviz.duckdb, JetStream nats/, logs logs/)"),
+    ]
+    click.echo(line)
+    click.secho("CryptoViz is running" + ("  ⚠ SIMULATED DATA" if simulated else ""), bold=True)
+    for label, value in rows:
+        click.echo(f"  {label:<10} {value}")
+    click.echo("Press Ctrl-C to stop.")
+    click.echo(line)

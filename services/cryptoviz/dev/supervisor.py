@@ -1,0 +1,275 @@
+"""`cryptoviz dev`'s supervisor: bring the whole pipeline up in order, keep it up, stop it cleanly.
+
+Order matters both ways: NATS before anyone connects, the ingester (the only DuckDB user)
+before the scraper publishes, the dashboard last; on stop, the reverse, so the ingester can
+commit and ack what it holds before NATS goes away. Children that die are restarted with
+backoff (that is what the fault drills rely on). `run.json` in the state dir tells tools and
+tests which process is which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import click
+import requests
+
+from cryptoviz.core.nats import EmbeddedNats, port_is_free
+from cryptoviz.dev.procs import Child, cryptoviz_command
+
+log = logging.getLogger(__name__)
+
+
+class DevError(click.ClickException):
+    """A reason to stop before (or while) starting, shown as one plain message, exit code 1."""
+
+
+@dataclass
+class Plan:
+    """Everything decided before the first process starts."""
+
+    state_dir: Path
+    host: str
+    api_port: int
+    dashboard_port: int
+    nats_port: int
+    provider: str
+    provider_note: str
+    scrape_interval: float
+    scraper_config: Path
+    market_url: str | None = None
+    poll_interval: float = 0.0
+    """How often the scraper asks; local markets are polled twice per tick (see market_link)."""
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.api_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{'localhost' if self.host in ('127.0.0.1', '0.0.0.0') else self.host}:{self.dashboard_port}"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.state_dir / "cryptoviz.duckdb"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+
+def check_ports(ports: dict[str, tuple[int, str]], host: str) -> None:
+    """Fail early, naming the port, what wanted it and the flag that moves it."""
+    seen: dict[int, str] = {}
+    for what, (port, flag) in ports.items():
+        if port in seen:
+            raise DevError(f"{what} and {seen[port]} are both set to port {port}; give one another port with {flag}")
+        seen[port] = what
+        if not port_is_free(port, host):
+            raise DevError(
+                f"port {port} ({what}) is already in use on {host}: stop whatever uses it "
+                f"(is another `cryptoviz dev` running?) or choose another port with {flag}"
+            )
+
+
+@contextlib.contextmanager
+def state_lock(state_dir: Path):
+    """One `cryptoviz dev` per state dir: DuckDB and JetStream each allow one owner of their files."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = open(state_dir / "dev.lock", "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DevError(
+                f"another `cryptoviz dev` is already using {state_dir}; stop it or pass another --state-dir"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def wait_http(url: str, child: Child | None, timeout: float, what: str) -> None:
+    """Wait until `url` answers 200, failing fast (with its log) if the child dies meanwhile."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        if child is not None and not child.alive():
+            raise DevError(
+                f"{what} exited with code {child.exit_code()} while starting; last lines of {child.log_path}:\n"
+                + child.tail()
+            )
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise DevError(f"{what} did not become ready at {url} within {timeout:.0f}s; see {child.log_path if child else ''}")
+
+
+class Supervisor:
+    def __init__(self, plan: Plan, echo: Callable[[str], None] = click.echo) -> None:
+        self.plan = plan
+        self.echo = echo
+        self.nats = EmbeddedNats(plan.state_dir / "nats", port=plan.nats_port)
+        self.children: dict[str, Child] = {}
+        self._stop = threading.Event()
+        self._nats_restart_at = 0.0
+
+    # -- building the children -------------------------------------------------------------
+    def _env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.plan.extra_env)
+        env.update(extra)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _child(self, name: str, args: list[str], **env: str) -> Child:
+        child = Child(name, cryptoviz_command(*args), self._env(**env), self.plan.logs_dir / f"{name}.log")
+        self.children[name] = child
+        return child
+
+    def _build_ingester(self) -> None:
+        p = self.plan
+        self._child(
+            "ingester",
+            ["ingest"],
+            NATS_URL=self.nats.url,
+            DUCKDB_PATH=str(p.duckdb_path),
+            API_HOST=p.host,
+            API_PORT=str(p.api_port),
+            SCRAPER_CONFIG=str(p.scraper_config),
+        )
+
+    def _build_scraper_and_dashboard(self) -> None:
+        p = self.plan
+        scraper_env = {
+            "NATS_URL": self.nats.url,
+            "SCRAPE_PROVIDER": p.provider,
+            "SCRAPE_INTERVAL": f"{p.poll_interval:g}",
+            "SCRAPER_CONFIG": str(p.scraper_config),
+        }
+        if p.market_url:
+            scraper_env["MARKET_BASE_URL"] = p.market_url
+        self._child("scraper", ["scrape", "--loop"], **scraper_env)
+        self._child(
+            "dashboard",
+            ["dashboard"],
+            INGESTER_URL=p.api_url,
+            DASHBOARD_PORT=str(p.dashboard_port),
+            SCRAPE_INTERVAL=f"{p.scrape_interval:g}",
+        )
+
+    # -- run.json -------------------------------------------------------------------------
+    def write_run_file(self) -> None:
+        p = self.plan
+        info = {
+            "pid": os.getpid(),
+            "provider": p.provider,
+            "dashboard_url": p.dashboard_url,
+            "api_url": p.api_url,
+            "nats_url": self.nats.url,
+            "market_url": p.market_url,
+            "duckdb_path": str(p.duckdb_path),
+            "scraper_config": str(p.scraper_config),
+            "scrape_interval": p.scrape_interval,
+            "pids": {
+                "nats": self.nats.process.pid if self.nats.process else None,
+                **{name: c.pid for name, c in self.children.items()},
+            },
+            "restarts": {name: c.restarts for name, c in self.children.items()},
+        }
+        tmp = p.state_dir / "run.json.tmp"
+        tmp.write_text(json.dumps(info, indent=2), encoding="utf-8")
+        tmp.replace(p.state_dir / "run.json")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def request_stop(self, *_: object) -> None:
+        self._stop.set()
+
+    def start(self, start_market: Callable[[], str | None] = lambda: None) -> None:
+        """Start in dependency order; `start_market` (after the ingester is ready) returns MARKET_BASE_URL."""
+        p = self.plan
+        self.echo(f"[1/4] NATS JetStream     starting on port {p.nats_port} (data in {self.nats.store_dir}) …")
+        try:
+            self.nats.start()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            raise DevError(f"nats-server could not start: {exc}") from None
+        self.echo(f"[2/4] ingester + API     starting on {p.api_url} (DuckDB {p.duckdb_path}) …")
+        self._build_ingester()
+        ingester = self.children["ingester"]
+        ingester.start()
+        wait_http(f"{p.api_url}/readyz", ingester, 120, "the ingester")
+        p.market_url = start_market()
+        self._build_scraper_and_dashboard()
+        self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
+        self.children["scraper"].start()
+        self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
+        dashboard = self.children["dashboard"]
+        dashboard.start()
+        wait_http(f"http://127.0.0.1:{p.dashboard_port}/liveness", dashboard, 120, "the dashboard")
+        self.write_run_file()
+
+    def watch(self, tick: float = 0.5) -> None:
+        """Restart whatever dies until asked to stop."""
+        while not self._stop.wait(tick):
+            changed = False
+            if self.nats.process is None or self.nats.process.poll() is not None:
+                changed |= self._revive_nats()
+            for child in self.children.values():
+                if child.process is not None and not child.alive():
+                    delay = child.schedule_restart()
+                    self.echo(
+                        f"! {child.name} exited with code {child.exit_code() if child.process else '?'}"
+                        f"; restarting in {delay:.0f}s (log: {child.log_path})"
+                    )
+                if child.process is None and child.due_for_restart() and not self._stop.is_set():
+                    child.start()
+                    changed = True
+            if changed:
+                self.write_run_file()
+
+    def _revive_nats(self) -> bool:
+        now = time.monotonic()
+        if self._nats_restart_at == 0.0:
+            code = self.nats.process.returncode if self.nats.process else "?"
+            self.echo(f"! nats-server exited with code {code}; restarting it in 1s")
+            self.nats.process = None
+            self._nats_restart_at = now + 1.0
+            return False
+        if now < self._nats_restart_at:
+            return False
+        try:
+            self.nats.start()
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            self.echo(f"! nats-server could not restart ({exc}); retrying in 5s")
+            self._nats_restart_at = now + 5.0
+            return False
+        self._nats_restart_at = 0.0
+        self.echo("  nats-server is back")
+        return True
+
+    def stop(self) -> None:
+        """Reverse order; the ingester gets time to commit and ack before NATS stops."""
+        for name in ("dashboard", "scraper", "ingester"):
+            child = self.children.get(name)
+            if child:
+                child.stop(timeout=20 if name == "ingester" else 10)
+        self.nats.stop()
+        with contextlib.suppress(OSError):
+            (self.plan.state_dir / "run.json").unlink()
+
+
+def install_signal_handlers(supervisor: Supervisor) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, supervisor.request_stop)

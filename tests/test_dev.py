@@ -1,0 +1,130 @@
+"""`cryptoviz dev` without the full pipeline: the simulator, the local config, and failing clearly."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import socket
+import statistics
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptoviz.core.config import load_config
+from cryptoviz.core.nats import free_port
+from cryptoviz.core.quote import make_quote
+from cryptoviz.dev.local_config import ensure_config
+from cryptoviz.dev.simulator import COINS, SECONDS_PER_YEAR, MarketSimulator
+from test_dev_support import UNREACHABLE, cryptoviz
+
+START = datetime(2025, 1, 13, tzinfo=UTC)
+
+
+def simulate(seconds: int, step: int = 5, seed: int = 7) -> dict[str, list[float]]:
+    sim = MarketSimulator(seed=seed, start=START)
+    prices: dict[str, list[float]] = {c.symbol: [c.price] for c in COINS}
+    for n in range(1, seconds // step + 1):
+        for q in sim.tick(START + timedelta(seconds=n * step)):
+            prices[q.symbol].append(q.price)
+    return prices
+
+
+def test_simulator_spans_the_three_price_groups_of_the_original():
+    quotes = MarketSimulator(seed=1, start=START).tick(START + timedelta(seconds=5))
+    groups = {q.symbol: ("high" if q.price > 1000 else "mid" if q.price >= 1 else "low") for q in quotes}
+    assert {s for s, g in groups.items() if g == "high"} == {"BTC", "ETH", "BNB"}
+    assert {"XRP", "SOL", "LTC", "LINK", "DOT", "AVAX"} <= {s for s, g in groups.items() if g == "mid"}
+    assert {"DOGE", "ADA", "MATIC"} <= {s for s, g in groups.items() if g == "low"}
+    assert sorted(q.rank for q in quotes) == list(range(1, len(COINS) + 1))
+    for q in quotes:  # every simulated row is a valid quote of provider demo
+        make_quote(provider="demo", coin_id=q.coin_id, symbol=q.symbol, name=q.name, price=q.price,
+                   timestamp=q.timestamp, market_cap=q.market_cap, volume_24h=q.volume_24h,
+                   percent_change_1h=q.percent_change_1h, percent_change_24h=q.percent_change_24h,
+                   percent_change_7d=q.percent_change_7d, rank=q.rank)  # fmt: skip
+
+
+def test_simulated_volatility_is_realistic_and_stablecoins_hold_their_peg():
+    prices = simulate(seconds=6 * 3600)
+    for spec in COINS:
+        series = prices[spec.symbol]
+        if spec.stable:
+            assert all(0.997 < p < 1.003 for p in series), spec.symbol
+            continue
+        returns = [math.log(b / a) for a, b in itertools.pairwise(series)]
+        annualised = statistics.pstdev(returns) * math.sqrt(SECONDS_PER_YEAR / 5)
+        assert annualised == pytest.approx(spec.volatility, rel=0.1), spec.symbol
+        assert 0.8 < series[-1] / series[0] < 1.25, spec.symbol  # six hours move a coin, not crash it
+
+
+def test_simulator_is_deterministic_and_continues_from_given_prices():
+    assert simulate(600, seed=3) == simulate(600, seed=3)
+    sim = MarketSimulator(seed=1, start=START, start_prices={"BTC": 50_000.0})
+    btc = next(q for q in sim.tick(START + timedelta(seconds=5)) if q.symbol == "BTC")
+    assert btc.price == pytest.approx(50_000, rel=0.01)
+
+
+def test_local_config_is_written_once_in_the_operators_schema(tmp_path: Path):
+    path = tmp_path / "scraper.yaml"
+    config, written = ensure_config(path)
+    assert written and len(config.coins) == 14
+    assert config.coins[0].ids["coingecko"] == "bitcoin"
+    checked = subprocess.run(cryptoviz("check-config", str(path)), capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    path.write_text("coins:\n  - symbol: BTC\n", encoding="utf-8")  # a user's edit survives
+    config, written = ensure_config(path)
+    assert not written and [c.symbol for c in load_config(path).coins] == ["BTC"]
+
+
+def run_dev(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    ports = ["--api-port", str(free_port()), "--dashboard-port", str(free_port()), "--nats-port", str(free_port())]
+    return subprocess.run(
+        cryptoviz("dev", "--state-dir", str(tmp_path / "state"), *ports, *args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COINGECKO_BASE_URL": UNREACHABLE, "CMC_API_KEY": "", **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("flag", ["--api-port", "--dashboard-port", "--nats-port"])
+def test_a_port_in_use_is_a_clear_message_not_a_traceback(tmp_path: Path, flag: str):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_dev(tmp_path, "--demo", flag, str(port))
+    assert result.returncode != 0
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr and flag in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "state" / "nats").exists()  # nothing was started
+
+
+def test_unreachable_provider_with_no_demo_fallback_exits_with_the_reason(tmp_path: Path):
+    result = run_dev(tmp_path, "--no-demo-fallback")
+    assert result.returncode == 1
+    assert "CoinGecko cannot be used: cannot connect to http://127.0.0.1:9" in result.stderr
+    assert "--no-demo-fallback" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "nats").exists()
+
+
+def test_a_bad_coinmarketcap_key_is_reported_without_the_key(tmp_path: Path):
+    from conftest import MARKET_5M
+
+    market_module = pytest.importorskip("cryptoviz.dev.market")  # lands with the scraper's work
+    CsvReplayFeed, MarketServer = market_module.CsvReplayFeed, market_module.MarketServer
+
+    with MarketServer(CsvReplayFeed(MARKET_5M), cmc_api_key="the-right-key") as market:
+        result = run_dev(
+            tmp_path, "--no-demo-fallback", env={"CMC_API_KEY": "sekret-wrong-key", "CMC_BASE_URL": market.url}
+        )
+    assert result.returncode == 1
+    assert "CoinMarketCap" in result.stderr and "1001" in result.stderr
+    assert "sekret-wrong-key" not in result.stderr + result.stdout
+
+
+def test_demo_and_replay_exclude_each_other(tmp_path: Path):
+    result = run_dev(tmp_path, "--demo", "--replay", str(tmp_path))
+    assert result.returncode == 2 and "exclude each other" in result.stderr

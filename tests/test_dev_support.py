@@ -1,0 +1,184 @@
+"""Helpers for the whole-system tests: run `cryptoviz dev` as a user would, and read what it serves.
+
+No tests here; test_dev*, test_e2e* and test_faults* import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import requests
+from cryptoviz.core.nats import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+UNREACHABLE = "http://127.0.0.1:9"
+"""The discard port: nothing listens there, so a 'live' provider pointed at it is unreachable at once."""
+
+
+def cryptoviz(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from cryptoviz.cli import main; main()", *args]
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        # A zombie counts as gone: it no longer runs anything.
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
+    give_up = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < give_up:
+        try:
+            value = predicate()
+        except (requests.RequestException, OSError, ValueError, KeyError) as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
+
+
+class DevRun:
+    """One `cryptoviz dev` process with free ports and its own state dir; output collected."""
+
+    def __init__(self, state_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.api_port, self.dashboard_port, self.nats_port = free_port(), free_port(), free_port()
+        self.args = args
+        self.env = {
+            **os.environ,
+            "COINGECKO_BASE_URL": UNREACHABLE,
+            "CMC_API_KEY": "",
+            "LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
+        self.output: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    @property
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def command(self) -> list[str]:
+        return cryptoviz(
+            "dev",
+            "--state-dir",
+            str(self.state_dir),
+            "--api-port",
+            str(self.api_port),
+            "--dashboard-port",
+            str(self.dashboard_port),
+            "--nats-port",
+            str(self.nats_port),
+            *self.args,
+        )
+
+    def start(self, ready_timeout: float = 150) -> DevRun:
+        self.process = subprocess.Popen(
+            self.command(),
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        wait_for(
+            lambda: "Press Ctrl-C to stop." in self.text or self.process.poll() is not None,
+            ready_timeout,
+            "cryptoviz dev to come up",
+        )
+        assert self.process.poll() is None, f"cryptoviz dev exited early:\n{self.text}"
+        return self
+
+    def _read(self) -> None:
+        assert self.process and self.process.stdout
+        for line in self.process.stdout:
+            self.output.append(line)
+
+    def run_info(self) -> dict:
+        return json.loads((self.state_dir / "run.json").read_text())
+
+    def pid(self, name: str) -> int:
+        return self.run_info()["pids"][name]
+
+    def get(self, path: str, **params: object) -> dict:
+        response = requests.get(self.api + path, params=params, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict:
+        return self.get("/api/v1/stats")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        """Stop like a user's Ctrl-C; return the exit code."""
+        assert self.process
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+                raise AssertionError(f"cryptoviz dev did not stop within {timeout}s:\n{self.text}") from None
+        if self._reader:
+            self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def kill_everything(self) -> None:
+        """Last-resort cleanup for a failed test: every process this run started."""
+        pids: list[int] = []
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids = [p for p in self.run_info()["pids"].values() if p]
+        if self.process and self.process.poll() is None:
+            self.stop()
+        for pid in pids:
+            if pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def dev_running(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[DevRun]:
+    run = DevRun(state_dir, *args, env=env)
+    try:
+        yield run.start()
+    finally:
+        run.kill_everything()
