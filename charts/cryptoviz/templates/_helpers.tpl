@@ -1,0 +1,176 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "cryptoviz.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name; component suffixes are added by callers, so keep room for them. */}}
+{{- define "cryptoviz.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "cryptoviz.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Common labels. Call with (dict "ctx" $ "component" "ingester"). */}}
+{{- define "cryptoviz.labels" -}}
+helm.sh/chart: {{ include "cryptoviz.chart" .ctx }}
+{{ include "cryptoviz.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: cryptoviz
+{{- end }}
+
+{{/* Selector labels: stable across upgrades, one set per component. */}}
+{{- define "cryptoviz.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cryptoviz.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Resource name of a component: <fullname>-<component>. */}}
+{{- define "cryptoviz.componentName" -}}
+{{- printf "%s-%s" (include "cryptoviz.fullname" .ctx) .component }}
+{{- end }}
+
+{{/* The one application image; a digest, when given, wins over the tag. */}}
+{{- define "cryptoviz.image" -}}
+{{- include "cryptoviz.imageRef" .Values.image }}
+{{- end }}
+
+{{- define "cryptoviz.imageRef" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (required "image.tag is required" .tag) }}
+{{- end }}
+{{- end }}
+
+{{- define "cryptoviz.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "nats://%s-nats:%d" (include "cryptoviz.fullname" .) (int .Values.nats.service.port) }}
+{{- else }}
+{{- required "nats.url is required when nats.enabled is false" .Values.nats.url }}
+{{- end }}
+{{- end }}
+
+{{- define "cryptoviz.ingesterUrl" -}}
+{{- printf "http://%s-ingester:%d" (include "cryptoviz.fullname" .) (int .Values.ingester.service.port) }}
+{{- end }}
+
+{{- define "cryptoviz.scraperConfigMapName" -}}
+{{- printf "%s-scraper-config" (include "cryptoviz.fullname" .) }}
+{{- end }}
+
+{{- define "cryptoviz.providerSecretName" -}}
+{{- default (printf "%s-providers" (include "cryptoviz.fullname" .)) .Values.scraper.secret.existingSecret }}
+{{- end }}
+
+{{- define "cryptoviz.authSecretName" -}}
+{{- default (printf "%s-dashboard-auth" (include "cryptoviz.fullname" .)) .Values.dashboard.auth.existingSecret }}
+{{- end }}
+
+{{/* The dashboard's URL prefix, "" or "/something" without a trailing slash. */}}
+{{- define "cryptoviz.dashboardPrefix" -}}
+{{- $p := trimSuffix "/" .Values.dashboard.prefix }}
+{{- if and $p (not (hasPrefix "/" $p)) }}{{ $p = printf "/%s" $p }}{{ end }}
+{{- $p }}
+{{- end }}
+
+{{/* Pod-level security context: restricted Pod Security Standard. */}}
+{{- define "cryptoviz.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+fsGroup: {{ .Values.securityContext.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container-level security context: restricted Pod Security Standard. */}}
+{{- define "cryptoviz.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.securityContext.runAsUser }}
+runAsGroup: {{ .Values.securityContext.runAsGroup }}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Scheduling settings shared by every pod. */}}
+{{- define "cryptoviz.scheduling" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* Settings every cryptoviz process reads. */}}
+{{- define "cryptoviz.commonEnv" -}}
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+{{- end }}
+
+{{/* The writable scratch space every container gets (the root filesystem is read-only). */}}
+{{- define "cryptoviz.tmpVolume" -}}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- end }}
+
+{{/*
+The scraper config: the live ConfigMap's content when the operator manages it (so an upgrade never
+reverts what the operator rendered from TrackedCrypto objects), else the values-provided default.
+*/}}
+{{- define "cryptoviz.scraperConfig" -}}
+{{- $live := dict }}
+{{- if .Values.operator.enabled }}
+{{- $live = (lookup "v1" "ConfigMap" .Release.Namespace (include "cryptoviz.scraperConfigMapName" .)) | default dict }}
+{{- end }}
+{{- if and $live $live.data (hasKey $live.data "scraper.yaml") }}
+{{- index $live.data "scraper.yaml" }}
+{{- else }}
+{{- toYaml .Values.scraper.config }}
+{{- end }}
+{{- end }}
+
+{{/* The scraper schedule: the live one when the operator manages it, else from values. */}}
+{{- define "cryptoviz.scraperSchedule" -}}
+{{- $live := dict }}
+{{- if and .Values.operator.enabled .Values.operator.manageSchedule }}
+{{- $live = (lookup "batch/v1" "CronJob" .Release.Namespace (include "cryptoviz.componentName" (dict "ctx" . "component" "scraper"))) | default dict }}
+{{- end }}
+{{- if and $live $live.spec $live.spec.schedule }}
+{{- $live.spec.schedule }}
+{{- else }}
+{{- .Values.scraper.schedule }}
+{{- end }}
+{{- end }}
