@@ -1,0 +1,239 @@
+"""The read API (FastAPI), served by the ingester process itself, the only one that opens DuckDB.
+
+Every DuckDB read runs on a worker thread with that thread's own cursor, so the event loop
+(and with it the JetStream consumer) never waits on a query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import duckdb
+import orjson
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse
+
+from cryptoviz import __version__
+from cryptoviz.ingester import metrics, params, queries
+from cryptoviz.ingester.formats import FORMATS, JSON_OPTIONS, BadRequest, json_response, negotiate, table_response
+
+if TYPE_CHECKING:
+    from cryptoviz.ingester.service import Runtime
+
+KEEPALIVE_SECONDS = 15.0
+DEFAULT_WINDOW = timedelta(days=1)
+_ERROR = {"description": "Bad parameter", "content": {"application/json": {"example": {"error": "message"}}}}
+_TABLE_MEDIA = {
+    "description": "OK (JSON, or the data table as CSV / Arrow IPC / Parquet)",
+    "content": {
+        "application/json": {},
+        "text/csv": {},
+        "application/vnd.apache.arrow.stream": {},
+        "application/vnd.apache.parquet": {},
+    },
+}
+RESPONSES = {200: _TABLE_MEDIA, 400: _ERROR}
+
+FormatQ = Query(None, description=f"Answer format: {', '.join(FORMATS)} (else by Accept; default json).")
+SymbolsQ = Query(None, description="Comma-separated tickers, e.g. BTC,ETH (default: all).")
+ProviderQ = Query(None, description="Only this provider's data (default: one preferred provider per symbol).")
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="CryptoViz ingester API",
+        version=__version__,
+        description="Read-only snapshots of the quotes stored by the ingester (DuckDB).",
+    )
+
+    async def read(fn, *args):
+        """Run a query function on a worker thread with that thread's cursor."""
+
+        def call():
+            return fn(runtime.store.reader(), *args)
+
+        return await asyncio.to_thread(call)
+
+    @app.exception_handler(BadRequest)
+    async def _bad_request(_: Request, exc: BadRequest) -> Response:
+        return json_response({"error": str(exc)}, 400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return json_response({"error": problems or "invalid request"}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        return json_response({"error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(duckdb.Error)
+    async def _db(_: Request, exc: duckdb.Error) -> Response:
+        runtime.log.error("query failed: %s", exc)
+        return json_response({"error": "database unavailable, try again"}, 503)
+
+    @app.get("/healthz", tags=["probes"])
+    async def healthz() -> Response:
+        """The process is alive and its event loop answers."""
+        return json_response({"status": "ok"})
+
+    @app.get("/readyz", tags=["probes"], responses={503: {"description": "Not ready"}})
+    async def readyz() -> Response:
+        """DuckDB is open and the JetStream consumer is attached."""
+        checks = {"duckdb": runtime.store_open(), "consumer": runtime.consumer_attached()}
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "not ready", **checks}, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["probes"])
+    async def prometheus_metrics() -> Response:
+        metrics.DB_BYTES.set(runtime.store.db_bytes())
+        metrics.RECORDS.set((await read(queries.stats))["records"])
+        return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/coins", responses=RESPONSES, tags=["data"])
+    async def coins(request: Request, format: str | None = FormatQ) -> Response:
+        """Every (provider, coin) stored, with record counts and the last price."""
+        fmt = negotiate(format, request.headers.get("accept"))
+        return table_response(await read(queries.coins), fmt)
+
+    @app.get("/api/v1/latest", responses=RESPONSES, tags=["data"])
+    async def latest(
+        request: Request,
+        symbols: str | None = SymbolsQ,
+        provider: str | None = ProviderQ,
+        format: str | None = FormatQ,
+    ) -> Response:
+        """The newest quote per symbol (one provider per symbol unless `provider` is given)."""
+        fmt = negotiate(format, request.headers.get("accept"))
+        wanted, source = params.symbols(symbols), params.provider(provider)
+
+        def run(cur):
+            return queries.latest(cur, queries.select_series(cur, wanted, source))
+
+        return table_response(await read(run), fmt)
+
+    @app.get("/api/v1/history", responses=RESPONSES, tags=["data"])
+    async def history(
+        request: Request,
+        symbols: str | None = SymbolsQ,
+        start: str | None = Query(None, description="ISO-8601 or epoch seconds (default: end minus 1 day)."),
+        end: str | None = Query(None, description="ISO-8601 or epoch seconds (default: newest data)."),
+        points: str | None = Query(None, description=f"Most buckets per series, 1..{params.MAX_POINTS} (1000)."),
+        provider: str | None = ProviderQ,
+        format: str | None = FormatQ,
+    ) -> Response:
+        """OHLC buckets per symbol over [start, end], at most `points` per series."""
+        fmt = negotiate(format, request.headers.get("accept"))
+        wanted, source = params.symbols(symbols), params.provider(provider)
+        start_ts, end_ts = params.timestamp(start, "start"), params.timestamp(end, "end")
+        count = params.integer(points, "points", 1000, 1, params.MAX_POINTS)
+        if start_ts and end_ts and start_ts >= end_ts:
+            raise BadRequest("start must be before end")
+
+        def run(cur):
+            series = queries.select_series(cur, wanted, source)
+            unknown = sorted(set(wanted or []) - {s.symbol for s in series})
+            if wanted and not series:
+                where = f" for provider {source}" if source else ""
+                raise BadRequest(f"unknown symbol(s){where}: {', '.join(unknown)}; see /api/v1/coins")
+            stop = end_ts or queries.default_range(cur, series) or datetime.now(UTC).replace(tzinfo=None)
+            begin = start_ts or stop - DEFAULT_WINDOW
+            if begin >= stop:
+                raise BadRequest("start must be before end (the default end is the newest data)")
+            step, table = queries.history(cur, series, begin, stop, count)
+            return unknown, begin, stop, step, table
+
+        unknown, begin, stop, step, table = await read(run)
+        meta = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
+        if unknown:
+            meta["unknown_symbols"] = unknown
+        return table_response(table, fmt, meta)
+
+    @app.get("/api/v1/stats", responses={400: _ERROR}, tags=["data"])
+    async def stats() -> Response:
+        """Totals, freshness, ingest rate and consumer lag."""
+        body = await read(queries.stats)
+        counters = await asyncio.to_thread(runtime.store.counters)
+        last_received = body.pop("last_received")
+        body.update(
+            seconds_since_last_data=(
+                max(0.0, (datetime.now(UTC) - _utc(last_received)).total_seconds()) if last_received else None
+            ),
+            ingest_rate=runtime.ingest_rate(),
+            consumer_lag=runtime.consumer_lag(),
+            db_bytes=runtime.store.db_bytes(),
+            rejected=counters.get("rejected", 0),
+            duplicates=counters.get("duplicates", 0),
+        )
+        return json_response(body)
+
+    @app.get("/api/v1/alerts", responses=RESPONSES, tags=["data"])
+    async def alerts(
+        request: Request,
+        since: str | None = Query(None, description="Only alerts fired at or after this (ISO-8601 or epoch s)."),
+        limit: str | None = Query(None, description="Most rows, newest first, 1..10000 (1000)."),
+        format: str | None = FormatQ,
+    ) -> Response:
+        """Alerts fired by the rules in SCRAPER_CONFIG, newest first."""
+        fmt = negotiate(format, request.headers.get("accept"))
+        since_ts = params.timestamp(since, "since")
+        count = params.integer(limit, "limit", 1000, 1, 10_000)
+        return table_response(await read(queries.alerts, since_ts, count), fmt)
+
+    @app.get(
+        "/api/v1/events",
+        tags=["data"],
+        responses={200: {"description": "Server-Sent Events", "content": {"text/event-stream": {}}}},
+    )
+    async def events(request: Request) -> StreamingResponse:
+        """`event: commit` with {records, last_update, symbols} within 1 s of each commit."""
+        queue = runtime.events.subscribe()
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b"retry: 2000\n: connected\n\n"
+                while not await request.is_disconnected():
+                    try:
+                        event = await asyncio.wait_for(queue.get(), KEEPALIVE_SECONDS)
+                    except TimeoutError:
+                        yield b": keep-alive\n\n"
+                        continue
+                    yield b"event: commit\ndata: " + orjson.dumps(event, option=JSON_OPTIONS) + b"\n\n"
+            finally:
+                runtime.events.unsubscribe(queue)
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+
+    @app.post(
+        "/api/v1/admin/backup",
+        tags=["admin"],
+        responses={200: {"description": "tar of EXPORT DATABASE (Parquet)", "content": {"application/x-tar": {}}}},
+    )
+    async def backup() -> FileResponse:
+        """A consistent snapshot (one read transaction) of every table, as a tar of Parquet files."""
+        started = time.monotonic()
+        tar_path = await asyncio.to_thread(runtime.snapshot_tar)
+        runtime.log.info("backup snapshot written", extra={"seconds": round(time.monotonic() - started, 3)})
+        return FileResponse(
+            tar_path,
+            media_type="application/x-tar",
+            filename="cryptoviz-backup.tar",
+            background=BackgroundTask(tar_path.unlink, missing_ok=True),
+        )
+
+    return app

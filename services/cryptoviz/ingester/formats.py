@@ -1,0 +1,79 @@
+"""Answer bodies: JSON by default, CSV, Arrow IPC stream or Parquet by `format=` or `Accept`."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+from fastapi import Response
+
+MEDIA_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+}
+_ACCEPT = {
+    "application/json": "json",
+    "text/csv": "csv",
+    "application/vnd.apache.arrow.stream": "arrow",
+    "application/vnd.apache.arrow.file": "arrow",
+    "application/vnd.apache.parquet": "parquet",
+    "application/x-parquet": "parquet",
+}
+FORMATS = tuple(MEDIA_TYPES)
+JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
+
+
+class BadRequest(ValueError):
+    """A parameter the client must fix; answered with 400 and this message."""
+
+
+def negotiate(format_param: str | None, accept: str | None) -> str:
+    """`format=` wins; otherwise the first known media type in Accept; otherwise JSON."""
+    if format_param is not None:
+        value = format_param.strip().lower()
+        if value not in MEDIA_TYPES:
+            raise BadRequest(f"format must be one of {', '.join(FORMATS)}, not {format_param[:40]!r}")
+        return value
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _ACCEPT:
+            return _ACCEPT[media]
+    return "json"
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=JSON_OPTIONS), status_code=status_code, media_type=MEDIA_TYPES["json"])
+
+
+def table_response(table: pa.Table, fmt: str, meta: dict[str, Any] | None = None) -> Response:
+    """List answers: JSON `{"data": rows, **meta}`; the other formats carry the data table only."""
+    if fmt == "json":
+        return json_response({**(meta or {}), "data": table.to_pylist()})
+    sink = io.BytesIO()
+    if fmt == "csv":
+        pa_csv.write_csv(_csv_friendly(table), sink)
+    elif fmt == "arrow":
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    else:
+        pq.write_table(table, sink)
+    headers = {f"X-Cryptoviz-{k.replace('_', '-').title()}": str(v) for k, v in (meta or {}).items()}
+    return Response(sink.getvalue(), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+def _csv_friendly(table: pa.Table) -> pa.Table:
+    """CSV has no list type (join lists with `|`) and should say timestamps are UTC (ISO-8601 `Z`)."""
+    columns = []
+    for column in table.columns:
+        if pa.types.is_timestamp(column.type) and column.type.tz is None:
+            column = column.cast(pa.timestamp(column.type.unit, tz="UTC"))
+        elif pa.types.is_list(column.type):
+            column = pa.array(["|".join(map(str, v)) if v is not None else None for v in column.to_pylist()])
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)

@@ -1,0 +1,180 @@
+"""Read queries behind the API. Each runs on the calling thread's own cursor (one snapshot)
+with bound parameters only, and returns an Arrow table so every output format is one step away.
+
+Series selection: a symbol may be tracked by several providers (and by the simulated `demo`
+source). Unless `provider` is given, each symbol is served from one (provider, coin_id): live
+providers before `demo`, then the one with the newest data, so live and simulated data never
+mix in one series.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from cryptoviz.ingester.schema import LATEST_FIELDS
+
+SIMULATED_PROVIDERS = ("demo",)
+"""Providers whose prices are made up; `replay` replays real recorded prices."""
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    symbol: str
+    provider: str
+    coin_id: str
+
+
+def _simulated_sql(column: str = "provider") -> str:
+    return f"({column} IN ({', '.join(repr(p) for p in SIMULATED_PROVIDERS)}))"
+
+
+def coins(cur: duckdb.DuckDBPyConnection) -> pa.Table:
+    return cur.sql(
+        f"""
+        SELECT symbol, name, provider, coin_id, records, first_timestamp, timestamp AS last_timestamp,
+               price AS last_price, {_simulated_sql()} AS simulated
+        FROM coins ORDER BY symbol, provider, coin_id
+        """
+    ).to_arrow_table()
+
+
+def select_series(cur: duckdb.DuckDBPyConnection, symbols: list[str] | None, provider: str | None) -> list[Series]:
+    """One (provider, coin_id) per requested symbol (all symbols when None), see module doc."""
+    sql = f"""
+        SELECT symbol, provider, coin_id FROM coins
+        WHERE ($provider IS NULL OR provider = $provider)
+        QUALIFY row_number() OVER (
+            PARTITION BY symbol ORDER BY {_simulated_sql()}, timestamp DESC, coin_id
+        ) = 1
+        ORDER BY symbol
+    """
+    rows = cur.execute(sql, {"provider": provider}).fetchall()
+    wanted = set(symbols) if symbols is not None else None
+    return [Series(*row) for row in rows if wanted is None or row[0] in wanted]
+
+
+def _series_filter(series: list[Series]) -> tuple[str, list]:
+    clauses = " OR ".join("(provider = ? AND coin_id = ?)" for _ in series)
+    params: list = [value for s in series for value in (s.provider, s.coin_id)]
+    return f"({clauses})", params
+
+
+def latest(cur: duckdb.DuckDBPyConnection, series: list[Series]) -> pa.Table:
+    if not series:
+        return _empty(cur, f"SELECT provider, coin_id, {', '.join(LATEST_FIELDS)}, true AS simulated FROM coins")
+    where, params = _series_filter(series)
+    fields = ", ".join(f for f in LATEST_FIELDS)
+    return cur.sql(
+        f"""SELECT provider, coin_id, {fields}, {_simulated_sql()} AS simulated
+            FROM coins WHERE {where} ORDER BY symbol""",
+        params=params,
+    ).to_arrow_table()
+
+
+def default_range(cur: duckdb.DuckDBPyConnection, series: list[Series]) -> datetime | None:
+    """The newest timestamp among the series: the default end of a history window."""
+    if not series:
+        return None
+    where, params = _series_filter(series)
+    row = cur.execute(f"SELECT max(timestamp) FROM coins WHERE {where}", params).fetchone()
+    return row[0] if row else None
+
+
+def bucket_seconds(start: datetime, end: datetime, points: int) -> int:
+    span = (end - start).total_seconds()
+    return max(1, math.ceil(span / points))
+
+
+def history(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
+) -> tuple[int, pa.Table]:
+    """OHLC per bucket per series, at most `points` buckets, from raw rows plus the hourly rollup.
+
+    A quote lives either raw or (after retention) in the rollup, never both, so the union never
+    counts a sample twice; bucket k starts at start + k * bucket_seconds.
+    """
+    step = bucket_seconds(start, end, points)
+    if not series:
+        return step, _empty(cur, _HISTORY_SQL.format(where="false"), _history_params(start, end, step, points, []))
+    where, params = _series_filter(series)
+    table = cur.sql(_HISTORY_SQL.format(where=where), params=_history_params(start, end, step, points, params))
+    return step, table.to_arrow_table()
+
+
+def _history_params(start: datetime, end: datetime, step: int, points: int, series_params: list) -> list:
+    hour_start = start.replace(minute=0, second=0, microsecond=0)
+    return [
+        start,
+        end,
+        *series_params,
+        hour_start,
+        end,
+        *series_params,
+        _epoch(start),
+        step,
+        points - 1,
+        start,
+        step,
+    ]
+
+
+def _epoch(naive_utc: datetime) -> float:
+    return (naive_utc - datetime(1970, 1, 1)).total_seconds()
+
+
+_HISTORY_SQL = """
+WITH samples AS (
+    SELECT provider, coin_id, symbol, name, timestamp AS ts, timestamp AS first_ts, timestamp AS last_ts,
+           price AS open, price AS high, price AS low, price AS close, volume_24h, 1 AS n
+    FROM crypto_prices WHERE timestamp >= ? AND timestamp <= ? AND {where}
+    UNION ALL
+    SELECT provider, coin_id, symbol, name, hour, first_ts, last_ts, open, high, low, close, volume_24h, samples
+    FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ? AND {where}
+), bucketed AS (
+    SELECT *, least(greatest(floor((epoch(ts) - ?) / ?), 0), ?)::BIGINT AS bucket FROM samples
+)
+SELECT arg_max(symbol, last_ts) AS symbol, provider, coin_id, arg_max(name, last_ts) AS name,
+       ? + to_seconds(bucket * ?) AS timestamp,
+       arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
+       arg_max(close, last_ts) AS price, arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
+FROM bucketed
+GROUP BY provider, coin_id, bucket
+ORDER BY symbol, provider, coin_id, timestamp
+"""
+
+
+def alerts(cur: duckdb.DuckDBPyConnection, since: datetime | None, limit: int) -> pa.Table:
+    return cur.sql(
+        """SELECT symbol, condition, threshold, price, change_24h, fired_at, message, provider, coin_id
+           FROM alerts WHERE $since IS NULL OR fired_at >= $since ORDER BY fired_at DESC LIMIT $limit""",
+        params={"since": since, "limit": limit},
+    ).to_arrow_table()
+
+
+def stats(cur: duckdb.DuckDBPyConnection) -> dict:
+    row = cur.execute(
+        f"""SELECT coalesce(sum(records), 0)::BIGINT, count(*), min(first_timestamp), max(timestamp),
+                   max(received_at), list(DISTINCT provider ORDER BY provider),
+                   coalesce(bool_or({_simulated_sql()}), false)
+            FROM coins"""
+    ).fetchone()
+    records, coin_count, first, last, last_received, providers, simulated = row
+    return {
+        "records": records,
+        "coins": coin_count,
+        "first_update": first,
+        "last_update": last,
+        "last_received": last_received,
+        "providers": [p for p in providers or [] if p is not None],
+        "simulated": bool(simulated),
+    }
+
+
+def _empty(cur: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pa.Table:
+    """A zero-row table with the columns of `sql` (so empty CSV/Arrow answers keep their header)."""
+    return cur.sql(f"SELECT * FROM ({sql}) LIMIT 0", params=params or None).to_arrow_table()

@@ -1,0 +1,135 @@
+"""The DuckDB schema and its migrations, applied in order at start, each in its own transaction.
+
+`crypto_prices` keeps the original project's six columns first (name, symbol, price,
+percent_change_24h, market_cap, timestamp) so its README queries still work; migration 1
+creates exactly that legacy table when absent, migration 2 upgrades it (or a legacy file)
+to the current layout.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import duckdb
+
+log = logging.getLogger(__name__)
+
+QUOTE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "VARCHAR"),
+    ("symbol", "VARCHAR"),
+    ("price", "DOUBLE"),
+    ("percent_change_24h", "DOUBLE"),
+    ("market_cap", "DOUBLE"),
+    ("timestamp", "TIMESTAMP"),
+    ("provider", "VARCHAR"),
+    ("coin_id", "VARCHAR"),
+    ("volume_24h", "DOUBLE"),
+    ("percent_change_1h", "DOUBLE"),
+    ("percent_change_7d", "DOUBLE"),
+    ("rank", "INTEGER"),
+    ("received_at", "TIMESTAMP"),
+)
+"""Column order of crypto_prices (and of the Arrow batches inserted into it)."""
+
+LATEST_FIELDS: tuple[str, ...] = tuple(c for c, _ in QUOTE_COLUMNS if c not in ("provider", "coin_id"))
+
+_COINS_COLUMNS = ",\n    ".join(f"{c} {t}" for c, t in QUOTE_COLUMNS if c not in ("provider", "coin_id"))
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "legacy crypto_prices table",
+        """
+        CREATE TABLE IF NOT EXISTS crypto_prices (
+            name VARCHAR, symbol VARCHAR, price DOUBLE, percent_change_24h DOUBLE,
+            market_cap DOUBLE, timestamp TIMESTAMP
+        );
+        """,
+    ),
+    (
+        2,
+        "provider identity, extra quote fields, coins summary, hourly rollup, alerts, counters",
+        f"""
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS provider VARCHAR;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS coin_id VARCHAR;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS volume_24h DOUBLE;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS percent_change_1h DOUBLE;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS percent_change_7d DOUBLE;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS rank INTEGER;
+        ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS received_at TIMESTAMP;
+        UPDATE crypto_prices SET provider = 'coinmarketcap' WHERE provider IS NULL;
+        UPDATE crypto_prices SET coin_id = lower(symbol) WHERE coin_id IS NULL;
+        UPDATE crypto_prices SET received_at = timestamp WHERE received_at IS NULL;
+        CREATE TABLE coins (
+            provider VARCHAR NOT NULL,
+            coin_id VARCHAR NOT NULL,
+            records BIGINT NOT NULL,
+            first_timestamp TIMESTAMP,
+            {_COINS_COLUMNS},
+            PRIMARY KEY (provider, coin_id)
+        );
+        INSERT INTO coins BY NAME
+        SELECT provider, coin_id, count(*) OVER w AS records, min(timestamp) OVER w AS first_timestamp,
+               {", ".join(LATEST_FIELDS)}
+        FROM crypto_prices
+        WINDOW w AS (PARTITION BY provider, coin_id)
+        QUALIFY row_number() OVER (PARTITION BY provider, coin_id ORDER BY timestamp DESC) = 1;
+        CREATE TABLE crypto_prices_hourly (
+            provider VARCHAR NOT NULL,
+            coin_id VARCHAR NOT NULL,
+            hour TIMESTAMP NOT NULL,
+            symbol VARCHAR,
+            name VARCHAR,
+            open DOUBLE,
+            high DOUBLE,
+            low DOUBLE,
+            close DOUBLE,
+            volume_24h DOUBLE,
+            samples BIGINT,
+            first_ts TIMESTAMP,
+            last_ts TIMESTAMP,
+            PRIMARY KEY (provider, coin_id, hour)
+        );
+        CREATE TABLE alerts (
+            symbol VARCHAR NOT NULL,
+            condition VARCHAR NOT NULL,
+            threshold DOUBLE NOT NULL,
+            price DOUBLE,
+            change_24h DOUBLE,
+            fired_at TIMESTAMP NOT NULL,
+            message VARCHAR,
+            provider VARCHAR,
+            coin_id VARCHAR,
+            quote_timestamp TIMESTAMP
+        );
+        CREATE TABLE ingest_counters (name VARCHAR PRIMARY KEY, value BIGINT NOT NULL);
+        INSERT INTO ingest_counters VALUES ('rejected', 0), ('duplicates', 0), ('ingested', 0);
+        CREATE TABLE ingest_state (key VARCHAR PRIMARY KEY, value VARCHAR);
+        """,
+    ),
+)
+
+
+def current_version(conn: duckdb.DuckDBPyConnection) -> int:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: duckdb.DuckDBPyConnection) -> int:
+    """Apply every migration newer than the file's version; return the resulting version."""
+    version = current_version(conn)
+    for number, title, sql in MIGRATIONS:
+        if number <= version:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        try:
+            conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, now())", [number])
+            conn.execute("COMMIT")
+        except Exception:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("applied schema migration %d: %s", number, title)
+        version = number
+    return version

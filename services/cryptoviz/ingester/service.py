@@ -1,0 +1,193 @@
+"""`cryptoviz ingest`: the consumer, the API and housekeeping in one asyncio loop, one process.
+
+One process because DuckDB allows one writer process or many readers, never both: the
+ingester is the only process that opens the file, everyone else reads through its API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from cryptoviz.core.nats import connect, redact_url
+from cryptoviz.ingester.api import create_app
+from cryptoviz.ingester.consumer import Consumer
+from cryptoviz.ingester.store import CommitResult, Store
+
+log = logging.getLogger("cryptoviz.ingester")
+
+RATE_WINDOW = 60.0
+LAG_REFRESH_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    nats_url: str
+    duckdb_path: str
+    api_host: str
+    api_port: int
+    batch_size: int
+    batch_timeout: float
+    retention_days: float
+    scraper_config: str | None
+    ack_wait: float
+
+
+class EventHub:
+    """Fan-out of commit events to SSE clients; a slow client loses old events, never blocks."""
+
+    def __init__(self, depth: int = 100) -> None:
+        self.depth = depth
+        self._queues: set[asyncio.Queue] = set()
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(self.depth)
+        self._queues.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue) -> None:
+        self._queues.discard(queue)
+
+    def publish(self, event: dict) -> None:
+        for queue in self._queues:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+
+class Runtime:
+    """What the API needs to know about the running ingester."""
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.log = log
+        self.events = EventHub()
+        self.consumer: Consumer | None = None
+        self._commits: deque[tuple[float, int]] = deque()
+        self._closed = False
+
+    def store_open(self) -> bool:
+        return not self._closed
+
+    def consumer_attached(self) -> bool:
+        return bool(self.consumer and self.consumer.attached and self.consumer.nc.is_connected)
+
+    def consumer_lag(self) -> int | None:
+        return self.consumer.lag if self.consumer else None
+
+    def ingest_rate(self) -> float:
+        """Quotes stored per second over the last minute."""
+        cutoff = time.monotonic() - RATE_WINDOW
+        while self._commits and self._commits[0][0] < cutoff:
+            self._commits.popleft()
+        return round(sum(n for _, n in self._commits) / RATE_WINDOW, 3)
+
+    async def on_commit(self, result: CommitResult) -> None:
+        if result.inserted:
+            self._commits.append((time.monotonic(), result.inserted))
+            self.events.publish(
+                {"records": result.inserted, "last_update": result.last_update, "symbols": result.symbols}
+            )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the ingester shuts everything down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run(settings: Settings) -> None:
+    store = await asyncio.to_thread(Store, settings.duckdb_path)
+    log.info("opened %s (schema version %d)", settings.duckdb_path, store.version)
+    runtime = Runtime(settings, store)
+    config = uvicorn.Config(
+        create_app(runtime),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = _Server(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+
+    api_task = asyncio.create_task(server.serve(), name="api")
+    nc = None
+    tasks: list[asyncio.Task] = []
+    try:
+        log.info("connecting to NATS at %s", redact_url(settings.nats_url))
+        connect_task = asyncio.create_task(connect(settings.nats_url, name="cryptoviz-ingester", deadline=3600))
+        stop_task = asyncio.create_task(stopping.wait())
+        await asyncio.wait({connect_task, stop_task, api_task}, return_when=asyncio.FIRST_COMPLETED)
+        if api_task.done():
+            connect_task.cancel()
+            _raise_api_failure(api_task, settings)
+        if not connect_task.done():
+            connect_task.cancel()
+            return
+        stop_task.cancel()
+        nc = connect_task.result()
+        consumer = Consumer(
+            nc,
+            store,
+            batch_size=settings.batch_size,
+            batch_timeout=settings.batch_timeout,
+            ack_wait=settings.ack_wait,
+            on_commit=runtime.on_commit,
+        )
+        runtime.consumer = consumer
+        tasks = [
+            asyncio.create_task(consumer.run(), name="consumer"),
+            asyncio.create_task(_refresh_lag(consumer), name="lag"),
+        ]
+        done, _ = await asyncio.wait(
+            {api_task, tasks[0], asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if api_task in done:
+            _raise_api_failure(api_task, settings)
+        consumer.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(tasks[0], 10)
+    finally:
+        log.info("shutting down")
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(api_task, 5)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.drain()
+        runtime._closed = True
+        await asyncio.to_thread(store.close)
+
+
+async def _refresh_lag(consumer: Consumer) -> None:
+    while True:
+        with contextlib.suppress(Exception):
+            await consumer.refresh_lag()
+        await asyncio.sleep(LAG_REFRESH_SECONDS)
+
+
+def _raise_api_failure(api_task: asyncio.Task, settings: Settings) -> None:
+    """uvicorn exits (SystemExit) when it cannot bind; turn that into a clear error."""
+    exc = None if api_task.cancelled() else api_task.exception()
+    raise RuntimeError(
+        f"the API server on {settings.api_host}:{settings.api_port} stopped"
+        + (f": {exc!r}" if exc else " (is the port already in use?)")
+    )

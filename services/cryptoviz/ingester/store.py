@@ -1,0 +1,215 @@
+"""DuckDB storage: one writer connection, batch inserts with de-duplication, and read cursors.
+
+Only the ingester process opens the file. Writes are serialised on one connection (called
+from one worker thread); every read takes its own `cursor()`, i.e. its own MVCC snapshot, so
+reads never see half a batch and never block the writer for long.
+
+Exactly-once: a quote's identity is (provider, coin_id, timestamp). Each batch is inserted
+with an anti-join against the rows already stored in the batch's timestamp range (zone maps
+prune everything else), in the same transaction as the insert, and the messages are acked
+only after the commit. So a redelivery after a crash, a duplicate publish outside JetStream's
+duplicate window, or a replay stores nothing twice, without a 50M-entry unique index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from cryptoviz.core.quote import Quote
+from cryptoviz.ingester.schema import LATEST_FIELDS, QUOTE_COLUMNS, migrate
+
+log = logging.getLogger(__name__)
+
+_ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us"), "INTEGER": pa.int32()}
+ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in QUOTE_COLUMNS])
+
+
+class StorageError(RuntimeError):
+    """The database cannot be opened or written; the message says where and why."""
+
+
+def naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def quotes_to_arrow(quotes: list[Quote]) -> pa.Table:
+    """Columnar form of a batch, in crypto_prices' column order (timestamps naive UTC)."""
+    columns = {}
+    for name, _ in QUOTE_COLUMNS:
+        if name in ("timestamp", "received_at"):
+            columns[name] = [naive_utc(getattr(q, name)) for q in quotes]
+        else:
+            columns[name] = [getattr(q, name) for q in quotes]
+    return pa.Table.from_pydict(columns, schema=ARROW_SCHEMA)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What one committed batch changed; feeds metrics, events and alerts."""
+
+    received: int
+    inserted: int
+    duplicates: int
+    symbols: list[str] = field(default_factory=list)
+    latest: list[dict] = field(default_factory=list)
+    """The newest inserted quote per (provider, coin_id) of this batch."""
+    last_update: datetime | None = None
+
+
+_NEW_ROWS_SQL = """
+CREATE OR REPLACE TEMP TABLE fresh AS
+SELECT i.* FROM (
+    SELECT * FROM incoming
+    QUALIFY row_number() OVER (PARTITION BY provider, coin_id, timestamp ORDER BY received_at) = 1
+) i
+ANTI JOIN (
+    SELECT provider, coin_id, timestamp FROM crypto_prices WHERE timestamp BETWEEN $lo AND $hi
+) s ON i.provider = s.provider AND i.coin_id = s.coin_id AND i.timestamp = s.timestamp
+"""
+
+_LATEST_UPDATE = ", ".join(
+    f"{c} = CASE WHEN excluded.timestamp >= coins.timestamp THEN excluded.{c} ELSE coins.{c} END"
+    for c in LATEST_FIELDS
+    if c != "timestamp"
+)
+
+_UPSERT_COINS_SQL = f"""
+INSERT INTO coins BY NAME
+SELECT provider, coin_id, count(*) OVER w AS records, min(timestamp) OVER w AS first_timestamp,
+       {", ".join(LATEST_FIELDS)}
+FROM fresh
+WINDOW w AS (PARTITION BY provider, coin_id)
+QUALIFY row_number() OVER (PARTITION BY provider, coin_id ORDER BY timestamp DESC) = 1
+ON CONFLICT (provider, coin_id) DO UPDATE SET
+    records = coins.records + excluded.records,
+    first_timestamp = least(coins.first_timestamp, excluded.first_timestamp),
+    {_LATEST_UPDATE},
+    timestamp = greatest(coins.timestamp, excluded.timestamp)
+"""
+
+_FRESH_LATEST_SQL = f"""
+SELECT provider, coin_id, {", ".join(LATEST_FIELDS)} FROM fresh
+QUALIFY row_number() OVER (PARTITION BY provider, coin_id ORDER BY timestamp DESC) = 1
+"""
+
+
+class Store:
+    """The ingester's DuckDB file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = duckdb.connect(str(self.path))
+        except (OSError, duckdb.Error) as exc:
+            raise StorageError(f"cannot open DuckDB file {self.path}: {exc}") from None
+        try:
+            self.version = migrate(self.conn)
+        except duckdb.Error as exc:
+            self.conn.close()
+            raise StorageError(f"cannot migrate DuckDB file {self.path}: {exc}") from None
+        self._probe_writable()
+
+    def _probe_writable(self) -> None:
+        """Fail at start, not at the first batch, when the file cannot take writes."""
+        try:
+            self.conn.execute("BEGIN TRANSACTION")
+            self.conn.execute(
+                "INSERT OR REPLACE INTO ingest_state VALUES ('opened_at', CAST(now() AS VARCHAR))",
+            )
+            self.conn.execute("COMMIT")
+            self.conn.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(duckdb.Error):
+                self.conn.execute("ROLLBACK")
+            raise StorageError(f"DuckDB file {self.path} is not writable: {exc}") from None
+
+    def close(self) -> None:
+        with self._write_lock:
+            try:
+                self.conn.execute("CHECKPOINT")
+            except duckdb.Error as exc:
+                log.warning("checkpoint at close failed: %s", exc)
+            self.conn.close()
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor owned by the calling thread (DuckDB connections are not thread-safe)."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self.conn.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    def db_bytes(self) -> int:
+        total = 0
+        for candidate in (self.path, self.path.with_name(self.path.name + ".wal")):
+            with contextlib.suppress(OSError):
+                total += os.stat(candidate).st_size
+        return total
+
+    # -- writes -------------------------------------------------------------------------
+
+    def write_batch(self, table: pa.Table, rejected: int = 0) -> CommitResult:
+        """Insert a batch in one transaction, skipping quotes already stored; thread-safe."""
+        received = table.num_rows
+        with self._write_lock:
+            conn = self.conn
+            conn.register("incoming", table)
+            try:
+                conn.execute("BEGIN TRANSACTION")
+                if received:
+                    lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchone()
+                    conn.execute(_NEW_ROWS_SQL, {"lo": lo, "hi": hi})
+                    inserted = conn.execute("INSERT INTO crypto_prices BY NAME SELECT * FROM fresh").fetchone()[0]
+                    latest_rows = conn.execute(_FRESH_LATEST_SQL)
+                    names = [d[0] for d in latest_rows.description]
+                    latest = [dict(zip(names, row, strict=True)) for row in latest_rows.fetchall()]
+                    if inserted:
+                        conn.execute(_UPSERT_COINS_SQL)
+                    conn.execute("DROP TABLE fresh")
+                else:
+                    inserted, latest = 0, []
+                duplicates = received - inserted
+                self._bump(conn, ingested=inserted, duplicates=duplicates, rejected=rejected)
+                conn.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"writing batch to {self.path} failed: {exc}") from None
+            finally:
+                conn.unregister("incoming")
+        return CommitResult(
+            received=received,
+            inserted=inserted,
+            duplicates=duplicates,
+            symbols=sorted({row["symbol"] for row in latest}),
+            latest=latest,
+            last_update=max((row["timestamp"] for row in latest), default=None),
+        )
+
+    def count_rejected(self, count: int) -> None:
+        """Persist rejections of messages that produced no batch (dead letters)."""
+        with self._write_lock:
+            self.conn.execute("BEGIN TRANSACTION")
+            self._bump(self.conn, rejected=count)
+            self.conn.execute("COMMIT")
+
+    @staticmethod
+    def _bump(conn: duckdb.DuckDBPyConnection, **counts: int) -> None:
+        for name, value in counts.items():
+            if value:
+                conn.execute("UPDATE ingest_counters SET value = value + ? WHERE name = ?", [value, name])
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.reader().execute("SELECT name, value FROM ingest_counters").fetchall())
