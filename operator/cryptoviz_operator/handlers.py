@@ -1,0 +1,111 @@
+"""Thin kopf wiring: every TrackedCrypto event re-renders from kopf's in-memory index.
+
+No handler needs a finalizer (the delete path is a plain watch-event handler; status refresh is
+one background task, not per-object timers, which would add finalizers), so deleting a
+TrackedCrypto never blocks, even with the operator down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from cryptoviz_operator.ingester import IngesterClient
+from cryptoviz_operator.kube import GROUP, PLURAL, VERSION, KubeApi, load_client_config
+from cryptoviz_operator.reconcile import Operator
+from cryptoviz_operator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "cryptoviz.io"
+
+
+def objects_of(index: kopf.Index) -> list[dict[str, Any]]:
+    return [value for _, store in index.items() for value in store]
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+    """Own prefixes, no cluster-wide scanning (least privilege), then the status refresher."""
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.scanning.disabled = True
+    settings.posting.level = logging.WARNING
+
+    config = Settings.from_env()
+    operator = Operator(config, KubeApi(load_client_config()), IngesterClient(config.ingester_url))
+    await operator.ensure_configmap_exists()
+    memo.operator = operator
+    memo.refresher = asyncio.create_task(_refresh_forever(operator, tracked), name="cryptoviz-status-refresh")
+    log.info(
+        "rendering TrackedCryptos into ConfigMap %s/%s%s; status from %s every %ss",
+        config.pod_namespace,
+        config.configmap_name,
+        f", schedule of CronJob {config.cronjob_name}" if config.manage_schedule else "",
+        config.ingester_url,
+        config.status_refresh_interval,
+    )
+
+
+async def _refresh_forever(operator: Operator, index: kopf.Index) -> None:
+    interval = operator.settings.status_refresh_interval
+    await asyncio.sleep(min(interval, 5.0))
+    while True:
+        try:
+            await operator.refresh(objects_of(index))
+        except Exception:  # one failed round (API hiccup) must not end the refresher
+            log.exception("status refresh failed; retrying in %ss", interval)
+        await asyncio.sleep(interval)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("refresher")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def tracked(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, name) → the parts of the object the rendering and status need."""
+    meta = body.metadata
+    snapshot = {
+        "metadata": {
+            "namespace": meta.namespace,
+            "name": meta.name,
+            "uid": meta.uid,
+            "creationTimestamp": meta.creation_timestamp,
+            "generation": meta.get("generation"),
+        },
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+    return {(meta.namespace, meta.name): snapshot}
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def reconcile(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+    try:
+        await memo.operator.reconcile(objects_of(tracked))
+    except Exception as exc:  # API errors: kopf retries the handler with backoff
+        raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def gone(type: str, memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+    """Deletion: the object has already left the index; render without it. (If this fails,
+    the periodic refresh re-renders within STATUS_REFRESH_INTERVAL.)"""
+    if type == "DELETED":
+        await memo.operator.reconcile(objects_of(tracked))

@@ -1,0 +1,44 @@
+"""Reading the ingester's HTTP API (`/api/v1/latest`, `/api/v1/alerts`) for status and alert Events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+
+
+class IngesterError(RuntimeError):
+    """The ingester could not be reached or answered something unusable."""
+
+
+class IngesterClient:
+    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _rows(self, path: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        url = f"{self.base_url}{path}"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self.timeout) as session,
+                session.get(url, params=params, headers={"Accept": "application/json"}) as response,
+            ):
+                if response.status != 200:
+                    raise IngesterError(f"GET {path} answered HTTP {response.status}")
+                body = await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise IngesterError(f"GET {path} failed: {exc or type(exc).__name__}") from None
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise IngesterError(f"GET {path} answered without a data list")
+        return [row for row in rows if isinstance(row, dict)]
+
+    async def latest(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
+        """The newest quote of every coin (one row per provider/coin) for these symbols."""
+        return await self._rows("/api/v1/latest", {"symbols": ",".join(sorted(set(symbols)))})
+
+    async def alerts(self, since: datetime) -> list[dict[str, Any]]:
+        """Alerts the ingester fired at or after `since`."""
+        return await self._rows("/api/v1/alerts", {"since": since.isoformat()})

@@ -1,0 +1,117 @@
+"""The few Kubernetes API calls the operator makes, on the `kubernetes` client, as plain dicts.
+
+Calls are blocking, so each runs in a thread; every verb used here is listed in docs/operator.md
+so the chart's RBAC grants exactly these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiException
+
+GROUP, VERSION, PLURAL = "cryptoviz.io", "v1alpha1", "trackedcryptos"
+MERGE_PATCH = "application/merge-patch+json"
+
+
+def load_client_config() -> kubernetes.client.ApiClient:
+    """In-cluster service account when running in a pod, else the local kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()
+    return kubernetes.client.ApiClient()
+
+
+def _json(response: Any) -> dict[str, Any]:
+    return json.loads(response.data or b"{}")
+
+
+class KubeApi:
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """`get configmaps`; None when absent."""
+        try:
+            response = await asyncio.to_thread(
+                self.core.read_namespaced_config_map, name, namespace, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    async def create_configmap(self, namespace: str, body: dict[str, Any]) -> None:
+        """`create configmaps`."""
+        await asyncio.to_thread(self.core.create_namespaced_config_map, namespace, body, _preload_content=False)
+
+    async def patch_configmap(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """`patch configmaps`."""
+        await asyncio.to_thread(
+            self.core.patch_namespaced_config_map,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+
+    async def read_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """`get cronjobs.batch`; None when absent."""
+        try:
+            response = await asyncio.to_thread(
+                self.batch.read_namespaced_cron_job, name, namespace, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    async def patch_cronjob(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """`patch cronjobs.batch`."""
+        await asyncio.to_thread(
+            self.batch.patch_namespaced_cron_job,
+            name,
+            namespace,
+            patch,
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
+        """`patch trackedcryptos/status`; the updated object, or None if it is gone."""
+        try:
+            response = await asyncio.to_thread(
+                self.custom.patch_namespaced_custom_object_status,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _json(response)
+
+    async def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
+        """`create events`; False when an event of that name exists (already reported)."""
+        try:
+            await asyncio.to_thread(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True

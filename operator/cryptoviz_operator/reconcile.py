@@ -1,0 +1,298 @@
+"""Applying the rendering: the ConfigMap, the CronJob schedule, every object's status, Events.
+
+Everything is compare-then-write, so re-running (another handler, a restart, the periodic
+refresh) with the same TrackedCryptos writes nothing. One lock serialises all of it: the last
+run always renders from the newest view of all objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptoviz_operator.ingester import IngesterClient, IngesterError
+from cryptoviz_operator.kube import GROUP, VERSION, KubeApi
+from cryptoviz_operator.render import ALERT_CONDITIONS, Decision, ObjectKey, Rendering, object_key, render
+from cryptoviz_operator.settings import Settings
+from cryptoviz_operator.status import (
+    IngestView,
+    desired_status,
+    find_condition,
+    format_time,
+    parse_time,
+    status_changes,
+)
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEY = "scraper.yaml"
+DIGEST_ANNOTATION = "cryptoviz.io/config-hash"
+COINS_ANNOTATION = "cryptoviz.io/coins"
+MANAGED_LABELS = {"app.kubernetes.io/managed-by": "cryptoviz-operator", "app.kubernetes.io/part-of": "cryptoviz"}
+COMPONENT = "cryptoviz-operator"
+ALERT_LOOKBACK = timedelta(hours=1)
+"""On start, alerts fired this long ago are still surfaced (once: each object remembers its last)."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _event_name(name: str, *parts: object) -> str:
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode()).hexdigest()[:16]
+    return f"{name[:200]}.{digest}"
+
+
+class Operator:
+    """The operator's state: what it last wrote, so unchanged inputs cost no API writes."""
+
+    def __init__(self, settings: Settings, kube: KubeApi, ingester: IngesterClient) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.ingester = ingester
+        self.lock = asyncio.Lock()
+        self.indexed = False
+        """Set once kopf has called a handler, i.e. its index holds every object in scope."""
+        self.written: dict[ObjectKey, tuple[str, dict[str, Any]]] = {}
+        """(uid, status) as last written; newer than the index until the watch event arrives."""
+        self.config_digest: str | None = None
+        self.schedule: str | None = None
+        self.cronjob_missing_logged = False
+        self.ingest: IngestView | None = None
+        self.alerts_since = _now() - ALERT_LOOKBACK
+
+    # -- the view of objects -------------------------------------------------------------------
+
+    def _with_written_status(self, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        result = []
+        alive: set[ObjectKey] = set()
+        for obj in objects:
+            key = object_key(obj)
+            alive.add(key)
+            uid = (obj.get("metadata") or {}).get("uid")
+            written = self.written.get(key)
+            if written is not None and written[0] == uid:
+                obj = {**obj, "status": written[1]}
+            result.append(dict(obj))
+        for key in set(self.written) - alive:
+            del self.written[key]
+        return result
+
+    # -- entry points --------------------------------------------------------------------------
+
+    async def ensure_configmap_exists(self) -> None:
+        """At startup: create the ConfigMap (no coins yet) if missing so the scraper can mount it.
+        Never overwrites: the handlers render the real content once kopf has listed everything."""
+        async with self.lock:
+            ns, name = self.settings.pod_namespace, self.settings.configmap_name
+            if await self.kube.read_configmap(ns, name) is None:
+                await self._write_configmap(None, render([]))
+
+    async def reconcile(self, objects: Iterable[Mapping[str, Any]], *, verify: bool = False) -> Rendering:
+        """Render all objects and bring the ConfigMap, schedule and statuses in line.
+        `verify` re-reads the ConfigMap/CronJob even if this process wrote them (self-healing)."""
+        async with self.lock:
+            self.indexed = True
+            return await self._reconcile(self._with_written_status(objects), verify=verify)
+
+    async def refresh(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Periodic: ask the ingester for prices and alerts, then reconcile everything."""
+        if not self.indexed:
+            return  # kopf has not finished listing; a partial view must not be rendered
+        async with self.lock:
+            view = self._with_written_status(objects)
+            symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
+            self.ingest = await self._fetch_latest(symbols) if symbols else None
+            rendering = await self._reconcile(view, verify=True)
+            if symbols:
+                await self._surface_alerts(self._with_written_status(view), rendering)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _reconcile(self, objects: list[dict[str, Any]], *, verify: bool) -> Rendering:
+        rendering = render(objects)
+        if verify or rendering.digest != self.config_digest:
+            await self._ensure_configmap(rendering)
+        if self.settings.manage_schedule and (verify or rendering.schedule != self.schedule):
+            await self._ensure_schedule(rendering.schedule)
+        await self._sync_statuses(objects, rendering.decisions)
+        return rendering
+
+    async def _write_configmap(self, current: Mapping[str, Any] | None, rendering: Rendering) -> None:
+        ns, name = self.settings.pod_namespace, self.settings.configmap_name
+        annotations = {DIGEST_ANNOTATION: rendering.digest, COINS_ANNOTATION: str(len(rendering.config.coins))}
+        if current is None:
+            body = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": ns, "labels": MANAGED_LABELS, "annotations": annotations},
+                "data": {CONFIG_KEY: rendering.text},
+            }
+            await self.kube.create_configmap(ns, body)
+        else:
+            patch = {"metadata": {"annotations": annotations}, "data": {CONFIG_KEY: rendering.text}}
+            await self.kube.patch_configmap(ns, name, patch)
+        symbols = ",".join(c.symbol for c in rendering.config.coins) or "(none: the scraper's top N)"
+        log.info("ConfigMap %s/%s now tracks %s (hash %s)", ns, name, symbols, rendering.digest[:12])
+
+    async def _ensure_configmap(self, rendering: Rendering) -> None:
+        current = await self.kube.read_configmap(self.settings.pod_namespace, self.settings.configmap_name)
+        up_to_date = (
+            current is not None
+            and (current.get("data") or {}).get(CONFIG_KEY) == rendering.text
+            and ((current.get("metadata") or {}).get("annotations") or {}).get(DIGEST_ANNOTATION) == rendering.digest
+        )
+        if not up_to_date:
+            await self._write_configmap(current, rendering)
+        self.config_digest = rendering.digest
+
+    async def _ensure_schedule(self, schedule: str) -> None:
+        ns, name = self.settings.pod_namespace, self.settings.cronjob_name
+        cronjob = await self.kube.read_cronjob(ns, name)
+        if cronjob is None:
+            if not self.cronjob_missing_logged:
+                log.warning("CronJob %s/%s not found: its schedule is not managed until it exists", ns, name)
+                self.cronjob_missing_logged = True
+            return
+        self.cronjob_missing_logged = False
+        if (cronjob.get("spec") or {}).get("schedule") != schedule:
+            await self.kube.patch_cronjob(ns, name, {"spec": {"schedule": schedule}})
+            log.info("CronJob %s/%s schedule set to %r", ns, name, schedule)
+        self.schedule = schedule
+
+    async def _patch_status(self, obj: Mapping[str, Any], changes: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = object_key(obj)
+        patched = await self.kube.patch_status(key[0], key[1], changes)
+        if patched is None:
+            self.written.pop(key, None)
+            return
+        merged = {**(obj.get("status") or {}), **changes}
+        self.written[key] = (meta.get("uid"), patched.get("status") or merged)
+
+    async def _sync_statuses(self, objects: list[dict[str, Any]], decisions: Mapping[ObjectKey, Decision]) -> None:
+        now = _now()
+        for obj in objects:
+            key = object_key(obj)
+            decision = decisions[key]
+            current = obj.get("status") or {}
+            changes = status_changes(current, desired_status(obj, decision, self.ingest, now))
+            if changes:
+                await self._patch_status(obj, changes)
+            if not decision.accepted:
+                before = find_condition(current, "Accepted") or {}
+                if (before.get("status"), before.get("reason"), before.get("message")) != (
+                    "False",
+                    decision.reason,
+                    decision.message,
+                ):
+                    meta = obj.get("metadata") or {}
+                    await self._event(obj, "Warning", decision.reason, decision.message, meta.get("generation"))
+
+    async def _event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str, *identity: object) -> None:
+        """An Event on the object; its name derives from `identity`, so re-reporting the same
+        thing (e.g. after a restart) is a no-op instead of a duplicate."""
+        meta = obj.get("metadata") or {}
+        namespace, name = object_key(obj)
+        stamp = format_time(_now())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": _event_name(name, meta.get("uid"), reason, message, *identity),
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "TrackedCrypto",
+                "name": name,
+                "namespace": namespace,
+                "uid": meta.get("uid"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+        }
+        if await self.kube.create_event(namespace, body):
+            log.info("Event %s on %s/%s: %s", reason, namespace, name, message)
+
+    async def _fetch_latest(self, symbols: set[str]) -> IngestView:
+        url = self.ingester.base_url
+        try:
+            rows = await self.ingester.latest(symbols)
+        except IngesterError as exc:
+            if self.ingest is None or self.ingest.error is None:
+                log.warning("ingester at %s unreachable: %s", url, exc)
+            return IngestView(url=url, error=str(exc))
+        quotes: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            quotes.setdefault(str(row.get("symbol")), []).append(row)
+        return IngestView(url=url, quotes=quotes)
+
+    async def _surface_alerts(self, objects: list[dict[str, Any]], rendering: Rendering) -> None:
+        """Alerts are evaluated by the ingester (it reads the same config); here each one becomes
+        an Event on every active object that asked for it, and `status.lastAlert`."""
+        try:
+            rows = await self.ingester.alerts(self.alerts_since)
+        except IngesterError as exc:
+            log.debug("alerts not fetched: %s", exc)
+            return
+        fired_rows = sorted(
+            ((parse_time(r.get("fired_at")), r) for r in rows if parse_time(r.get("fired_at"))),
+            key=lambda pair: pair[0],
+        )
+        for fired, row in fired_rows:
+            for obj in objects:
+                if rendering.decisions[object_key(obj)].active and _wants(obj, row):
+                    await self._surface_alert(obj, row, fired)
+            self.alerts_since = max(self.alerts_since, fired)
+
+    async def _surface_alert(self, obj: dict[str, Any], row: Mapping[str, Any], fired: datetime) -> None:
+        meta = obj.get("metadata") or {}
+        status = obj.get("status") or {}
+        last = parse_time((status.get("lastAlert") or {}).get("firedAt"))
+        created = parse_time(meta.get("creationTimestamp"))
+        if (last is not None and fired <= last) or (created is not None and fired < created):
+            return
+        message = str(row.get("message") or f"{row.get('symbol')} {row.get('condition')} {row.get('threshold')}")
+        await self._event(obj, "Normal", "AlertFired", message, row.get("condition"), row.get("threshold"), fired)
+        last_alert = {
+            "condition": str(row.get("condition")),
+            "threshold": float(row.get("threshold")),
+            "firedAt": format_time(fired),
+            "message": message,
+        }
+        if isinstance(row.get("price"), int | float):
+            last_alert["price"] = float(row["price"])
+        await self._patch_status(obj, {"lastAlert": last_alert})
+        obj["status"] = {**status, "lastAlert": last_alert}
+
+
+def _wants(obj: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
+    """Whether this object's spec.alerts has the rule the ingester fired."""
+    spec = obj.get("spec") or {}
+    if spec.get("symbol") != row.get("symbol"):
+        return False
+    threshold = row.get("threshold")
+    if not isinstance(threshold, int | float):
+        return False
+    for alert in spec.get("alerts") or []:
+        for cr_field, condition in ALERT_CONDITIONS.items():
+            value = alert.get(cr_field)
+            if (
+                condition == row.get("condition")
+                and isinstance(value, int | float)
+                and math.isclose(float(value), float(threshold), rel_tol=1e-9)
+            ):
+                return True
+    return False

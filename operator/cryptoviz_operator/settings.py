@@ -1,0 +1,58 @@
+"""Operator settings from the environment (the operator runs under `kopf run`, so no flags of its own)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class SettingsError(ValueError):
+    """A bad environment variable; the message names it."""
+
+
+def _namespace_default() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    ingester_url: str = "http://127.0.0.1:8000"
+    configmap_name: str = "cryptoviz-scraper-config"
+    cronjob_name: str = "cryptoviz-scraper"
+    manage_schedule: bool = False
+    pod_namespace: str = "default"
+    status_refresh_interval: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        raw_interval = env.get("STATUS_REFRESH_INTERVAL", str(cls.status_refresh_interval))
+        try:
+            interval = float(raw_interval)
+        except ValueError:
+            raise SettingsError(f"STATUS_REFRESH_INTERVAL must be seconds, not {raw_interval!r}") from None
+        if interval <= 0:
+            raise SettingsError("STATUS_REFRESH_INTERVAL must be positive")
+        return cls(
+            ingester_url=env.get("INGESTER_URL", cls.ingester_url).rstrip("/"),
+            configmap_name=env.get("CONFIGMAP_NAME", cls.configmap_name),
+            cronjob_name=env.get("CRONJOB_NAME", cls.cronjob_name),
+            manage_schedule=_bool("MANAGE_SCHEDULE", env.get("MANAGE_SCHEDULE", "false")),
+            pod_namespace=env.get("POD_NAMESPACE") or _namespace_default(),
+            status_refresh_interval=interval,
+        )

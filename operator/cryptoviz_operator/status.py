@@ -1,0 +1,162 @@
+"""What a TrackedCrypto's status should say, computed without I/O from the render decision and
+what the ingester last told us. Messages are deterministic so an unchanged world writes nothing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptoviz_operator.render import Decision, interval_seconds
+
+INGESTER_REASONS = frozenset({"QuotesReceived", "NoData", "Stale", "IngesterUnreachable"})
+"""Ready reasons only the status refresh (which talks to the ingester) can establish."""
+STALE_AFTER_INTERVALS = 3
+MIN_STALE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class IngestView:
+    """One answer (or failure) of the ingester's /api/v1/latest, grouped by symbol."""
+
+    url: str
+    error: str | None = None
+    quotes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pick_quote(rows: list[dict[str, Any]], ids: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The quote that stands for this coin: one whose coin id matches `spec.ids` if any, the newest."""
+    usable = [r for r in rows if isinstance(r.get("price"), int | float) and parse_time(r.get("timestamp"))]
+    matching = [r for r in usable if str(ids.get(str(r.get("provider")), "")) == str(r.get("coin_id"))]
+    candidates = matching or usable
+    return max(candidates, key=lambda r: (parse_time(r["timestamp"]), str(r.get("provider")))) if candidates else None
+
+
+def _condition(
+    kind: str,
+    status: str,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    unchanged = previous is not None and previous.get("status") == status
+    condition = {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": (previous or {}).get("lastTransitionTime") if unchanged else now,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def find_condition(status: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
+    for condition in status.get("conditions") or []:
+        if isinstance(condition, dict) and condition.get("type") == kind:
+            return condition
+    return None
+
+
+def _ready(
+    obj: Mapping[str, Any], decision: Decision, ingest: IngestView | None, quote: dict | None, now: datetime
+) -> tuple[str, str, str] | None:
+    """(status, reason, message) of Ready; None keeps the current one (no ingester answer yet)."""
+    symbol = str((obj.get("spec") or {}).get("symbol"))
+    if not decision.accepted:
+        return ("False", "NotAccepted", f"not accepted: {decision.reason}")
+    if not decision.active:
+        return ("False", "Paused", f"paused: {symbol} is not scraped")
+    if ingest is None:
+        return None
+    if ingest.error is not None:
+        return ("False", "IngesterUnreachable", f"ingester at {ingest.url} unreachable: {ingest.error}")
+    if quote is None:
+        return ("False", "NoData", f"the ingester has no quotes for {symbol} yet")
+    seen = parse_time(quote.get("received_at")) or parse_time(quote["timestamp"])
+    try:
+        interval = interval_seconds(obj.get("spec") or {})
+    except ValueError:
+        interval = 0
+    stale_after = timedelta(seconds=max(STALE_AFTER_INTERVALS * interval, MIN_STALE_SECONDS))
+    when = format_time(parse_time(quote["timestamp"]))
+    if seen is not None and now - seen > stale_after:
+        return ("False", "Stale", f"no new quote for {symbol} since {when} (more than {stale_after})")
+    return ("True", "QuotesReceived", f"{symbol} last quoted at {when} by {quote.get('provider')}")
+
+
+def desired_status(
+    obj: Mapping[str, Any], decision: Decision, ingest: IngestView | None, now: datetime
+) -> dict[str, Any]:
+    """The status fields the operator owns (conditions, observedGeneration, price, change24h, lastSeen)."""
+    current = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation")
+    stamp = format_time(now)
+    spec = obj.get("spec") or {}
+    quote = None
+    if ingest is not None and ingest.error is None:
+        quote = pick_quote(ingest.quotes.get(str(spec.get("symbol")), []), spec.get("ids") or {})
+
+    accepted = _condition(
+        "Accepted",
+        "True" if decision.accepted else "False",
+        decision.reason,
+        decision.message,
+        generation,
+        find_condition(current, "Accepted"),
+        stamp,
+    )
+    previous_ready = find_condition(current, "Ready")
+    ready = _ready(obj, decision, ingest, quote, now)
+    if ready is None:
+        keep = previous_ready is not None and previous_ready.get("reason") in INGESTER_REASONS
+        ready = (
+            (previous_ready["status"], previous_ready["reason"], previous_ready.get("message", ""))
+            if keep
+            else ("Unknown", "Pending", "waiting for the first status refresh from the ingester")
+        )
+    status: dict[str, Any] = {
+        "conditions": [accepted, _condition("Ready", *ready, generation, previous_ready, stamp)],
+    }
+    if generation is not None:
+        status["observedGeneration"] = generation
+    if quote is not None:
+        status["price"] = float(quote["price"])
+        change = quote.get("percent_change_24h")
+        if isinstance(change, int | float) and math.isfinite(change):
+            status["change24h"] = round(float(change), 4)
+        status["lastSeen"] = format_time(parse_time(quote["timestamp"]))
+    return status
+
+
+def _comparable(value: Any) -> Any:
+    """Drop transition times: a condition that only differs by them has not changed."""
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _comparable(v) for k, v in value.items() if k != "lastTransitionTime"}
+    return value
+
+
+def status_changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The merge patch that brings `current` to `desired` (empty when nothing changed)."""
+    return {k: v for k, v in desired.items() if _comparable(current.get(k)) != _comparable(v)}
