@@ -1,0 +1,634 @@
+"""The Helm chart, checked without a cluster: helm lint/template over a matrix of values, every render
+validated against the Kubernetes API schemas (1.29 and the newest known) and scanned by checkov, the
+values schema, restricted pod security, NetworkPolicy flows and operator RBAC."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "charts" / "cryptoviz"
+VENV_BIN = REPO / ".venv" / "bin"
+RELEASE, NAMESPACE = "cv", "crypto"
+FULLNAME = f"{RELEASE}-cryptoviz"
+
+# Each scenario is a values file; together they cover every optional branch of the templates.
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "external-nats": {"nats": {"enabled": False, "url": "nats://nats.nats.svc:4222"}},
+    "ingress-tls": {
+        "dashboard": {
+            "prefix": "/cryptoviz",
+            "allowedOrigins": ["localhost:5006"],
+            "ingress": {"enabled": True, "className": "nginx", "host": "prices.example.org", "tls": {"enabled": True}},
+            "autoscaling": {"enabled": True},
+        },
+        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+    },
+    "auth-basic": {
+        "dashboard": {
+            "auth": {"type": "basic", "basic": {"username": "ops", "password": "s3cret"}, "cookieSecret": "c" * 32}
+        }
+    },
+    "auth-oauth": {
+        "dashboard": {"auth": {"type": "oauth", "existingSecret": "dash-oauth", "oauth": {"provider": "github"}}}
+    },
+    "operator-off": {
+        "operator": {"enabled": False},
+        "scraper": {
+            "config": {
+                "version": 1,
+                "provider": "coingecko",
+                "coins": [{"symbol": "BTC", "ids": {"coingecko": "bitcoin"}}],
+            }
+        },
+    },
+    "operator-all-namespaces": {"operator": {"watchAllNamespaces": True, "manageSchedule": False}},
+    "persistence-off": {"nats": {"persistence": {"enabled": False}}, "ingester": {"persistence": {"enabled": False}}},
+    "backup-on": {
+        "backup": {"enabled": True},
+        "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
+    },
+}
+
+# Checks skipped for every resource, each with its reason. Per-resource skips live in the templates as
+# `checkov.io/skipN` annotations (the operator's API token, the test pod's probes, env-var secrets).
+CHECKOV_SKIPS = {
+    "CKV_K8S_43": "digests are supported (image.digest), but a chart default cannot know one; tags are immutable",
+    "CKV_K8S_15": "IfNotPresent is right for immutable tags and required for images loaded into kind",
+}
+
+
+def find_tool(name: str) -> str:
+    """A CLI from PATH, else from the project's .cache/bin (where scripts/setup.sh puts it)."""
+    found = shutil.which(name) or shutil.which(name, path=str(REPO / ".cache" / "bin"))
+    if not found:
+        pytest.fail(f"{name} not found on PATH or in .cache/bin: run scripts/setup.sh")
+    return found
+
+
+def run(cmd: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
+
+
+def helm_template(values_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run(
+        [find_tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values_file), *extra]
+    )
+
+
+def docs_of(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@pytest.fixture(scope="session")
+def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every scenario linted (--strict) and rendered to <dir>/<scenario>/manifests.yaml."""
+    root = tmp_path_factory.mktemp("renders")
+    out: dict[str, Path] = {}
+    for name, values in SCENARIOS.items():
+        values_file = root / f"{name}.values.yaml"
+        values_file.write_text(yaml.safe_dump(values))
+        lint = run(
+            [find_tool("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(values_file)]
+        )
+        assert lint.returncode == 0, f"helm lint {name}:\n{lint.stdout}{lint.stderr}"
+        rendered = helm_template(values_file)
+        assert rendered.returncode == 0, f"helm template {name}:\n{rendered.stderr}"
+        (root / name).mkdir()
+        out[name] = root / name / "manifests.yaml"
+        out[name].write_text(rendered.stdout)
+    return out
+
+
+def load(renders: dict[str, Path], scenario: str) -> list[dict[str, Any]]:
+    return docs_of(renders[scenario].read_text())
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
+    kind = doc["kind"]
+    if kind == "Pod":
+        return doc["spec"]
+    if kind in ("Deployment", "StatefulSet"):
+        return doc["spec"]["template"]["spec"]
+    if kind == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def pods(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is not None:
+            yield doc, spec
+
+
+def pod_labels(doc: dict[str, Any]) -> dict[str, str]:
+    if doc["kind"] == "Pod":
+        return doc["metadata"]["labels"]
+    template = doc["spec"]["jobTemplate"]["spec"]["template"] if doc["kind"] == "CronJob" else doc["spec"]["template"]
+    return template["metadata"]["labels"]
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def component(doc: dict[str, Any]) -> str:
+    return doc["metadata"]["labels"]["app.kubernetes.io/component"]
+
+
+# ---------------------------------------------------------------- API schemas and scanners
+
+
+def test_every_scenario_validates_against_kubernetes_1_29_and_newest(renders: dict[str, Path]) -> None:
+    from kubernetes_validate.utils import latest_version
+
+    files = [str(p) for p in renders.values()]
+    for version in ("1.29.0", latest_version()):
+        result = run([str(VENV_BIN / "kubernetes-validate"), "--strict", "--quiet", "-k", version, *files], timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        # The only kind without a built-in schema is the Prometheus Operator's ServiceMonitor.
+        unknown = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+        assert all("kind ServiceMonitor" in line for line in unknown), unknown
+
+
+def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Path], tmp_path: Path) -> None:
+    scan = tmp_path / "scan"
+    for name, path in renders.items():
+        (scan / name).mkdir(parents=True)
+        shutil.copy(path, scan / name / "manifests.yaml")
+    shutil.copy(REPO / "Dockerfile", scan / "Dockerfile")
+    result = run(
+        [
+            find_tool("checkov"),
+            "-d",
+            str(scan),
+            "--framework",
+            "kubernetes",
+            "dockerfile",
+            "--output",
+            "json",
+            "--skip-download",
+            "--skip-check",
+            ",".join(CHECKOV_SKIPS),
+        ],
+        timeout=180,
+        env={**os.environ, "BC_SKIP_MAPPING": "TRUE"},
+    )
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    by_type = {r["check_type"]: r["results"] for r in reports}
+    summary = {r["check_type"]: r["summary"] for r in reports}
+    assert set(by_type) == {"kubernetes", "dockerfile"}, result.stderr[-2000:]
+    failed = [(t, c["check_id"], c["resource"]) for t, r in by_type.items() for c in r["failed_checks"]]
+    assert failed == []
+    assert summary["kubernetes"]["passed"] > 1000 and summary["dockerfile"]["passed"] > 20
+    # Per-resource skips (template annotations) are few, and each says why.
+    skipped = {c["check_id"] for r in by_type.values() for c in r["skipped_checks"]}
+    assert skipped <= {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38"}
+    reasons = [
+        value
+        for path in renders.values()
+        for doc in docs_of(path.read_text())
+        for key, value in doc["metadata"].get("annotations", {}).items()
+        if key.startswith("checkov.io/skip")
+    ]
+    assert reasons and all(re.fullmatch(r"CKV_K8S_\d+=\S.{20,}", r) for r in reasons), reasons
+
+
+# ---------------------------------------------------------------- values schema
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dashboard": {"replica": 2}}, "additional properties 'replica' not allowed"),
+        ({"colour": "blue"}, "additional properties 'colour' not allowed"),
+        ({"nats": {"persistence": {"size": 5}}}, "/nats/persistence/size"),
+        ({"dashboard": {"replicas": "two"}}, "/dashboard/replicas"),
+        ({"ingester": {"persistence": {"enabled": "yes"}}}, "/ingester/persistence/enabled"),
+        ({"logFormat": "xml"}, "/logFormat"),
+        ({"scraper": {"schedule": "every five minutes"}}, "/scraper/schedule"),
+        ({"nats": {"enabled": False}}, "/nats/url"),
+        ({"networkPolicy": {"providerCIDRs": ["anywhere"]}}, "/networkPolicy/providerCIDRs/0"),
+        ({"dashboard": {"auth": {"type": "kerberos"}}}, "/dashboard/auth/type"),
+    ],
+)
+def test_values_schema_rejects_wrong_types_and_unknown_keys(tmp_path: Path, values: dict, message: str) -> None:
+    values_file = tmp_path / "bad.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = helm_template(values_file)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+
+
+def test_values_schema_is_strict_everywhere_and_accepts_the_defaults() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+    def walk(node: Any, where: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            props = node.get("properties")
+            # /scraper/config is the scraper's file, validated by its own strict schema (`cryptoviz check-config`).
+            loose = node.get("type") == "object" and props is not None and node.get("additionalProperties") is not False
+            if loose and where != "/scraper/config":
+                yield where
+            for key, sub in (props or {}).items():
+                yield from walk(sub, f"{where}/{key}")
+
+    assert list(walk(schema, "")) == []
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"dashboard": {"auth": {"type": "basic", "cookieSecret": "x"}}}, "dashboard.auth.basic.username is required"),
+        (
+            {"dashboard": {"auth": {"type": "oauth", "existingSecret": "s"}}},
+            "dashboard.auth.oauth.provider is required",
+        ),
+        ({"image": {"tag": ""}}, "image.tag is required"),
+    ],
+)
+def test_incomplete_settings_fail_with_a_clear_message(tmp_path: Path, values: dict, message: str) -> None:
+    values_file = tmp_path / "incomplete.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = helm_template(values_file)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- security
+
+
+def test_every_pod_meets_the_restricted_pod_security_standard(renders: dict[str, Path]) -> None:
+    for scenario in SCENARIOS:
+        for doc, spec in pods(load(renders, scenario)):
+            where = f"{scenario}: {doc['kind']}/{doc['metadata']['name']}"
+            psc = spec["securityContext"]
+            assert psc["runAsNonRoot"] is True and psc["runAsUser"] >= 10000, where
+            assert psc["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert spec["automountServiceAccountToken"] is (component(doc) == "operator"), where
+            assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), where
+            tmp = {v["name"]: v for v in spec["volumes"]}["tmp"]
+            assert "emptyDir" in tmp, where
+            for c in spec["containers"]:
+                sc = c["securityContext"]
+                assert sc["readOnlyRootFilesystem"] is True, where
+                assert sc["allowPrivilegeEscalation"] is False, where
+                assert sc["capabilities"] == {"drop": ["ALL"]}, where
+                assert sc["runAsNonRoot"] is True and sc["seccompProfile"]["type"] == "RuntimeDefault", where
+                assert {"mountPath": "/tmp", "name": "tmp"} in c["volumeMounts"], where
+                assert c["resources"]["requests"] and c["resources"]["limits"]["memory"], where
+
+
+def test_long_running_containers_have_probes_and_config_checksums(renders: dict[str, Path]) -> None:
+    docs = load(renders, "defaults")
+    for kind, comp in [("StatefulSet", "nats"), ("StatefulSet", "ingester"), ("Deployment", "dashboard")]:
+        doc = one(docs, kind, f"{FULLNAME}-{comp}")
+        container = pod_spec(doc)["containers"][0]
+        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+            assert container[probe]["httpGet"]["path"], (comp, probe)
+        assert doc["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    operator = pod_spec(one(docs, "Deployment", f"{FULLNAME}-operator"))["containers"][0]
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+# ---------------------------------------------------------------- components, per scenario
+
+
+def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) -> None:
+    docs = load(renders, "defaults")
+    assert all(d["metadata"].get("namespace") == NAMESPACE for d in docs if d["kind"] != "ClusterRole")
+    nats = one(docs, "StatefulSet", f"{FULLNAME}-nats")
+    assert nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    conf = one(docs, "ConfigMap", f"{FULLNAME}-nats")["data"]["nats.conf"]
+    assert "store_dir: /data" in conf and "max_file_store: 1800M" in conf
+
+    cron = one(docs, "CronJob", f"{FULLNAME}-scraper")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cron["spec"]["schedule"] == "*/5 * * * *"
+    for key in ("startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
+        assert isinstance(cron["spec"][key], int)
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 1 and job["activeDeadlineSeconds"] == 240
+    scraper = job["template"]["spec"]["containers"][0]
+    assert scraper["args"] == ["scrape", "--once"]
+    env = env_of(scraper)
+    assert env["NATS_URL"] == f"nats://{FULLNAME}-nats:4222"
+    assert env["SCRAPER_CONFIG"] == "/etc/cryptoviz/scraper.yaml"
+    assert env["CMC_API_KEY"]["secretKeyRef"] == {
+        "name": f"{FULLNAME}-providers",
+        "key": "CMC_API_KEY",
+        "optional": True,
+    }
+    config_map = one(docs, "ConfigMap", f"{FULLNAME}-scraper-config")
+    assert yaml.safe_load(config_map["data"]["scraper.yaml"]) == {"version": 1, "top_n": 20, "coins": []}
+
+    ingester = one(docs, "StatefulSet", f"{FULLNAME}-ingester")
+    assert ingester["spec"]["replicas"] == 1
+    assert ingester["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+    assert ingester["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    ienv = env_of(ingester["spec"]["template"]["spec"]["containers"][0])
+    assert ienv["DUCKDB_PATH"] == "/data/cryptoviz.duckdb" and ienv["API_PORT"] == "8000"
+    assert one(docs, "Service", f"{FULLNAME}-ingester")["spec"]["ports"][0]["port"] == 8000
+
+    dashboard = one(docs, "Deployment", f"{FULLNAME}-dashboard")
+    denv = env_of(dashboard["spec"]["template"]["spec"]["containers"][0])
+    assert denv["INGESTER_URL"] == f"http://{FULLNAME}-ingester:8000"
+    assert "DASHBOARD_PREFIX" not in denv and "DASHBOARD_BASIC_AUTH" not in denv
+    assert one(docs, "Service", f"{FULLNAME}-dashboard")["spec"]["sessionAffinity"] == "ClientIP"
+    assert (
+        not find(docs, "Ingress")
+        and not find(docs, "HorizontalPodAutoscaler")
+        and not find(docs, "CronJob", f"{FULLNAME}-backup")
+    )
+
+    operator = one(docs, "Deployment", f"{FULLNAME}-operator")
+    assert operator["spec"]["replicas"] == 1 and operator["spec"]["strategy"] == {"type": "Recreate"}
+    ospec = operator["spec"]["template"]["spec"]
+    assert ospec["serviceAccountName"] == f"{FULLNAME}-operator"
+    container = ospec["containers"][0]
+    assert container["command"] == ["kopf"]
+    assert container["args"] == [
+        "run", "--standalone", "-m", "cryptoviz_operator",
+        "--liveness=http://0.0.0.0:8080/healthz", "--namespace=$(POD_NAMESPACE)",
+    ]  # fmt: skip
+    oenv = env_of(container)
+    assert oenv["CONFIGMAP_NAME"] == config_map["metadata"]["name"]
+    assert oenv["CRONJOB_NAME"] == cron["metadata"]["name"]
+    assert oenv["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert oenv["MANAGE_SCHEDULE"] == "true" and oenv["INGESTER_URL"] == denv["INGESTER_URL"]
+
+    test_pod = one(docs, "Pod", f"{FULLNAME}-test")
+    assert test_pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    assert test_pod["spec"]["containers"][0]["args"][1:] == [
+        f"http://{FULLNAME}-ingester:8000/readyz",
+        f"http://{FULLNAME}-dashboard:5006/liveness",
+    ]
+
+
+def test_external_nats_replaces_the_bundled_server(renders: dict[str, Path]) -> None:
+    docs = load(renders, "external-nats")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-nats") and d["kind"] != "NetworkPolicy"]
+    for _, spec in pods(docs):
+        env = env_of(spec["containers"][0])
+        if "NATS_URL" in env:
+            assert env["NATS_URL"] == "nats://nats.nats.svc:4222"
+    scraper_policy = one(docs, "NetworkPolicy", f"{FULLNAME}-scraper")
+    assert {"ports": [{"port": 4222, "protocol": "TCP"}], "to": [{"namespaceSelector": {}}]} in scraper_policy["spec"][
+        "egress"
+    ]
+
+
+def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
+    docs = load(renders, "ingress-tls")
+    ingress = one(docs, "Ingress", f"{FULLNAME}-dashboard")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["prices.example.org"], "secretName": "cryptoviz-tls"}]
+    path = ingress["spec"]["rules"][0]["http"]["paths"][0]
+    assert ingress["spec"]["rules"][0]["host"] == "prices.example.org"
+    assert path["path"] == "/cryptoviz" and path["pathType"] == "Prefix"
+    assert path["backend"]["service"] == {"name": f"{FULLNAME}-dashboard", "port": {"name": "http"}}
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+    deployment = one(docs, "Deployment", f"{FULLNAME}-dashboard")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = env_of(container)
+    assert env["DASHBOARD_PREFIX"] == "/cryptoviz"
+    assert env["DASHBOARD_ALLOWED_ORIGINS"] == "prices.example.org,localhost:5006"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/cryptoviz/liveness"
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    hpa = one(docs, "HorizontalPodAutoscaler", f"{FULLNAME}-dashboard")
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    assert one(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")["spec"]["minAvailable"] == 1
+    monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
+    # Exactly one Service matches the ServiceMonitor (not the headless one too: no double scrapes).
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    matching = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in matching] == [f"{FULLNAME}-ingester"]
+    test_pod = one(docs, "Pod", f"{FULLNAME}-test")
+    assert test_pod["spec"]["containers"][0]["args"][2] == f"http://{FULLNAME}-dashboard:5006/cryptoviz/liveness"
+
+
+def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> None:
+    import base64
+
+    docs = load(renders, "auth-basic")
+    secret = one(docs, "Secret", f"{FULLNAME}-dashboard-auth")
+    assert base64.b64decode(secret["data"]["DASHBOARD_BASIC_AUTH"]).decode() == "ops:s3cret"
+    env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-dashboard"))["containers"][0])
+    assert env["DASHBOARD_BASIC_AUTH"] == {
+        "secretKeyRef": {"name": f"{FULLNAME}-dashboard-auth", "key": "DASHBOARD_BASIC_AUTH"}
+    }
+    assert env["PANEL_COOKIE_SECRET"]["secretKeyRef"]["key"] == "PANEL_COOKIE_SECRET"
+    assert "s3cret" not in renders["auth-basic"].read_text()
+
+    docs = load(renders, "auth-oauth")
+    assert not find(docs, "Secret", f"{FULLNAME}-dashboard-auth")  # existingSecret is used as is
+    env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-dashboard"))["containers"][0])
+    assert env["PANEL_OAUTH_PROVIDER"] == "github"
+    for key in ("PANEL_OAUTH_KEY", "PANEL_OAUTH_SECRET", "PANEL_COOKIE_SECRET"):
+        assert env[key] == {"secretKeyRef": {"name": "dash-oauth", "key": key}}
+    # OAuth needs the provider: the dashboard may then reach HTTPS, and only then.
+    egress = one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["egress"]
+    assert any(rule["ports"] == [{"port": 443, "protocol": "TCP"}] for rule in egress)
+    default_egress = one(load(renders, "defaults"), "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["egress"]
+    assert not any(p["port"] == 443 for rule in default_egress for p in rule["ports"])
+
+
+def test_operator_off_uses_the_values_config_and_drops_operator_objects(renders: dict[str, Path]) -> None:
+    docs = load(renders, "operator-off")
+    assert not [d for d in docs if d["metadata"]["name"].startswith(f"{FULLNAME}-operator")]
+    config = yaml.safe_load(one(docs, "ConfigMap", f"{FULLNAME}-scraper-config")["data"]["scraper.yaml"])
+    assert config["coins"] == [{"symbol": "BTC", "ids": {"coingecko": "bitcoin"}}]
+    result = run([str(VENV_BIN / "python"), "-c",
+                  "import sys, yaml; from cryptoviz.core.config import parse_config; "
+                  "parse_config(yaml.safe_load(sys.stdin.read()))"],
+                 input=one(docs, "ConfigMap", f"{FULLNAME}-scraper-config")["data"]["scraper.yaml"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_persistence_off_uses_empty_dirs(renders: dict[str, Path]) -> None:
+    docs = load(renders, "persistence-off")
+    for comp in ("nats", "ingester"):
+        sts = one(docs, "StatefulSet", f"{FULLNAME}-{comp}")
+        assert "volumeClaimTemplates" not in sts["spec"]
+        assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
+
+
+def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) -> None:
+    docs = load(renders, "backup-on")
+    cron = one(docs, "CronJob", f"{FULLNAME}-backup")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["args"] == ["backup", "/backup/$(JOB_NAME)"]
+    env = env_of(container)
+    assert env["INGESTER_URL"] == f"http://{FULLNAME}-ingester:8000"
+    assert "DUCKDB_PATH" not in env  # only the ingester opens the DuckDB file
+    claim = {v["name"]: v for v in spec["volumes"]}["backup"]["persistentVolumeClaim"]["claimName"]
+    assert one(docs, "PersistentVolumeClaim", claim)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    secret = one(docs, "Secret", f"{FULLNAME}-providers")
+    assert set(secret["data"]) == {"CMC_API_KEY", "COINGECKO_API_KEY"}
+
+
+def test_notes_say_how_to_reach_the_dashboard_and_add_a_coin(tmp_path: Path) -> None:
+    values_file = tmp_path / "v.yaml"
+    values_file.write_text(
+        yaml.safe_dump({"dashboard": {"ingress": {"enabled": True, "host": "p.example.org", "tls": {"enabled": True}}}})
+    )
+    notes = run(
+        [find_tool("helm"), "install", RELEASE, str(CHART), "--dry-run=client", "-n", NAMESPACE, "-f", str(values_file)]
+    )
+    assert notes.returncode == 0, notes.stderr
+    text = notes.stdout.split("NOTES:", 1)[1]
+    assert "https://p.example.org/" in text
+    assert "kind: TrackedCrypto" in text and "kubectl --namespace crypto apply -f -" in text
+    assert "helm test cv" in text
+
+
+# ---------------------------------------------------------------- network policies
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return selector.get("matchLabels", {}).items() <= labels.items() and not selector.get("matchExpressions")
+
+
+def _peer_matches(peer: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Does a NetworkPolicyPeer match a pod of this release (same namespace)?"""
+    if "ipBlock" in peer:
+        return False  # the rules below only reason about pod-to-pod traffic in the release
+    if "namespaceSelector" in peer:
+        return peer["namespaceSelector"] == {} and _selects(peer.get("podSelector", {}), labels)
+    return _selects(peer["podSelector"], labels)
+
+
+def _allowed(
+    policies: list[dict[str, Any]], direction: str, own: dict[str, str], peer: dict[str, str], port: int
+) -> bool:
+    selecting = [
+        p
+        for p in policies
+        if _selects(p["spec"]["podSelector"], own) and direction.capitalize() in p["spec"]["policyTypes"]
+    ]
+    if not selecting:
+        return True
+    key = "from" if direction == "ingress" else "to"
+    return any(
+        any(_peer_matches(x, peer) for x in rule.get(key, [])) and any(p["port"] == port for p in rule.get("ports", []))
+        for policy in selecting
+        for rule in policy["spec"].get(direction, [])
+    )
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "backup-on"])
+def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path], scenario: str) -> None:
+    docs = load(renders, scenario)
+    policies = find(docs, "NetworkPolicy")
+    labels = {component(d): pod_labels(d) for d, _ in pods(docs)}
+    # Every pod is covered by a policy (default deny for anything not listed).
+    for comp, own in labels.items():
+        assert any(_selects(p["spec"]["podSelector"], own) for p in policies), comp
+    ports = {4222, 8222, 8000, 5006, 8080}
+    allowed = {
+        (src, dst, port)
+        for src, src_labels in labels.items()
+        for dst, dst_labels in labels.items()
+        for port in ports
+        if src != dst
+        and _allowed(policies, "egress", src_labels, dst_labels, port)
+        and _allowed(policies, "ingress", dst_labels, src_labels, port)
+    }
+    expected = {
+        ("scraper", "nats", 4222), ("ingester", "nats", 4222), ("dashboard", "ingester", 8000),
+        ("operator", "ingester", 8000), ("test", "ingester", 8000), ("test", "dashboard", 5006),
+    }  # fmt: skip
+    if scenario == "backup-on":
+        expected.add(("backup", "ingester", 8000))
+    assert allowed == expected
+    # Outside the release: providers over HTTPS for the scraper, the API server for the operator,
+    # the Ingress controller into the dashboard.
+    by_comp = {component(p): p["spec"] for p in policies}
+    assert {"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]} in by_comp[
+        "scraper"
+    ]["egress"]
+    api_rule = [r for r in by_comp["operator"]["egress"] if any("ipBlock" in t for t in r["to"])]
+    assert [p["port"] for r in api_rule for p in r["ports"]] == [443, 6443]
+    assert by_comp["dashboard"]["ingress"][0]["from"][0] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
+    }
+    assert by_comp["nats"]["egress"] == [] and by_comp["scraper"]["ingress"] == []
+
+
+# ---------------------------------------------------------------- operator RBAC
+
+
+def _rules(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
+    return {
+        (group, resource, tuple(rule.get("resourceNames", ())), tuple(sorted(rule["verbs"])))
+        for rule in doc["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+
+
+WATCH_RULES = {
+    ("cryptoviz.io", "trackedcryptos", (), ("get", "list", "patch", "watch")),
+    ("cryptoviz.io", "trackedcryptos/status", (), ("patch",)),
+    ("", "events", (), ("create",)),
+    ("events.k8s.io", "events", (), ("create",)),
+}
+
+
+def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
+    docs = load(renders, "defaults")
+    name = f"{FULLNAME}-operator"
+    assert not find(docs, "ClusterRole") and not find(docs, "ClusterRoleBinding")
+    assert _rules(one(docs, "Role", name)) == WATCH_RULES
+    assert _rules(one(docs, "Role", f"{name}-config")) == {
+        ("", "configmaps", (), ("create",)),
+        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch", "update")),
+        ("batch", "cronjobs", (f"{FULLNAME}-scraper",), ("get", "patch")),
+    }
+    for binding in (one(docs, "RoleBinding", name), one(docs, "RoleBinding", f"{name}-config")):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
+    no_wildcards = [
+        r for d in find(docs, "Role") for r in d["rules"] if "*" in r["verbs"] + r["resources"] + r["apiGroups"]
+    ]
+    assert no_wildcards == []
+
+    docs = load(renders, "operator-all-namespaces")
+    cluster_role = one(docs, "ClusterRole", f"{NAMESPACE}-{name}")
+    assert _rules(cluster_role) == WATCH_RULES
+    binding = one(docs, "ClusterRoleBinding", f"{NAMESPACE}-{name}")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+    # Without schedule management there is no CronJob access at all.
+    assert _rules(one(docs, "Role", f"{name}-config")) == {
+        ("", "configmaps", (), ("create",)),
+        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch", "update")),
+    }
+    args = pod_spec(one(docs, "Deployment", name))["containers"][0]["args"]
+    assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
