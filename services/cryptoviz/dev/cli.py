@@ -16,6 +16,8 @@ from cryptoviz.dev.supervisor import DevError, Plan, Supervisor, check_ports, in
 REPLAY_CANDLE_SECONDS = 300
 """The shared CSVs hold 5-minute candles: at --speed S one is replayed every 300/S seconds."""
 DEMO_INTERVAL = 5.0
+MIN_SCRAPE_INTERVAL = 1.0
+"""`cryptoviz scrape --loop` accepts no shorter SCRAPE_INTERVAL; it bounds the replay pace (1 tick/s)."""
 LIVE_INTERVAL = 60.0
 
 
@@ -57,7 +59,7 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt(
     "--scrape-interval",
     "SCRAPE_INTERVAL",
-    type=click.FloatRange(min=0.05),
+    type=click.FloatRange(min=MIN_SCRAPE_INTERVAL),
     default=None,
     help=f"Seconds between scrapes [default: {LIVE_INTERVAL:g} live, {DEMO_INTERVAL:g} demo, 300/speed replay].",
 )
@@ -78,6 +80,7 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt("--host", "DEV_HOST", default="127.0.0.1", help="Interface the API and dashboard listen on.")
 @_opt("--api-port", "API_PORT", type=click.IntRange(1, 65535), default=8000, help="Ingester API port.")
 @_opt("--dashboard-port", "DASHBOARD_PORT", type=click.IntRange(1, 65535), default=5006, help="Dashboard port.")
+@_opt("--no-dashboard", "NO_DASHBOARD", is_flag=True, help="Run without the dashboard (API only).")
 @_opt("--nats-port", "NATS_PORT", type=click.IntRange(1, 65535), default=4222, help="Embedded nats-server port.")
 def dev(
     demo: bool,
@@ -92,6 +95,7 @@ def dev(
     host: str,
     api_port: int,
     dashboard_port: int,
+    no_dashboard: bool,
     nats_port: int,
 ) -> None:
     """Run the whole pipeline on this machine: NATS, ingester + API, scraper, dashboard.
@@ -104,7 +108,7 @@ def dev(
     check_ports(
         {
             "ingester API": (api_port, "--api-port / API_PORT"),
-            "dashboard": (dashboard_port, "--dashboard-port / DASHBOARD_PORT"),
+            **({} if no_dashboard else {"dashboard": (dashboard_port, "--dashboard-port / DASHBOARD_PORT")}),
             "NATS": (nats_port, "--nats-port / NATS_PORT"),
         },
         host,
@@ -136,7 +140,8 @@ def dev(
             provider=provider,
             provider_note=note,
             scrape_interval=interval,
-            poll_interval=interval / 2 if local else interval,
+            poll_interval=max(interval / 2, MIN_SCRAPE_INTERVAL) if local else interval,
+            with_dashboard=not no_dashboard,
             scraper_config=config_path,
         )
         supervisor = Supervisor(plan)
@@ -151,6 +156,7 @@ def dev(
             market = start_market(
                 provider,
                 period=interval,
+                api_url=plan.api_url,
                 replay_dir=replay,
                 limit=replay_limit,
                 start_prices=_last_demo_prices(plan.api_url) if provider == "demo" else None,
@@ -203,7 +209,7 @@ def _summary(plan: Plan, coins: int) -> None:
     line = "─" * 72
     simulated = plan.provider == "demo"
     rows = [
-        ("Dashboard", plan.dashboard_url),
+        ("Dashboard", plan.dashboard_url if plan.with_dashboard else "(not started: --no-dashboard)"),
         ("API", f"{plan.api_url}  (docs {plan.api_url}/docs, stats {plan.api_url}/api/v1/stats)"),
         ("Provider", f"{plan.provider}: {plan.provider_note}"),
         ("Scraping", f"every {plan.scrape_interval:g}s, config {plan.scraper_config} ({coins} coins)"),

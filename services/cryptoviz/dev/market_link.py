@@ -1,9 +1,10 @@
 """The local market behind providers `demo` and `replay`: a MarketServer fed by the simulator or the CSVs.
 
-The feed is moved on by a pacer instead of a free-running clock: a tick advances only after
-the scraper has fetched it *and* come back for more (its loop is sequential, so the earlier
-scrape has finished publishing by then). A slow or restarted scraper therefore never skips a
-candle, which is what lets the end-to-end tests and the fault drills count rows exactly.
+The feed is moved on by a pacer instead of a free-running clock: a tick advances only once its
+period is up, the scraper has fetched it, and the ingester's API shows it stored. A slow
+scraper, a provider fault, or an ingester or NATS restart therefore pauses the replay instead
+of skipping candles, which is what lets the end-to-end tests and the fault drills count rows
+exactly; `--speed` is the pace when nothing is in the way.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import requests
+
+from cryptoviz.core.quote import InvalidQuote, parse_ts
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, Feed, MarketServer, ids_for
 from cryptoviz.dev.simulator import MarketSimulator
 
@@ -39,7 +44,7 @@ class SimulatorFeed:
         return self._now
 
     def advance(self) -> bool:
-        quotes = self.simulator.tick()
+        quotes = self.simulator.tick(datetime.now(UTC).replace(microsecond=0))
         self._now = quotes[0].timestamp
         self._rows = [
             CoinRow(
@@ -63,15 +68,27 @@ class SimulatorFeed:
 class LocalMarket:
     """A started MarketServer plus the pacer thread that advances its feed."""
 
-    def __init__(self, feed: Feed, period: float, *, limit: int | None = None, on_end=None) -> None:
+    def __init__(
+        self,
+        feed: Feed,
+        period: float,
+        *,
+        provider: str,
+        api_url: str,
+        limit: int | None = None,
+        on_end: Callable[[LocalMarket], None] | None = None,
+    ) -> None:
         self.feed = feed
-        self.server = MarketServer(feed).start()
+        self.provider = provider
+        self.api_url = api_url
         self.period = period
         self.limit = limit
         self.ticks = 1
         self.finished = False
         self._on_end = on_end
+        self._session = requests.Session()
         self._stop = threading.Event()
+        self.server = MarketServer(feed).start()
         self._thread = threading.Thread(target=self._pace, name="market-pacer", daemon=True)
         self._thread.start()
 
@@ -82,45 +99,56 @@ class LocalMarket:
     def _requests(self) -> int:
         return len(self.server.requests_for(SCRAPE_PROVIDER_PATH))
 
+    def _stored(self, tick: datetime) -> bool:
+        """Has the ingester committed this tick? (Its API is the only reader of DuckDB.)"""
+        try:
+            response = self._session.get(f"{self.api_url}/api/v1/latest", params={"provider": self.provider}, timeout=5)
+            rows = response.json()["data"] if response.status_code == 200 else []
+            wanted = tick.replace(microsecond=0)  # wire timestamps carry whole seconds
+            return any(parse_ts(row["timestamp"]) >= wanted for row in rows)
+        except (requests.RequestException, ValueError, KeyError, TypeError, InvalidQuote):
+            return False  # ingester restarting: wait for it, skip nothing
+
     def _pace(self) -> None:
         seen_at_advance = self._requests()
         advanced_at = time.monotonic()
         while not self._stop.wait(min(self.period / 4, 0.25)):
-            if self.limit is not None and self.ticks >= self.limit:
-                self._finish()
-                return
-            # Two requests since the last advance: the first fetched this tick, the second
-            # proves that scrape finished (published or failed and retried).
-            if time.monotonic() - advanced_at < self.period or self._requests() < seen_at_advance + 2:
+            # Advance when the period is up, the scraper has fetched this tick, and the ingester
+            # has stored it (a repeated replay finds it stored already: the fetch still counts).
+            if time.monotonic() - advanced_at < self.period or self._requests() <= seen_at_advance:
                 continue
-            if not self.server.advance():
-                self._finish()
+            if not self._stored(self.feed.now()):
+                continue
+            if (self.limit is not None and self.ticks >= self.limit) or not self.server.advance():
+                self.finished = True
+                if self._on_end:
+                    self._on_end(self)
                 return
             self.ticks += 1
             seen_at_advance, advanced_at = self._requests(), time.monotonic()
 
-    def _finish(self) -> None:
-        self.finished = True
-        if self._on_end:
-            self._on_end(self)
-
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        self._thread.join(timeout=6)
         self.server.stop()
+        self._session.close()
 
 
 def start_market(
     provider: str,
     *,
     period: float,
+    api_url: str,
     replay_dir: Path | None = None,
     limit: int | None = None,
     start_prices: dict[str, float] | None = None,
-    on_end=None,
+    on_end: Callable[[LocalMarket], None] | None = None,
 ) -> LocalMarket:
     """A running local market for `demo` (the simulator) or `replay` (CSV candles from `replay_dir`)."""
     if provider == "replay":
-        assert replay_dir is not None
-        return LocalMarket(CsvReplayFeed(replay_dir), period, limit=limit, on_end=on_end)
-    return LocalMarket(SimulatorFeed(MarketSimulator(start_prices=start_prices)), period, on_end=on_end)
+        if replay_dir is None:
+            raise ValueError("replay needs a directory of CSV candles")
+        feed: Feed = CsvReplayFeed(replay_dir)
+    else:
+        feed = SimulatorFeed(MarketSimulator(start_prices=start_prices))
+    return LocalMarket(feed, period, provider=provider, api_url=api_url, limit=limit, on_end=on_end)

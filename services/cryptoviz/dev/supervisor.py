@@ -49,6 +49,7 @@ class Plan:
     scrape_interval: float
     scraper_config: Path
     market_url: str | None = None
+    with_dashboard: bool = True
     poll_interval: float = 0.0
     """How often the scraper asks; local markets are polled twice per tick (see market_link)."""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -162,12 +163,15 @@ class Supervisor:
         if p.market_url:
             scraper_env["MARKET_BASE_URL"] = p.market_url
         self._child("scraper", ["scrape", "--loop"], **scraper_env)
+        if not p.with_dashboard:
+            return
         self._child(
             "dashboard",
             ["dashboard"],
             INGESTER_URL=p.api_url,
+            DASHBOARD_ADDRESS=p.host,
             DASHBOARD_PORT=str(p.dashboard_port),
-            SCRAPE_INTERVAL=f"{p.scrape_interval:g}",
+            SCRAPE_INTERVAL=f"{max(p.scrape_interval, 1.0):g}",  # the dashboard's cadence floor is 1 s
         )
 
     # -- run.json -------------------------------------------------------------------------
@@ -214,10 +218,11 @@ class Supervisor:
         self._build_scraper_and_dashboard()
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
         self.children["scraper"].start()
-        self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
-        dashboard = self.children["dashboard"]
-        dashboard.start()
-        wait_http(f"http://127.0.0.1:{p.dashboard_port}/liveness", dashboard, 120, "the dashboard")
+        if p.with_dashboard:
+            self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
+            dashboard = self.children["dashboard"]
+            dashboard.start()
+            wait_http(f"http://127.0.0.1:{p.dashboard_port}/liveness", dashboard, 120, "the dashboard")
         self.write_run_file()
 
     def watch(self, tick: float = 0.5) -> None:
