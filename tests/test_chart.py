@@ -596,10 +596,9 @@ def _rules(doc: dict[str, Any]) -> set[tuple[str, str, tuple[str, ...], tuple[st
 
 
 WATCH_RULES = {
-    ("cryptoviz.io", "trackedcryptos", (), ("get", "list", "patch", "watch")),
+    ("cryptoviz.io", "trackedcryptos", (), ("list", "patch", "watch")),
     ("cryptoviz.io", "trackedcryptos/status", (), ("patch",)),
     ("", "events", (), ("create",)),
-    ("events.k8s.io", "events", (), ("create",)),
 }
 
 
@@ -610,7 +609,7 @@ def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
     assert _rules(one(docs, "Role", name)) == WATCH_RULES
     assert _rules(one(docs, "Role", f"{name}-config")) == {
         ("", "configmaps", (), ("create",)),
-        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch", "update")),
+        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch")),
         ("batch", "cronjobs", (f"{FULLNAME}-scraper",), ("get", "patch")),
     }
     for binding in (one(docs, "RoleBinding", name), one(docs, "RoleBinding", f"{name}-config")):
@@ -628,7 +627,7 @@ def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
     # Without schedule management there is no CronJob access at all.
     assert _rules(one(docs, "Role", f"{name}-config")) == {
         ("", "configmaps", (), ("create",)),
-        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch", "update")),
+        ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch")),
     }
     args = pod_spec(one(docs, "Deployment", name))["containers"][0]["args"]
     assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
