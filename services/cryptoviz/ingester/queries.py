@@ -81,7 +81,8 @@ def default_range(cur: duckdb.DuckDBPyConnection, series: list[Series]) -> datet
     if not series:
         return None
     where, params = _series_filter(series)
-    row = cur.execute(f"SELECT max(timestamp) FROM coins WHERE {where}", params).fetchone()
+    # fetchall, not fetchone: a pending result breaks the next query on this (reused) cursor
+    row = cur.execute(f"SELECT max(timestamp) FROM coins WHERE {where}", params).fetchall()[0]
     return row[0] if row else None
 
 
