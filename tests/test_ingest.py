@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from cryptoviz.core import contract
 from cryptoviz.core.quote import format_ts
-from test_ingest_harness import Ingester, market_quotes, publish, scrapes
+from test_ingest_harness import Ingester, chunked, market_quotes, publish, scrapes, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -80,11 +84,77 @@ def test_duplicate_publishes_and_redeliveries_store_each_quote_once(nats_server,
 
 
 def _wait_duplicates(ingester: Ingester, count: int, timeout: float = 30.0) -> dict:
-    import time
-
     give_up = time.monotonic() + timeout
     while True:
         stats = ingester.json("/api/v1/stats")
         if stats["duplicates"] >= count or time.monotonic() > give_up:
             return stats
         time.sleep(0.2)
+
+
+def test_sigkill_at_any_moment_loses_and_doubles_nothing(nats_server, tmp_path: Path):
+    """100k quotes flow while the ingester is SIGKILLed again and again and restarted."""
+    quotes = synthetic_quotes(100_000, coins=20)
+    messages = chunked(quotes, 250)
+    db = tmp_path / "kill.duckdb"
+    ingester = Ingester(nats_server.url, db, tmp_path / "kill.log", BATCH_SIZE="1000", BATCH_TIMEOUT="0.02")
+    publisher = threading.Thread(target=_publish_slowly, args=(nats_server.url, messages, 4.0))
+    kills = 0
+    rng = random.Random(7)
+    try:
+        ingester.start()
+        publisher.start()
+        while publisher.is_alive() or kills < 5:
+            time.sleep(rng.uniform(0.05, 0.6))
+            ingester.kill()
+            kills += 1
+            ingester.start()
+        publisher.join()
+        ingester.wait_records(len(quotes), timeout=60)
+        time.sleep(2.5)  # longer than ACK_WAIT: any straggling redelivery lands, and must not add rows
+        stats = ingester.json("/api/v1/stats")
+    finally:
+        ingester.stop()
+    assert kills >= 5
+    assert stats["records"] == len(quotes)
+    with duckdb.connect(str(db), read_only=True) as conn:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (provider, coin_id, timestamp)) FROM crypto_prices"
+        ).fetchone()
+        assert total == distinct == len(quotes)
+        stored = conn.execute("SELECT coin_id, epoch_us(timestamp), price FROM crypto_prices").fetchall()
+    expected = {(q.coin_id, int(q.timestamp.timestamp() * 1_000_000), q.price) for q in quotes}
+    assert set(stored) == expected
+
+
+def _publish_slowly(url: str, messages: list, seconds: float) -> None:
+    """Spread the publishes over `seconds` so kills land while quotes flow."""
+    slices = 40
+    size = max(1, len(messages) // slices)
+    for start in range(0, len(messages), size):
+        publish(url, messages[start : start + size])
+        time.sleep(seconds / slices)
+
+
+def test_crash_between_commit_and_ack_is_redelivered_as_duplicates(nats_server, tmp_path: Path):
+    """The narrowest window, hit on purpose: the process dies right after a commit, before acking."""
+    quotes = synthetic_quotes(3000, coins=10)
+    publish(nats_server.url, chunked(quotes, 500))
+    db = tmp_path / "crash.duckdb"
+    crashing = Ingester(
+        nats_server.url, db, tmp_path / "crash.log", BATCH_SIZE="1000", CRYPTOVIZ_CRASH_AFTER_COMMIT="1"
+    )
+    crashing.start(wait=False)
+    assert crashing.process.wait(30) == -9
+    with duckdb.connect(str(db), read_only=True) as conn:
+        committed = conn.execute("SELECT count(*) FROM crypto_prices").fetchone()[0]
+    assert 0 < committed < len(quotes)
+    ingester = Ingester(nats_server.url, db, tmp_path / "after.log", BATCH_SIZE="1000")
+    try:
+        ingester.start()
+        ingester.wait_records(len(quotes))
+        stats = _wait_duplicates(ingester, committed)
+    finally:
+        ingester.stop()
+    assert stats["records"] == len(quotes)
+    assert stats["duplicates"] == committed

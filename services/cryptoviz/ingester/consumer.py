@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 DURABLE_NAME = "cryptoviz-ingester"
 FILTER_SUBJECT = f"{contract.SUBJECT_PREFIX}.>"
 MAX_FETCH = 256
+CRASH_AFTER_COMMIT = int(os.environ.get("CRYPTOVIZ_CRASH_AFTER_COMMIT") or 0)
+"""Fault injection for tests: SIGKILL this process right after the N-th commit, before its acks."""
 
 
 @dataclass(slots=True)
@@ -67,6 +71,9 @@ class Consumer:
         self.lag = 0
         self._stopping = asyncio.Event()
         self._sub = None
+        self._commits = 0
+        self._quotes_per_message = float(contract.MAX_QUOTES_PER_MESSAGE)
+        """Recent mean, so a fetch does not overshoot BATCH_SIZE by much."""
 
     def stop(self) -> None:
         self._stopping.set()
@@ -128,7 +135,8 @@ class Consumer:
             if remaining <= 0:
                 break
             try:
-                msgs = await self._sub.fetch(MAX_FETCH, timeout=max(remaining, 0.01))
+                wanted = (self.batch_size - len(pending.quotes)) / self._quotes_per_message
+                msgs = await self._sub.fetch(max(1, min(MAX_FETCH, int(wanted))), timeout=max(remaining, 0.01))
             except (TimeoutError, FetchTimeoutError):
                 if deadline is None:
                     continue
@@ -157,6 +165,7 @@ class Consumer:
             pending.rejected += sum(batch.rejected.values())
         pending.messages.append(msg)
         pending.quotes.extend(batch.quotes)
+        self._quotes_per_message = 0.5 * self._quotes_per_message + 0.5 * max(1, len(batch.quotes))
 
     async def _dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         """Park an unusable message (original payload and headers) and ack it."""
@@ -175,6 +184,9 @@ class Consumer:
         started = time.perf_counter()
         table = quotes_to_arrow(pending.quotes)
         result = await asyncio.to_thread(self.store.write_batch, table, pending.rejected)
+        self._commits += 1
+        if self._commits == CRASH_AFTER_COMMIT:
+            os.kill(os.getpid(), signal.SIGKILL)
         for msg in pending.messages:
             await msg.ack()
         elapsed = time.perf_counter() - started

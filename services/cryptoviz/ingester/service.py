@@ -171,10 +171,14 @@ async def run(settings: Settings) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(api_task, 5)
         if nc is not None:
+            with contextlib.suppress(Exception):  # acks are flushed; drain() can hang on pull subscriptions
+                await asyncio.wait_for(nc.flush(), 2)
             with contextlib.suppress(Exception):
-                await nc.drain()
+                await asyncio.wait_for(nc.close(), 2)
         runtime._closed = True
+        log.debug("closing DuckDB")
         await asyncio.to_thread(store.close)
+        log.info("stopped")
 
 
 async def _refresh_lag(consumer: Consumer) -> None:
