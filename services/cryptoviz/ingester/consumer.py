@@ -152,7 +152,6 @@ class Consumer:
             batch = contract.decode_message(msg.data)
         except contract.ContractError as exc:
             await self._dead_letter(msg, exc.reason, str(exc))
-            pending.rejected += 1
             return
         if batch.rejected:
             for reason, count in batch.rejected.items():

@@ -163,7 +163,7 @@ def stats(cur: duckdb.DuckDBPyConnection) -> dict:
                    max(received_at), list(DISTINCT provider ORDER BY provider),
                    coalesce(bool_or({_simulated_sql()}), false)
             FROM coins"""
-    ).fetchone()
+    ).fetchall()[0]
     records, coin_count, first, last, last_received, providers, simulated = row
     return {
         "records": records,

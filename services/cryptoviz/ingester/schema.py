@@ -112,7 +112,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 
 def current_version(conn: duckdb.DuckDBPyConnection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TIMESTAMP)")
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchall()[0]
     return int(row[0]) if row else 0
 
 

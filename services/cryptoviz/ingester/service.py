@@ -14,12 +14,16 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
 from cryptoviz.core.nats import connect, redact_url
+from cryptoviz.ingester.alerts import AlertEngine
 from cryptoviz.ingester.api import create_app
+from cryptoviz.ingester.backup import snapshot_tar
 from cryptoviz.ingester.consumer import Consumer
+from cryptoviz.ingester.retention import Housekeeper
 from cryptoviz.ingester.store import CommitResult, Store
 
 log = logging.getLogger("cryptoviz.ingester")
@@ -72,6 +76,7 @@ class Runtime:
         self.log = log
         self.events = EventHub()
         self.consumer: Consumer | None = None
+        self.alerts: AlertEngine | None = None
         self._commits: deque[tuple[float, int]] = deque()
         self._closed = False
 
@@ -91,12 +96,20 @@ class Runtime:
             self._commits.popleft()
         return round(sum(n for _, n in self._commits) / RATE_WINDOW, 3)
 
+    def snapshot_tar(self) -> Path:
+        return snapshot_tar(self.store)
+
     async def on_commit(self, result: CommitResult) -> None:
         if result.inserted:
             self._commits.append((time.monotonic(), result.inserted))
             self.events.publish(
                 {"records": result.inserted, "last_update": result.last_update, "symbols": result.symbols}
             )
+            if self.alerts:
+                try:
+                    await self.alerts.evaluate(result.latest)
+                except Exception as exc:  # an alert problem must never stop ingest
+                    log.error("alert evaluation failed: %s", exc)
 
 
 class _Server(uvicorn.Server):
@@ -141,6 +154,7 @@ async def run(settings: Settings) -> None:
             return
         stop_task.cancel()
         nc = connect_task.result()
+        runtime.alerts = await asyncio.to_thread(AlertEngine, settings.scraper_config, store, nc)
         consumer = Consumer(
             nc,
             store,
@@ -153,6 +167,7 @@ async def run(settings: Settings) -> None:
         tasks = [
             asyncio.create_task(consumer.run(), name="consumer"),
             asyncio.create_task(_refresh_lag(consumer), name="lag"),
+            asyncio.create_task(Housekeeper(store, settings.retention_days).run(), name="retention"),
         ]
         done, _ = await asyncio.wait(
             {api_task, tasks[0], asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED

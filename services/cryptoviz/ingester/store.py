@@ -108,7 +108,7 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._write_lock = threading.Lock()
+        self.write_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = duckdb.connect(str(self.path))
@@ -136,7 +136,7 @@ class Store:
             raise StorageError(f"DuckDB file {self.path} is not writable: {exc}") from None
 
     def close(self) -> None:
-        with self._write_lock:
+        with self.write_lock:
             try:
                 self.conn.execute("CHECKPOINT")
             except duckdb.Error as exc:
@@ -163,15 +163,15 @@ class Store:
     def write_batch(self, table: pa.Table, rejected: int = 0) -> CommitResult:
         """Insert a batch in one transaction, skipping quotes already stored; thread-safe."""
         received = table.num_rows
-        with self._write_lock:
+        with self.write_lock:
             conn = self.conn
             conn.register("incoming", table)
             try:
                 conn.execute("BEGIN TRANSACTION")
                 if received:
-                    lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchone()
+                    lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchall()[0]
                     conn.execute(_NEW_ROWS_SQL, {"lo": lo, "hi": hi})
-                    inserted = conn.execute("INSERT INTO crypto_prices BY NAME SELECT * FROM fresh").fetchone()[0]
+                    inserted = conn.execute("INSERT INTO crypto_prices BY NAME SELECT * FROM fresh").fetchall()[0][0]
                     latest_rows = conn.execute(_FRESH_LATEST_SQL)
                     names = [d[0] for d in latest_rows.description]
                     latest = [dict(zip(names, row, strict=True)) for row in latest_rows.fetchall()]
@@ -200,10 +200,19 @@ class Store:
 
     def count_rejected(self, count: int) -> None:
         """Persist rejections of messages that produced no batch (dead letters)."""
-        with self._write_lock:
+        with self.write_lock:
             self.conn.execute("BEGIN TRANSACTION")
             self._bump(self.conn, rejected=count)
             self.conn.execute("COMMIT")
+
+    def insert_alerts(self, rows: list[dict]) -> None:
+        table = pa.Table.from_pylist(rows)
+        with self.write_lock:
+            self.conn.register("new_alerts", table)
+            try:
+                self.conn.execute("INSERT INTO alerts BY NAME SELECT * FROM new_alerts")
+            finally:
+                self.conn.unregister("new_alerts")
 
     @staticmethod
     def _bump(conn: duckdb.DuckDBPyConnection, **counts: int) -> None:
