@@ -37,6 +37,11 @@ def redact_url(url: str) -> str:
     return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
+async def _log_nats_error(exc: Exception) -> None:
+    """One line per connection problem instead of nats-py's default traceback."""
+    log.warning("NATS: %s", str(exc) or type(exc).__name__)
+
+
 async def connect(url: str, *, name: str, connect_timeout: float = 2.0, deadline: float = 30.0) -> Client:
     """Connect, retrying with backoff until `deadline` seconds; raise ConnectionError after."""
     loop = asyncio.get_running_loop()
@@ -44,18 +49,23 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0, deadline
     delay = 0.2
     while True:
         try:
-            return await nats.connect(
-                url,
-                name=name,
-                connect_timeout=connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+            # nats-py retries an unreachable server forever with max_reconnect_attempts=-1: bound it here.
+            return await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=connect_timeout,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    error_cb=_log_nats_error,
+                ),
+                timeout=max(give_up - loop.time(), 0.1),
             )
         except Exception as exc:  # nats-py raises several unrelated types for "not reachable"
             if loop.time() + delay > give_up:
                 raise ConnectionError(
-                    f"NATS at {redact_url(url)} not reachable after {deadline:.0f}s: {exc or type(exc).__name__}"
+                    f"NATS at {redact_url(url)} not reachable after {deadline:.0f}s: {str(exc) or type(exc).__name__}"
                 ) from None
             log.warning("NATS at %s not reachable (%s); retrying in %.1fs", redact_url(url), exc, delay)
             await asyncio.sleep(delay)
