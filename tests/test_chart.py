@@ -59,6 +59,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "backup-on": {
         "backup": {"enabled": True},
         "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
+        "image": {"digest": "sha256:" + "ab" * 32},
     },
 }
 
@@ -495,6 +496,17 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert one(docs, "PersistentVolumeClaim", claim)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     secret = one(docs, "Secret", f"{FULLNAME}-providers")
     assert set(secret["data"]) == {"CMC_API_KEY", "COINGECKO_API_KEY"}
+    # A digest, when given, pins every CryptoViz container.
+    images = {c["image"] for _, spec in pods(docs) for c in spec["containers"] if "cryptoviz" in c["image"]}
+    assert images == {"ghcr.io/cryptoviz/cryptoviz@sha256:" + "ab" * 32}
+
+
+def test_chart_refuses_kubernetes_older_than_1_29(tmp_path: Path) -> None:
+    values_file = tmp_path / "v.yaml"
+    values_file.write_text("{}")
+    assert helm_template(values_file, "--kube-version", "1.29.0").returncode == 0
+    old = helm_template(values_file, "--kube-version", "1.28.9")
+    assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
 
 
 def test_notes_say_how_to_reach_the_dashboard_and_add_a_coin(tmp_path: Path) -> None:
