@@ -12,9 +12,11 @@ RUN python -m venv /opt/cryptoviz
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY operator ./operator
+# Install, smoke-test the entry points, then drop pip: the runtime installs nothing.
 RUN /opt/cryptoviz/bin/pip install --no-cache-dir . \
     && /opt/cryptoviz/bin/cryptoviz --help >/dev/null \
-    && /opt/cryptoviz/bin/python -c "import cryptoviz, kopf"
+    && /opt/cryptoviz/bin/python -c "import cryptoviz, cryptoviz_operator, kopf" \
+    && /opt/cryptoviz/bin/python -m pip uninstall --yes --quiet pip
 
 # ---- runtime: the venv on a slim base, no compilers, fixed non-root UID ----
 FROM python:3.11-slim-bookworm AS runtime
