@@ -1,0 +1,220 @@
+"""The ingester's HTTP API against a running `cryptoviz ingest` holding the shared market data."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
+import pytest
+import requests
+from cryptoviz.core.nats import EmbeddedNats
+from cryptoviz.core.quote import Quote, format_ts
+from test_ingest_harness import Ingester, chunked, market_quotes, publish, scrapes
+
+pytestmark = pytest.mark.timeout(180)
+
+ROWS_PER_COIN = 600  # ~2 days of 5-minute candles per coin
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory, market_5m: Path) -> Iterator[tuple[Ingester, EmbeddedNats, list]]:
+    tmp = tmp_path_factory.mktemp("api")
+    server = EmbeddedNats(tmp / "nats").start()
+    ingester = Ingester(server.url, tmp / "db.duckdb", tmp / "ingester.log")
+    try:
+        ingester.start()
+        quotes = market_quotes(market_5m, rows=ROWS_PER_COIN)
+        publish(server.url, scrapes(quotes))
+        ingester.wait_records(len(quotes))
+        yield ingester, server, quotes
+    finally:
+        ingester.stop()
+        server.stop()
+
+
+def test_probes_and_openapi(api):
+    ingester, _, _ = api
+    assert ingester.json("/healthz") == {"status": "ok"}
+    assert ingester.json("/readyz")["status"] == "ready"
+    spec = ingester.json("/openapi.json")
+    for path in ("/api/v1/coins", "/api/v1/latest", "/api/v1/history", "/api/v1/stats", "/api/v1/events"):
+        assert path in spec["paths"]
+    metrics = ingester.get("/metrics").text
+    for name in (
+        "cryptoviz_ingested_quotes_total",
+        "cryptoviz_duplicate_quotes_total",
+        "cryptoviz_batch_seconds_bucket",
+        "cryptoviz_consumer_lag",
+        "cryptoviz_db_bytes",
+        "cryptoviz_records",
+    ):
+        assert name in metrics
+
+
+def test_coins_latest_and_stats(api):
+    ingester, _, quotes = api
+    coins = ingester.json("/api/v1/coins")["data"]
+    symbols = sorted({q.symbol for q in quotes})
+    assert [c["symbol"] for c in coins] == symbols
+    assert all(c["records"] == ROWS_PER_COIN and c["simulated"] is False for c in coins)
+    newest = {q.symbol: q for q in quotes if q.timestamp == max(x.timestamp for x in quotes if x.symbol == q.symbol)}
+    latest = ingester.json("/api/v1/latest", symbols="btc, ETH")["data"]
+    assert [(r["symbol"], r["price"], r["timestamp"]) for r in latest] == [
+        (s, newest[s].price, format_ts(newest[s].timestamp)) for s in ("BTC", "ETH")
+    ]
+    assert set(latest[0]) >= {"provider", "coin_id", "symbol", "name", "price", "timestamp", "received_at", "simulated"}
+    assert ingester.json("/api/v1/latest", provider="coingecko")["data"] == []
+    stats = ingester.json("/api/v1/stats")
+    assert stats["records"] == len(quotes) and stats["coins"] == len(symbols)
+    assert stats["providers"] == ["replay"] and stats["simulated"] is False
+    assert stats["last_update"] == format_ts(max(q.timestamp for q in quotes))
+    assert stats["seconds_since_last_data"] > 0 and stats["db_bytes"] > 0
+
+
+def test_history_buckets_ohlc_and_respects_points(api):
+    ingester, _, quotes = api
+    btc = sorted((q for q in quotes if q.symbol == "BTC"), key=lambda q: q.timestamp)
+    start, end = btc[0].timestamp, btc[-1].timestamp
+    answer = ingester.json(
+        "/api/v1/history", symbols="BTC,ETH", start=format_ts(start), end=str(int(end.timestamp())), points=7
+    )
+    assert answer["bucket_seconds"] == -(-int((end - start).total_seconds()) // 7)
+    rows = [r for r in answer["data"] if r["symbol"] == "BTC"]
+    assert len(rows) == 7 and len([r for r in answer["data"] if r["symbol"] == "ETH"]) == 7
+    assert sum(r["samples"] for r in rows) == len(btc)
+    assert rows[0]["open"] == btc[0].price and rows[-1]["close"] == btc[-1].price == rows[-1]["price"]
+    assert max(r["high"] for r in rows) == max(q.price for q in btc)
+    assert min(r["low"] for r in rows) == min(q.price for q in btc)
+    # Unknown symbols next to known ones are reported, not fatal; alone they are a 400.
+    mixed = ingester.json("/api/v1/history", symbols="BTC,NOPE", points=10)
+    assert mixed["unknown_symbols"] == ["NOPE"] and {r["symbol"] for r in mixed["data"]} == {"BTC"}
+    # Default window: the last day of data.
+    default = ingester.json("/api/v1/history", symbols="BTC")
+    assert default["end"] == format_ts(end)
+    assert default["start"] == format_ts(end - timedelta(days=1))
+
+
+@pytest.mark.parametrize("path", ["/api/v1/coins", "/api/v1/latest", "/api/v1/history", "/api/v1/alerts"])
+def test_every_format_by_parameter_and_by_accept(api, path):
+    ingester, _, _ = api
+    rows = ingester.json(path)["data"]
+    readers = {
+        "csv": ("text/csv", lambda body: pa_csv.read_csv(io.BytesIO(body))),
+        "arrow": ("application/vnd.apache.arrow.stream", lambda body: pa.ipc.open_stream(body).read_all()),
+        "parquet": ("application/vnd.apache.parquet", lambda body: pq.read_table(io.BytesIO(body))),
+    }
+    for fmt, (media, read) in readers.items():
+        for response in (
+            ingester.get(path, format=fmt),
+            requests.get(ingester.url + path, headers={"Accept": media}, timeout=30),
+        ):
+            assert response.status_code == 200, response.text
+            assert response.headers["content-type"].startswith(media)
+            table = read(response.content)
+            assert table.num_rows == len(rows)
+            if rows:
+                assert table.column_names == list(rows[0])
+                prices = [k for k in ("price", "last_price") if k in rows[0]]
+                for key in prices:
+                    assert table.column(key).to_pylist() == [r[key] for r in rows]
+
+
+BAD_REQUESTS = [
+    ("/api/v1/history", {"symbols": "B@D"}, "invalid symbol"),
+    ("/api/v1/history", {"symbols": "NOPE"}, "unknown symbol"),
+    ("/api/v1/history", {"points": "0"}, "points must be between"),
+    ("/api/v1/history", {"points": "10001"}, "points must be between"),
+    ("/api/v1/history", {"points": "many"}, "points must be an integer"),
+    ("/api/v1/history", {"start": "yesterday"}, "start must be ISO-8601"),
+    ("/api/v1/history", {"end": "1e300"}, "end epoch seconds out of range"),
+    ("/api/v1/history", {"start": "2025-01-14T00:00:00Z", "end": "2025-01-13T00:00:00Z"}, "start must be before end"),
+    ("/api/v1/history", {"provider": "mtgox"}, "unknown provider"),
+    ("/api/v1/latest", {"format": "xml"}, "format must be one of"),
+    ("/api/v1/latest", {"symbols": "," + "A" * 40}, "invalid symbol"),
+    ("/api/v1/coins", {"format": "pdf"}, "format must be one of"),
+    ("/api/v1/alerts", {"since": "soon"}, "since must be ISO-8601"),
+    ("/api/v1/alerts", {"limit": "-1"}, "limit must be between"),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "message"), BAD_REQUESTS)
+def test_bad_parameters_get_400_with_a_message(api, path, params, message):
+    ingester, _, _ = api
+    response = ingester.get(path, **params)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_sql_injection_attempts_are_just_bad_symbols(api):
+    ingester, _, _ = api
+    response = ingester.get("/api/v1/history", symbols="BTC') OR 1=1 --")
+    assert response.status_code == 400
+    assert ingester.json("/api/v1/stats")["records"] > 0
+
+
+def test_events_arrive_within_a_second_of_commit(api):
+    ingester, server, _ = api
+    events: list[tuple[float, dict]] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with requests.get(ingester.url + "/api/v1/events", stream=True, timeout=15) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event = None
+            for line in response.iter_lines():
+                connected.set()
+                if line.startswith(b"event: "):
+                    event = line[7:].decode()
+                elif line.startswith(b"data: ") and event == "commit":
+                    events.append((time.monotonic(), orjson.loads(line[6:])))
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    assert connected.wait(10)
+    ts = datetime(2025, 3, 1, tzinfo=UTC)
+    sent = time.monotonic()
+    publish(server.url, chunked([Quote("replay", "btc-usd", "BTC", "Btc", 99999.0, ts, ts)]))
+    listener.join(10)
+    assert events, "no commit event"
+    arrived, data = events[0]
+    assert data["records"] == 1 and data["symbols"] == ["BTC"] and data["last_update"] == format_ts(ts)
+    assert arrived - sent < 1.0 + 0.2  # within 1 s of the commit (BATCH_TIMEOUT is 0.2 s here)
+
+
+def test_schemathesis_finds_no_server_error(api):
+    ingester, _, _ = api
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            ingester.url + "/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--exclude-path",
+            "/api/v1/events",
+            "--exclude-path",
+            "/api/v1/admin/backup",
+            "--request-timeout",
+            "20",
+            "--seed",
+            "1",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
