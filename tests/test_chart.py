@@ -520,7 +520,15 @@ def test_notes_say_how_to_reach_the_dashboard_and_add_a_coin(tmp_path: Path) -> 
     assert notes.returncode == 0, notes.stderr
     text = notes.stdout.split("NOTES:", 1)[1]
     assert "https://p.example.org/" in text
-    assert "kind: TrackedCrypto" in text and "kubectl --namespace crypto apply -f -" in text
+    assert "kubectl --namespace crypto apply -f -" in text
+    # The object it applies is a valid TrackedCrypto for the chart's CRD.
+    tracked = json.loads(re.search(r"echo '(\{.*\})'", text).group(1))
+    crd = yaml.safe_load((CHART / "crds" / "trackedcryptos.yaml").read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["storage"])
+    assert tracked["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+    assert tracked["kind"] == crd["spec"]["names"]["kind"]
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]  # OpenAPI 3.0: draft-4 style bounds
+    jsonschema.Draft4Validator(spec_schema).validate(tracked["spec"])
     assert "helm test cv" in text
 
 
