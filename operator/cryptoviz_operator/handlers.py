@@ -103,9 +103,12 @@ async def reconcile(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
         raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
-async def gone(type: str, memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+def _is_deletion(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_is_deletion)
+async def gone(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
     """Deletion: the object has already left the index; render without it. (If this fails,
     the periodic refresh re-renders within STATUS_REFRESH_INTERVAL.)"""
-    if type == "DELETED":
-        await memo.operator.reconcile(objects_of(tracked))
+    await memo.operator.reconcile(objects_of(tracked))

@@ -1,0 +1,310 @@
+"""The real operator (`kopf run -m cryptoviz_operator`, a subprocess) against kmock, kopf's
+stateful Kubernetes API emulator: apply, change, pause and delete TrackedCryptos and check the
+ConfigMap, the CronJob schedule, status conditions and Events; restart and check nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import pytest
+import yaml
+from cryptoviz.core.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+KOPF = Path(sys.executable).parent / "kopf"
+NS = "cryptoviz"
+TC = "cryptoviz.io/v1alpha1/trackedcryptos"
+CM = "v1/configmaps"
+CRONJOB = "batch/v1/cronjobs"
+CONFIGMAP_NAME = "cryptoviz-scraper-config"
+CRONJOB_NAME = "cryptoviz-scraper"
+TC_PATH = f"/apis/cryptoviz.io/v1alpha1/namespaces/{NS}/trackedcryptos"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll `check` until it returns a truthy value without raising; kmock serves from this loop."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (AssertionError, KeyError, ValueError) as exc:
+            last = exc
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}: {last!r}")
+
+
+def example(name: str, created: str, uid: str) -> dict[str, Any]:
+    obj = yaml.safe_load((ROOT / "examples" / f"trackedcrypto-{name}.yaml").read_text())
+    obj["metadata"].update(namespace=NS, uid=uid, resourceVersion="1", generation=1, creationTimestamp=created)
+    return obj
+
+
+class Cluster:
+    """kmock set up like the chart's namespace: the CRD's resource, the scraper CronJob."""
+
+    def __init__(self, server: kmock.KubernetesEmulator, tmp_path: Path) -> None:
+        self.k = server
+        self.url = str(server.url).rstrip("/")
+        info = kmock.ResourceInfo
+        verbs = {"get", "list", "watch", "create", "patch", "delete"}
+        server.resources[TC] = info(
+            kind="TrackedCrypto",
+            singular="trackedcrypto",
+            namespaced=True,
+            subresources={"status"},
+            verbs=verbs,
+            shortnames={"tc"},
+            categories={"cryptoviz"},
+        )
+        server.resources[CM] = info(kind="ConfigMap", namespaced=True, verbs=verbs)
+        server.resources[CRONJOB] = info(kind="CronJob", namespaced=True, verbs=verbs)
+        server.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
+        # kopf waits to discover namespaces even when it never lists them (scanning is disabled)
+        server.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch"})
+        server.objects[CRONJOB, NS, CRONJOB_NAME] = {
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": {"name": CRONJOB_NAME, "namespace": NS, "uid": "cj", "resourceVersion": "1"},
+            "spec": {"schedule": "*/30 * * * *", "jobTemplate": {}},
+        }
+        self.ingester_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: unreachable
+        self.kubeconfig = tmp_path / "kubeconfig"
+        self.kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+                    "users": [{"name": "test", "user": {"token": "test-token"}}],
+                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": NS}}],
+                    "current-context": "kmock",
+                }
+            )
+        )
+
+    async def request(self, method: str, path: str, body: Any = None) -> int:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, self.url + path, json=body, headers=headers) as response,
+        ):
+            return response.status
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        assert await self.request("POST", TC_PATH, obj) == 200
+
+    async def change(self, name: str, generation: int, **spec: Any) -> None:
+        patch = {"metadata": {"generation": generation}, "spec": spec}
+        assert await self.request("PATCH", f"{TC_PATH}/{name}", patch) == 200
+
+    async def delete(self, name: str) -> None:
+        assert await self.request("DELETE", f"{TC_PATH}/{name}") == 200
+
+    def tc(self, name: str) -> dict[str, Any]:
+        return self.k.objects[TC, NS, name].raw
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        return next(c for c in self.tc(name)["status"]["conditions"] if c["type"] == kind)
+
+    def configmap(self) -> dict[str, Any]:
+        return self.k.objects[CM, NS, CONFIGMAP_NAME].raw
+
+    def configmap_versions(self) -> int:
+        return len(self.k.objects[CM, NS, CONFIGMAP_NAME].history)
+
+    def tracked_symbols(self) -> list[str]:
+        config = parse_config(yaml.safe_load(self.configmap()["data"]["scraper.yaml"]))
+        return [coin.symbol for coin in config.coins]
+
+    def schedule(self) -> str:
+        return self.k.objects[CRONJOB, NS, CRONJOB_NAME].raw["spec"]["schedule"]
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            obj.raw
+            for (resource, namespace, _), obj in self.k.objects.items()
+            if resource.plural == "events" and namespace == NS and not obj.deleted
+        ]
+
+    def writes(self) -> list[str]:
+        """Every modifying request the emulator has seen so far."""
+        return [f"{r.method.name} {r.url.path}" for r in self.k if r.method.name in ("POST", "PATCH", "DELETE")]
+
+
+@pytest.fixture
+async def cluster(kmock: kmock.KubernetesEmulator, tmp_path: Path) -> Cluster:
+    return Cluster(kmock, tmp_path)
+
+
+@pytest.fixture
+async def start_operator(
+    cluster: Cluster, tmp_path: Path
+) -> AsyncIterator[Callable[[], Awaitable[asyncio.subprocess.Process]]]:
+    """Start `kopf run` like the chart does (namespaced, standalone, liveness); stop it at the end."""
+    procs: list[asyncio.subprocess.Process] = []
+    logs: list[Path] = []
+
+    async def start() -> asyncio.subprocess.Process:
+        port = free_port()
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(cluster.kubeconfig),
+            "POD_NAMESPACE": NS,
+            "CONFIGMAP_NAME": CONFIGMAP_NAME,
+            "CRONJOB_NAME": CRONJOB_NAME,
+            "MANAGE_SCHEDULE": "true",
+            "INGESTER_URL": cluster.ingester_url,
+            "STATUS_REFRESH_INTERVAL": "1",
+        }
+        log = tmp_path / f"operator-{len(logs)}.log"
+        logs.append(log)
+        proc = await asyncio.create_subprocess_exec(
+            str(KOPF),
+            *("run", "--standalone", f"--namespace={NS}", f"--liveness=http://127.0.0.1:{port}/healthz"),
+            *("-m", "cryptoviz_operator"),
+            env=env,
+            stdout=log.open("wb"),
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        procs.append(proc)
+
+        async def live() -> bool:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    return r.status == 200
+            return False
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await live():
+            assert proc.returncode is None, log.read_text()[-3000:]
+            assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        return proc
+
+    yield start
+    for proc in procs:
+        await stop(proc)
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 15)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
+    cluster: Cluster, start_operator: Callable[[], Awaitable[asyncio.subprocess.Process]]
+) -> None:
+    operator = await start_operator()
+
+    # apply: three coins → one sorted config, the CronJob at the smallest interval (btc: 5m)
+    await cluster.apply(example("btc", "2026-01-01T00:00:00Z", "uid-btc"))
+    await cluster.apply(example("eth", "2026-01-02T00:00:00Z", "uid-eth"))
+    await cluster.apply(example("usdt", "2026-01-03T00:00:00Z", "uid-usdt"))
+    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH", "USDT"], what="three coins")
+    await eventually(lambda: cluster.schedule() == "*/5 * * * *", what="schedule from btc's 5m")
+    btc_entry = parse_config(yaml.safe_load(cluster.configmap()["data"]["scraper.yaml"])).coins[0]
+    assert btc_entry.ids["coinmarketcap"] == "1" and btc_entry.name == "Bitcoin"
+    for name in ("btc", "eth", "usdt"):
+        accepted = await eventually(lambda n=name: cluster.condition(n, "Accepted"), what=f"{name} Accepted")
+        assert (accepted["status"], accepted["reason"], accepted["observedGeneration"]) == ("True", "Accepted", 1)
+        # the ingester is down: Ready says so
+        await eventually(
+            lambda n=name: cluster.condition(n, "Ready")["reason"] == "IngesterUnreachable", what=f"{name} Ready"
+        )
+        assert "unreachable" in cluster.condition(name, "Ready")["message"]
+        assert cluster.condition(name, "Ready")["status"] == "False"
+        # no finalizer: deletion can never block on this operator
+        assert not cluster.tc(name)["metadata"].get("finalizers")
+        assert all(k.startswith("cryptoviz.io/") for k in cluster.tc(name)["metadata"].get("annotations", {}))
+    digest = cluster.configmap()["metadata"]["annotations"]["cryptoviz.io/config-hash"]
+
+    # a later object claiming BTC with other ids is not accepted, says why, and emits an Event
+    await cluster.apply(
+        {
+            "apiVersion": "cryptoviz.io/v1alpha1",
+            "kind": "TrackedCrypto",
+            "metadata": {
+                "name": "fake-btc",
+                "namespace": NS,
+                "uid": "uid-fake",
+                "resourceVersion": "1",
+                "generation": 1,
+                "creationTimestamp": "2026-01-05T00:00:00Z",
+            },
+            "spec": {"symbol": "BTC", "ids": {"coingecko": "batcoin"}},
+        }
+    )
+    rejected = await eventually(
+        lambda: (
+            cluster.condition("fake-btc", "Accepted")["status"] == "False" and cluster.condition("fake-btc", "Accepted")
+        ),
+        what="fake-btc rejected",
+    )
+    assert rejected["reason"] == "SymbolConflict"
+    assert f"{NS}/btc" in rejected["message"]
+    assert cluster.condition("fake-btc", "Ready")["reason"] == "NotAccepted"
+    event = await eventually(
+        lambda: [e for e in cluster.events() if e["involvedObject"]["name"] == "fake-btc"], what="rejection Event"
+    )
+    assert (event[0]["type"], event[0]["reason"]) == ("Warning", "SymbolConflict")
+    assert cluster.configmap()["metadata"]["annotations"]["cryptoviz.io/config-hash"] == digest
+
+    # change: eth every minute → the CronJob follows; observedGeneration follows the spec
+    await cluster.change("eth", 2, interval="1m")
+    await eventually(lambda: cluster.schedule() == "* * * * *", what="schedule from eth's 1m")
+    await eventually(lambda: cluster.condition("eth", "Accepted")["observedGeneration"] == 2, what="eth generation 2")
+
+    # pause: usdt leaves the config but stays, with Ready=False/Paused
+    await cluster.change("usdt", 2, paused=True)
+    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH"], what="usdt paused")
+    await eventually(lambda: cluster.condition("usdt", "Ready")["reason"] == "Paused", what="usdt Ready=Paused")
+
+    # delete: gone at once (no finalizer); BTC's claim passes to fake-btc, which is now accepted
+    await cluster.delete("btc")
+    assert cluster.k.objects[TC, NS, "btc"].deleted
+    await eventually(lambda: cluster.condition("fake-btc", "Accepted")["status"] == "True", what="fake-btc accepted")
+    config = parse_config(yaml.safe_load(cluster.configmap()["data"]["scraper.yaml"]))
+    assert [(c.symbol, c.ids) for c in config.coins] == [
+        ("BTC", {"coingecko": "batcoin"}),
+        ("ETH", {"coingecko": "ethereum", "coinmarketcap": "1027"}),
+    ]
+
+    # the ConfigMap is only written when its content changes
+    texts = [v["data"]["scraper.yaml"] for v in cluster.k.objects[CM, NS, CONFIGMAP_NAME].history if v]
+    assert all(a != b for a, b in itertools.pairwise(texts)), "a write without a change"
+
+    # restart: same objects, same world → not a single write
+    await asyncio.sleep(1.5)  # let the last refresh round settle
+    await stop(operator)
+    before = cluster.writes()
+    snapshot = {n: cluster.tc(n) for n in ("eth", "usdt", "fake-btc")}
+    configmap = cluster.configmap()
+    await start_operator()
+    await asyncio.sleep(4)  # resume handlers + several status refresh rounds
+    assert cluster.writes()[len(before) :] == []
+    assert {n: cluster.tc(n) for n in snapshot} == snapshot
+    assert cluster.configmap() == configmap
