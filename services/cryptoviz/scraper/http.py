@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import orjson
 import requests
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,18 @@ class ProviderError(Exception):
 
 Checker = Callable[[requests.Response, Any], None]
 """Inspects a decoded non-5xx answer (also on HTTP 200) and raises ProviderError for provider-level errors."""
+
+
+def decode_json(data: bytes) -> Any:
+    """orjson for speed; the standard parser for what orjson refuses but providers send (NaN). None if neither."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -139,10 +152,7 @@ class HttpClient:
         except requests.RequestException as exc:
             raise ProviderError(self.provider, f"request failed: {self.redact(str(exc))[:200]}") from None
         self.last_headers = dict(response.headers)
-        try:
-            body = response.json()
-        except (json.JSONDecodeError, ValueError):
-            body = None
+        body = decode_json(response.content)
         status = response.status_code
         if check is not None and body is not None and status < 500:
             check(response, body)
