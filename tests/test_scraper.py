@@ -109,8 +109,9 @@ def test_a_retry_after_longer_than_allowed_fails_at_once_with_a_clear_message(ma
     ("code", "words"),
     [(1001, "API key is invalid"), (1002, "missing"), (1008, "per-minute rate limit"), (1009, "daily credits")],
 )
-def test_cmc_key_and_plan_errors_are_not_retried(code, words, market, nats_server):
-    market.add_fault(kind="cmc_error", code=code)
+@pytest.mark.parametrize("http_200", [False, True])
+def test_cmc_key_and_plan_errors_are_not_retried(code, words, http_200, market, nats_server):
+    market.add_fault(kind="cmc_error", code=code, http_200=http_200)
     result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap"))
     assert result.exit_code == EXIT_PROVIDER
     assert words in result.error and f"CMC {code}" in result.error

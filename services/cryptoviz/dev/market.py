@@ -200,7 +200,7 @@ FAULT_KINDS = (
     "http_429",  # HTTP 429 + Retry-After (provider-shaped body)
     "binance_418",  # HTTP 418 + Retry-After (Binance IP ban)
     "coingecko_429_200",  # CoinGecko's rate-limit body with HTTP 200
-    "cmc_error",  # CoinMarketCap status.error_code `code` (1001, 1002, 1008, 1009, …) with its HTTP status
+    "cmc_error",  # CMC status.error_code `code` (1001, 1002, 1008, 1009, …), its HTTP status or 200 (`http_200`)
     "kraken_error",  # Kraken `error` array with HTTP 200 (`message`, default EAPI:Rate limit exceeded)
     "http_5xx",  # HTTP `status` (default 503)
     "timeout",  # sleep `delay` seconds before answering
@@ -238,6 +238,8 @@ class Fault:
     code: int = 1008
     message: str = "EAPI:Rate limit exceeded"
     total: int = 5000
+    http_200: bool = False
+    """cmc_error: send the error body with HTTP 200 (clients must read status.error_code anyway)."""
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -504,7 +506,7 @@ def _raise_error_fault(fault: Fault, provider: str) -> None:
     if kind == "coingecko_429_200":
         raise _Reply(200, {"status": {"error_code": 429, "error_message": "You've exceeded the Rate Limit."}})
     if kind == "cmc_error":
-        status, _ = CMC_ERRORS.get(fault.code, (400, ""))
+        status = 200 if fault.http_200 else CMC_ERRORS.get(fault.code, (400, ""))[0]
         raise _Reply(status, _cmc_status(fault.code), retry if status == 429 else {})
     if kind == "kraken_error":
         raise _Reply(200, {"error": [fault.message], "result": {}})

@@ -409,10 +409,6 @@ class Coinbase(Provider):
         self._keep(out, items, lambda item: self._record(*item))
         return out
 
-    def check(self, response: requests.Response, body: Any) -> None:
-        if response.status_code == 404:
-            raise ProviderError(self.label, "product not found", status=404)
-
     @staticmethod
     def _record(product: str, ticker: dict[str, Any], stats: dict[str, Any], coin: TrackedCoin) -> dict[str, Any]:
         price, base_volume, opened = ticker.get("price"), stats.get("volume"), stats.get("open")
