@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,9 +18,12 @@ import kmock
 import pytest
 import yaml
 from cryptoviz.core.config import parse_config
+from cryptoviz.core.nats import free_port
+from cryptoviz.dev.market import CsvReplayFeed, MarketServer
 
 ROOT = Path(__file__).resolve().parent.parent
 KOPF = Path(sys.executable).parent / "kopf"
+CRYPTOVIZ = Path(sys.executable).parent / "cryptoviz"
 NS = "cryptoviz"
 TC = "cryptoviz.io/v1alpha1/trackedcryptos"
 CM = "v1/configmaps"
@@ -29,12 +31,6 @@ CRONJOB = "batch/v1/cronjobs"
 CONFIGMAP_NAME = "cryptoviz-scraper-config"
 CRONJOB_NAME = "cryptoviz-scraper"
 TC_PATH = f"/apis/cryptoviz.io/v1alpha1/namespaces/{NS}/trackedcryptos"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -308,3 +304,105 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     assert cluster.writes()[len(before) :] == []
     assert {n: cluster.tc(n) for n in snapshot} == snapshot
     assert cluster.configmap() == configmap
+
+
+async def wait_http(url: str, proc: asyncio.subprocess.Process, log: Path, timeout: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                if response.status == 200:
+                    return
+        assert proc.returncode is None, log.read_text()[-3000:]
+        assert asyncio.get_running_loop().time() < deadline, log.read_text()[-3000:]
+        await asyncio.sleep(0.1)
+
+
+async def get_json(url: str, **params: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url, params=params) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+@pytest.mark.timeout(120)
+async def test_rendered_config_drives_the_real_scraper_and_ingester(
+    cluster: Cluster,
+    start_operator: Callable[[], Awaitable[asyncio.subprocess.Process]],
+    nats_server: Any,
+    market_5m: Path,
+    tmp_path: Path,
+) -> None:
+    """The ConfigMap's content, mounted as SCRAPER_CONFIG, makes `cryptoviz scrape` fetch exactly
+    the tracked coins; `cryptoviz ingest` stores them and evaluates their alerts; the operator then
+    shows live prices (Ready=True) and turns the fired alert into an Event and status.lastAlert."""
+    config_file = tmp_path / "scraper.yaml"
+    ingester_port = free_port()
+    cluster.ingester_url = f"http://127.0.0.1:{ingester_port}"
+    await start_operator()
+    for name, created in (("btc", "2026-01-01T00:00:00Z"), ("eth", "2026-01-02T00:00:00Z")):
+        await cluster.apply(example(name, created, f"uid-{name}"))
+    await cluster.apply(example("sol-alerts", "2026-01-03T00:00:00Z", "uid-sol"))
+    watch = example("btc", "2026-01-04T00:00:00Z", "uid-ltc")
+    watch["metadata"]["name"] = "ltc-watch"
+    watch["spec"] = {"symbol": "LTC", "ids": {"coingecko": "litecoin"}, "alerts": [{"above": 1, "cooldown": "1h"}]}
+    await cluster.apply(watch)
+    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH", "LTC", "SOL"], what="four coins")
+    config_file.write_text(cluster.configmap()["data"]["scraper.yaml"])  # what the pods mount
+
+    env = {**os.environ, "NATS_URL": nats_server.url, "SCRAPER_CONFIG": str(config_file), "LOG_FORMAT": "json"}
+    ingest_log = tmp_path / "ingester.log"
+    ingester = await asyncio.create_subprocess_exec(
+        str(CRYPTOVIZ),
+        "ingest",
+        env={
+            **env,
+            "DUCKDB_PATH": str(tmp_path / "db.duckdb"),
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(ingester_port),
+            "BATCH_TIMEOUT": "0.2",
+        },
+        stdout=ingest_log.open("wb"),
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        await wait_http(f"{cluster.ingester_url}/readyz", ingester, ingest_log)
+        with MarketServer(CsvReplayFeed(market_5m, start=2000)) as market:
+            scraper = await asyncio.create_subprocess_exec(
+                str(CRYPTOVIZ),
+                *("scrape", "--once"),
+                env={**env, "SCRAPE_PROVIDER": "coingecko", "COINGECKO_BASE_URL": market.url},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await asyncio.wait_for(scraper.communicate(), 60)
+            assert scraper.returncode == 0, output.decode()[-2000:]
+            asked = [r.query.get("ids", "") for r in market.requests if r.path.endswith("/coins/markets")]
+        assert asked and all(set(q.split(",")) == {"bitcoin", "ethereum", "litecoin", "solana"} for q in asked)
+
+        async def coins() -> list[str]:
+            return sorted(row["symbol"] for row in (await get_json(f"{cluster.ingester_url}/api/v1/coins"))["data"])
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while await coins() != ["BTC", "ETH", "LTC", "SOL"]:
+            assert asyncio.get_running_loop().time() < deadline, await coins()
+            await asyncio.sleep(0.2)
+        latest = await get_json(f"{cluster.ingester_url}/api/v1/latest", symbols="BTC")
+
+        # live status from the ingester (the refresh runs every second in this test)
+        await eventually(lambda: cluster.condition("btc", "Ready")["status"] == "True", what="btc Ready=True")
+        status = cluster.tc("btc")["status"]
+        assert status["price"] == pytest.approx(latest["data"][0]["price"])
+        assert status["lastSeen"] and "change24h" in status
+        assert cluster.condition("btc", "Ready")["reason"] == "QuotesReceived"
+
+        # the ingester fired LTC > 1 USD; the operator surfaces it on the object that asked
+        alert = await eventually(
+            lambda: [e for e in cluster.events() if e["reason"] == "AlertFired"], what="AlertFired Event"
+        )
+        assert [e["involvedObject"]["name"] for e in alert] == ["ltc-watch"]
+        assert "LTC price" in alert[0]["message"]
+        last = await eventually(lambda: cluster.tc("ltc-watch")["status"].get("lastAlert"), what="status.lastAlert")
+        assert (last["condition"], last["threshold"]) == ("above", 1.0)
+    finally:
+        ingester.terminate()
+        await asyncio.wait_for(ingester.wait(), 30)

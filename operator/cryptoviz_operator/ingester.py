@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -41,4 +41,4 @@ class IngesterClient:
 
     async def alerts(self, since: datetime) -> list[dict[str, Any]]:
         """Alerts the ingester fired at or after `since`."""
-        return await self._rows("/api/v1/alerts", {"since": since.isoformat()})
+        return await self._rows("/api/v1/alerts", {"since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
