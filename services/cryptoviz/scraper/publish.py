@@ -46,11 +46,12 @@ class Publisher:
         self.js: JetStreamContext | None = None
         self._stream_ready = False
 
-    async def connect(self) -> None:
+    async def connect(self, deadline: float | None = None) -> None:
+        """Connect unless connected; give up after `deadline` seconds (default PUBLISH_DEADLINE)."""
         if self.nc is not None and not self.nc.is_closed:
             return
         try:
-            self.nc = await connect(self.url, name="cryptoviz-scraper", deadline=self.deadline)
+            self.nc = await connect(self.url, name="cryptoviz-scraper", deadline=deadline or self.deadline)
         except ConnectionError as exc:
             raise NatsUnavailable(f"{exc} (PUBLISH_DEADLINE={self.deadline:g}s)") from None
         self.js = self.nc.jetstream()
@@ -70,9 +71,9 @@ class Publisher:
         pending = list(messages)
         delay = 0.2
         while pending:
-            await self.connect()
-            assert self.js is not None
             remaining = max(give_up - loop.time(), 0.1)
+            await self.connect(remaining)
+            assert self.js is not None
             problem = ""
             try:
                 if not self._stream_ready:

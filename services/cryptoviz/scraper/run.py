@@ -211,7 +211,7 @@ async def scrape_once(settings: Settings, publisher: Publisher | None = None) ->
         for adapter, coins in work:
             outcome = await _scrape_provider(adapter, coins, config.top_n, publisher)
             result.providers.append(outcome)
-            log.info(outcome.summary())
+            log.log(logging.ERROR if outcome.failure else logging.INFO, outcome.summary())
             for problem in outcome.config_errors:
                 log.error("scrape: %s", problem)
     except NatsUnavailable as exc:
@@ -264,11 +264,13 @@ async def run_loop(settings: Settings, stop: asyncio.Event | None = None) -> Non
     try:
         while not stop.is_set():
             started = loop.time()
-            result = await scrape_once(settings, publisher)
+            try:
+                result = await scrape_once(settings, publisher)
+            except Exception:  # a bug must not stop the loop: the next scrape may well work
+                log.exception("scrape: unexpected error")
+                result = ScrapeResult(nats_error="unexpected error")
             if result.exit_code == EXIT_NATS:
                 await publisher.close()
-            if result.error:
-                log.warning("scrape: exit status would be %d: %s", result.exit_code, result.error)
             wait = max(settings.scrape_interval - (loop.time() - started), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
