@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptoviz.dev.market import KNOWN_COINS, CsvReplayFeed, MarketServer
-from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_NATS, EXIT_OK, EXIT_PROVIDER, run_once
+from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_NATS, EXIT_OK, EXIT_PROVIDER, run_loop, run_once
 from test_scraper_support import BTC_GAP_START, csv_closes, settings_for, stream_quotes
 
 START = 300  # a feed position with 24 h of history behind it, so the 1h/24h changes are known
@@ -330,3 +331,21 @@ def test_nats_back_within_the_deadline_loses_nothing(market, nats_server):
     assert result.exit_code == EXIT_OK, result.error
     stored = stream_quotes(nats_server.url)
     assert len(stored) == 14 and len({q.identity for q in stored}) == 14
+
+
+async def test_the_loop_rides_out_a_nats_outage(market, nats_server):
+    """`run_loop` (what `cryptoviz dev` reuses): scrapes go on failing while NATS is away, then resume."""
+    settings = settings_for(market.url, nats_server.url, provider="replay", scrape_interval=1, publish_deadline=0.5)
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(run_loop(settings, stop))
+    await asyncio.sleep(0.5)
+    nats_server.stop()
+    market.advance()
+    await asyncio.sleep(2)
+    nats_server.start()
+    await asyncio.sleep(2.5)
+    stop.set()
+    await asyncio.wait_for(loop_task, timeout=10)
+    stored = await asyncio.to_thread(stream_quotes, nats_server.url)
+    assert {q.timestamp for q in stored} == {market.feed.ticks[START], market.feed.ticks[START + 1]}
+    assert len(stored) == 28
