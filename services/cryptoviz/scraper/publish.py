@@ -99,9 +99,15 @@ class Publisher:
     ) -> tuple[list[OutgoingMessage], str]:
         """Publish once and wait for the acks; return the messages still unacknowledged and why."""
         assert self.js is not None
-        futures = []
-        for message in messages:
-            futures.append(await self.js.publish_async(message.subject, message.payload, headers=dict(message.headers)))
+        futures: list[asyncio.Future] = []
+        try:
+            for message in messages:
+                headers = dict(message.headers)
+                futures.append(await self.js.publish_async(message.subject, message.payload, headers=headers))
+        except BaseException:
+            for future in futures:  # a pending future would keep publish_async_completed waiting forever
+                future.cancel()
+            raise
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.js.publish_async_completed(), timeout=timeout)
         unacked, problem = [], ""
