@@ -30,6 +30,7 @@ CM = "v1/configmaps"
 CRONJOB = "batch/v1/cronjobs"
 CONFIGMAP_NAME = "cryptoviz-scraper-config"
 CRONJOB_NAME = "cryptoviz-scraper"
+TEST_AGENT = "cryptoviz-tests"
 TC_PATH = f"/apis/cryptoviz.io/v1alpha1/namespaces/{NS}/trackedcryptos"
 
 
@@ -100,7 +101,7 @@ class Cluster:
     async def request(self, method: str, path: str, body: Any = None) -> int:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(headers={"User-Agent": TEST_AGENT}) as session,
             session.request(method, self.url + path, json=body, headers=headers) as response,
         ):
             return response.status
@@ -140,6 +141,22 @@ class Cluster:
             for (resource, namespace, _), obj in self.k.objects.items()
             if resource.plural == "events" and namespace == NS and not obj.deleted
         ]
+
+    def operator_calls(self) -> set[tuple[str, str, str]]:
+        """(verb, api group, resource[/subresource]) of every resource request not made by this test,
+        i.e. what the operator's RBAC must allow (discovery paths are allowed to everyone)."""
+        calls = set()
+        for r in self.k:
+            if r.resource is None or r.headers.get("User-Agent", "").startswith(TEST_AGENT):
+                continue
+            if r.method.name == "GET":
+                verb = "watch" if r.params.get("watch") == "true" else "get" if r.name else "list"
+            else:
+                verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}[r.method.name]
+            if r.resource.plural:
+                plural = f"{r.resource.plural}/{r.subresource}" if r.subresource else r.resource.plural
+                calls.add((verb, r.resource.group, plural))
+        return calls
 
     def writes(self) -> list[str]:
         """Every modifying request the emulator has seen so far."""
@@ -293,6 +310,20 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     texts = [v["data"]["scraper.yaml"] for v in cluster.k.objects[CM, NS, CONFIGMAP_NAME].history if v]
     assert all(a != b for a, b in itertools.pairwise(texts)), "a write without a change"
 
+    # exactly the calls docs/operator.md lists for RBAC
+    assert cluster.operator_calls() == {
+        ("list", "cryptoviz.io", "trackedcryptos"),
+        ("watch", "cryptoviz.io", "trackedcryptos"),
+        ("patch", "cryptoviz.io", "trackedcryptos"),
+        ("patch", "cryptoviz.io", "trackedcryptos/status"),
+        ("create", "", "events"),
+        ("get", "", "configmaps"),
+        ("create", "", "configmaps"),
+        ("patch", "", "configmaps"),
+        ("get", "batch", "cronjobs"),
+        ("patch", "batch", "cronjobs"),
+    }
+
     # restart: same objects, same world → not a single write
     await asyncio.sleep(1.5)  # let the last refresh round settle
     await stop(operator)
@@ -403,6 +434,14 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
         assert "LTC price" in alert[0]["message"]
         last = await eventually(lambda: cluster.tc("ltc-watch")["status"].get("lastAlert"), what="status.lastAlert")
         assert (last["condition"], last["threshold"]) == ("above", 1.0)
+
+        # surfaced once: later refresh rounds neither repeat the Event nor rewrite status.lastAlert
+        await asyncio.sleep(2.5)
+        assert len([e for e in cluster.events() if e["reason"] == "AlertFired"]) == 1
+        alert_writes = [
+            r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastAlert" in r.text
+        ]
+        assert len(alert_writes) == 1
     finally:
         ingester.terminate()
         await asyncio.wait_for(ingester.wait(), 30)

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from cryptoviz.core.config import parse_config
 from cryptoviz_operator.render import DEFAULT_INTERVAL_SECONDS, cron_schedule, render
+from cryptoviz_operator.settings import Settings, SettingsError
 from cryptoviz_operator.status import IngestView, desired_status, status_changes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -200,3 +201,22 @@ def test_status_is_stable_and_reports_the_ingester() -> None:
     assert status["conditions"][1]["status"] == "True"
     stale = desired_status(obj, decision, up, now + timedelta(hours=2))
     assert stale["conditions"][1]["reason"] == "Stale"
+
+
+def test_settings_from_the_environment() -> None:
+    settings = Settings.from_env(
+        {
+            "INGESTER_URL": "http://ingester:8000/",
+            "CONFIGMAP_NAME": "cm",
+            "CRONJOB_NAME": "cj",
+            "MANAGE_SCHEDULE": "true",
+            "POD_NAMESPACE": "crypto",
+            "STATUS_REFRESH_INTERVAL": "15",
+        }
+    )
+    assert settings == Settings("http://ingester:8000", "cm", "cj", True, "crypto", 15.0)
+    assert Settings.from_env({"POD_NAMESPACE": "x"}).manage_schedule is False
+    with pytest.raises(SettingsError, match="MANAGE_SCHEDULE must be true or false"):
+        Settings.from_env({"MANAGE_SCHEDULE": "maybe"})
+    with pytest.raises(SettingsError, match="STATUS_REFRESH_INTERVAL"):
+        Settings.from_env({"STATUS_REFRESH_INTERVAL": "1m"})

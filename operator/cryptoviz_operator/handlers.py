@@ -18,7 +18,7 @@ import kopf
 from cryptoviz_operator.ingester import IngesterClient
 from cryptoviz_operator.kube import GROUP, PLURAL, VERSION, KubeApi, load_client_config
 from cryptoviz_operator.reconcile import Operator
-from cryptoviz_operator.settings import Settings
+from cryptoviz_operator.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kop
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
 
-    config = Settings.from_env()
+    try:
+        config = Settings.from_env()
+    except SettingsError as exc:  # a typo in the Deployment's env: stop with the message, no retry loop
+        raise kopf.PermanentError(str(exc)) from None
     operator = Operator(config, KubeApi(load_client_config()), IngesterClient(config.ingester_url))
     await operator.ensure_configmap_exists()
     memo.operator = operator

@@ -269,7 +269,7 @@ class Operator:
         last_alert = {
             "condition": str(row.get("condition")),
             "threshold": float(row.get("threshold")),
-            "firedAt": format_time(fired),
+            "firedAt": format_time(fired, precise=True),
             "message": message,
         }
         if isinstance(row.get("price"), int | float):

@@ -36,8 +36,9 @@ def parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def format_time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def format_time(value: datetime, precise: bool = False) -> str:
+    """RFC 3339 in UTC; `precise` keeps microseconds (for values compared later, like firedAt)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def pick_quote(rows: list[dict[str, Any]], ids: Mapping[str, Any]) -> dict[str, Any] | None:
