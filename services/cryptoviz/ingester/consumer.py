@@ -16,8 +16,9 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import pyarrow as pa
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -27,6 +28,7 @@ from cryptoviz.core import contract
 from cryptoviz.core.nats import ensure_stream
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import metrics
+from cryptoviz.ingester.fastdecode import MAX_RANK, decode_canonical
 from cryptoviz.ingester.store import CommitResult, Store, quotes_to_arrow
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,18 @@ CRASH_AFTER_COMMIT = int(os.environ.get("CRYPTOVIZ_CRASH_AFTER_COMMIT") or 0)
 
 @dataclass(slots=True)
 class Pending:
-    """A fetched batch awaiting commit: its messages (to ack) and decoded quotes."""
+    """A fetched batch awaiting commit: its messages (to ack), and their quotes as Arrow tables
+    (canonical messages) or as `Quote`s (decoded the slow, exact way)."""
 
-    messages: list[Msg]
-    quotes: list[Quote]
+    messages: list[Msg] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
+    quotes: list[Quote] = field(default_factory=list)
+    count: int = 0
     rejected: int = 0
+
+    def table(self) -> pa.Table:
+        tables = [*self.tables, quotes_to_arrow(self.quotes)] if self.quotes or not self.tables else self.tables
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
 
 
 class Consumer:
@@ -128,14 +137,14 @@ class Consumer:
 
     async def _collect(self) -> Pending:
         """Fetch until BATCH_SIZE quotes or BATCH_TIMEOUT after the first message."""
-        pending = Pending(messages=[], quotes=[])
+        pending = Pending()
         deadline: float | None = None
-        while len(pending.quotes) < self.batch_size and not self._stopping.is_set():
+        while pending.count < self.batch_size and not self._stopping.is_set():
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
             if remaining <= 0:
                 break
             try:
-                wanted = (self.batch_size - len(pending.quotes)) / self._quotes_per_message
+                wanted = (self.batch_size - pending.count) / self._quotes_per_message
                 msgs = await self._sub.fetch(max(1, min(MAX_FETCH, int(wanted))), timeout=max(remaining, 0.01))
             except (TimeoutError, FetchTimeoutError):
                 if deadline is None:
@@ -148,6 +157,12 @@ class Consumer:
         return pending
 
     async def _decode(self, msg: Msg, pending: Pending) -> None:
+        table = decode_canonical(msg.data)
+        if table is not None:
+            pending.messages.append(msg)
+            pending.tables.append(table)
+            self._account(pending, table.num_rows)
+            return
         try:
             batch = contract.decode_message(msg.data)
         except contract.ContractError as exc:
@@ -162,9 +177,17 @@ class Consumer:
                 extra={"reasons": batch.rejected, "subject": msg.subject},
             )
             pending.rejected += sum(batch.rejected.values())
+        quotes = [q for q in batch.quotes if q.rank is None or q.rank <= MAX_RANK]
+        if len(quotes) < len(batch.quotes):  # the rank column is a 32-bit INTEGER
+            metrics.REJECTED.labels(reason="out_of_range_rank").inc(len(batch.quotes) - len(quotes))
+            pending.rejected += len(batch.quotes) - len(quotes)
         pending.messages.append(msg)
-        pending.quotes.extend(batch.quotes)
-        self._quotes_per_message = 0.5 * self._quotes_per_message + 0.5 * max(1, len(batch.quotes))
+        pending.quotes.extend(quotes)
+        self._account(pending, len(quotes))
+
+    def _account(self, pending: Pending, quotes: int) -> None:
+        pending.count += quotes
+        self._quotes_per_message = 0.5 * self._quotes_per_message + 0.5 * max(1, quotes)
 
     async def _dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
         """Park an unusable message (original payload and headers) and ack it."""
@@ -181,8 +204,7 @@ class Consumer:
 
     async def _commit(self, pending: Pending) -> None:
         started = time.perf_counter()
-        table = quotes_to_arrow(pending.quotes)
-        result = await asyncio.to_thread(self.store.write_batch, table, pending.rejected)
+        result = await asyncio.to_thread(self.store.write_batch, pending.table(), pending.rejected)
         self._commits += 1
         if self._commits == CRASH_AFTER_COMMIT:
             os.kill(os.getpid(), signal.SIGKILL)
