@@ -153,24 +153,27 @@ class CoinMarketCap(Provider):
         message = self.http.redact(str(status.get("error_message") or "unknown error"))[:200]
         raise ProviderError(self.label, f"error {code}: {message}", status=response.status_code)
 
+    def _data(self, path: str, params: dict[str, Any]) -> Any:
+        return self._expect(self._get(path, params), dict).get("data")
+
     def fetch(self, coins: list[TrackedCoin], top_n: int) -> Fetched:
         out = Fetched()
         if not coins:
             params = {"start": 1, "limit": top_n, "convert": "USD"}
-            data = self._expect(self._get("/v1/cryptocurrency/listings/latest", params).get("data"), list)
+            data = self._expect(self._data("/v1/cryptocurrency/listings/latest", params), list)
             self._keep(out, data, lambda item: self._record(item, None))
             return out
         names = _names(coins)
         pinned = {c.ids["coinmarketcap"]: c for c in coins if "coinmarketcap" in c.ids}
         if pinned:
             params = {"id": ",".join(pinned), "convert": "USD"}
-            data = self._expect(self._get("/v2/cryptocurrency/quotes/latest", params).get("data"), dict)
+            data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             out.missing += [c.symbol for cid, c in pinned.items() if cid not in data]
             self._keep(out, data.values(), lambda item: self._record(item, names.get(item.get("symbol"))))
         loose = [c for c in coins if "coinmarketcap" not in c.ids]
         if loose:
             params = {"symbol": ",".join(c.symbol for c in loose), "convert": "USD"}
-            data = self._expect(self._get("/v2/cryptocurrency/quotes/latest", params).get("data"), dict)
+            data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             for coin in loose:
                 matches = [m for m in data.get(coin.symbol) or [] if isinstance(m, dict)]
                 if len(matches) > 1:

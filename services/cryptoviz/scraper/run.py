@@ -234,6 +234,10 @@ async def _scrape_provider(
     except ProviderError as exc:
         outcome.failure = str(exc)
         return outcome
+    except Exception as exc:  # an answer shaped in a way no adapter foresaw: fail this provider only
+        log.exception("%s: unexpected error while scraping", adapter.label)
+        outcome.failure = f"{adapter.label}: unexpected {type(exc).__name__}: {adapter.http.redact(str(exc))[:200]}"
+        return outcome
     outcome.quotes = len(fetched.quotes)
     outcome.rejected = dict(fetched.rejected)
     outcome.missing = fetched.missing
