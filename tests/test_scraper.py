@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -59,6 +60,9 @@ def test_every_provider_parses_into_the_replayed_prices(provider, market, nats_s
     if provider in ("coinmarketcap", "coingecko", "replay"):
         assert by_symbol["BTC"].rank == 1 and by_symbol["BTC"].name == "Bitcoin"
         assert by_symbol["ETH"].percent_change_24h is not None
+    if provider == "coinbase":  # one product per call, paced under Coinbase's 10 requests/s
+        calls = [r.at for r in market.requests_for("coinbase")]
+        assert len(calls) == 2 * len(stored) and min(b - a for a, b in itertools.pairwise(calls)) >= 0.09
 
 
 def test_stream_holds_exactly_the_replayed_quotes_and_reruns_add_nothing(market, nats_server, closes):
