@@ -280,6 +280,7 @@ def test_the_cmc_key_is_sent_as_a_header_and_never_shown(market, nats_server, tm
     settings.cmc_api_key_file = str(key_file)
     assert run_once(settings).exit_code == EXIT_OK
     assert market.requests[-1].headers["x-cmc_pro_api_key"] == secret
+    assert not any(secret in repr(r.query) + r.path for r in market.requests)  # a header, never in the URL
 
     market.add_fault(kind="cmc_error", code=1001)
     market.add_fault(kind="http_5xx", provider="coinmarketcap", count=1)
