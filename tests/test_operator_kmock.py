@@ -107,7 +107,8 @@ class Cluster:
             return response.status
 
     async def apply(self, obj: dict[str, Any]) -> None:
-        assert await self.request("POST", TC_PATH, obj) == 200
+        path = f"/apis/cryptoviz.io/v1alpha1/namespaces/{obj['metadata']['namespace']}/trackedcryptos"
+        assert await self.request("POST", path, obj) == 200
 
     async def change(self, name: str, generation: int, **spec: Any) -> None:
         patch = {"metadata": {"generation": generation}, "spec": spec}
@@ -116,11 +117,11 @@ class Cluster:
     async def delete(self, name: str) -> None:
         assert await self.request("DELETE", f"{TC_PATH}/{name}") == 200
 
-    def tc(self, name: str) -> dict[str, Any]:
-        return self.k.objects[TC, NS, name].raw
+    def tc(self, name: str, namespace: str = NS) -> dict[str, Any]:
+        return self.k.objects[TC, namespace, name].raw
 
-    def condition(self, name: str, kind: str) -> dict[str, Any]:
-        return next(c for c in self.tc(name)["status"]["conditions"] if c["type"] == kind)
+    def condition(self, name: str, kind: str, namespace: str = NS) -> dict[str, Any]:
+        return next(c for c in self.tc(name, namespace)["status"]["conditions"] if c["type"] == kind)
 
     def configmap(self) -> dict[str, Any]:
         return self.k.objects[CM, NS, CONFIGMAP_NAME].raw
@@ -135,11 +136,11 @@ class Cluster:
     def schedule(self) -> str:
         return self.k.objects[CRONJOB, NS, CRONJOB_NAME].raw["spec"]["schedule"]
 
-    def events(self) -> list[dict[str, Any]]:
+    def events(self, namespace: str = NS) -> list[dict[str, Any]]:
         return [
             obj.raw
-            for (resource, namespace, _), obj in self.k.objects.items()
-            if resource.plural == "events" and namespace == NS and not obj.deleted
+            for (resource, ns, _), obj in self.k.objects.items()
+            if resource.plural == "events" and ns == namespace and not obj.deleted
         ]
 
     def operator_calls(self) -> set[tuple[str, str, str]]:
@@ -171,12 +172,13 @@ async def cluster(kmock: kmock.KubernetesEmulator, tmp_path: Path) -> Cluster:
 @pytest.fixture
 async def start_operator(
     cluster: Cluster, tmp_path: Path
-) -> AsyncIterator[Callable[[], Awaitable[asyncio.subprocess.Process]]]:
-    """Start `kopf run` like the chart does (namespaced, standalone, liveness); stop it at the end."""
+) -> AsyncIterator[Callable[..., Awaitable[asyncio.subprocess.Process]]]:
+    """Start `kopf run` like the chart does (standalone, liveness, the release namespace unless
+    another scope is given); stop it at the end."""
     procs: list[asyncio.subprocess.Process] = []
     logs: list[Path] = []
 
-    async def start() -> asyncio.subprocess.Process:
+    async def start(scope: str = f"--namespace={NS}") -> asyncio.subprocess.Process:
         port = free_port()
         env = {
             **os.environ,
@@ -192,7 +194,7 @@ async def start_operator(
         logs.append(log)
         proc = await asyncio.create_subprocess_exec(
             str(KOPF),
-            *("run", "--standalone", f"--namespace={NS}", f"--liveness=http://127.0.0.1:{port}/healthz"),
+            *("run", "--standalone", scope, f"--liveness=http://127.0.0.1:{port}/healthz"),
             *("-m", "cryptoviz_operator"),
             env=env,
             stdout=log.open("wb"),
@@ -229,7 +231,7 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
 
 
 async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
-    cluster: Cluster, start_operator: Callable[[], Awaitable[asyncio.subprocess.Process]]
+    cluster: Cluster, start_operator: Callable[..., Awaitable[asyncio.subprocess.Process]]
 ) -> None:
     operator = await start_operator()
 
@@ -337,6 +339,34 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     assert cluster.configmap() == configmap
 
 
+async def test_all_namespaces_scope_renders_every_namespace_into_one_config(
+    cluster: Cluster, start_operator: Callable[..., Awaitable[asyncio.subprocess.Process]]
+) -> None:
+    await start_operator("--all-namespaces")
+    first = example("btc", "2026-01-01T00:00:00Z", "uid-a")
+    first["metadata"]["namespace"] = "team-a"
+    second = example("btc", "2026-01-02T00:00:00Z", "uid-b")
+    second["metadata"]["namespace"] = "team-b"
+    second["spec"]["ids"] = {"coingecko": "not-bitcoin"}
+    other = example("eth", "2026-01-03T00:00:00Z", "uid-c")
+    other["metadata"]["namespace"] = "team-b"
+    for obj in (second, other, first):
+        await cluster.apply(obj)
+    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH"], what="coins of both namespaces")
+    rejected = await eventually(
+        lambda: (
+            cluster.condition("btc", "Accepted", "team-b")["status"] == "False"
+            and cluster.condition("btc", "Accepted", "team-b")
+        ),
+        what="team-b/btc rejected",
+    )
+    assert "team-a/btc" in rejected["message"]
+    assert cluster.condition("btc", "Accepted", "team-a")["status"] == "True"
+    events = await eventually(lambda: cluster.events("team-b"), what="Event in team-b")
+    assert [(e["reason"], e["involvedObject"]["namespace"]) for e in events] == [("SymbolConflict", "team-b")]
+    assert cluster.events("team-a") == []
+
+
 async def wait_http(url: str, proc: asyncio.subprocess.Process, log: Path, timeout: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -358,7 +388,7 @@ async def get_json(url: str, **params: str) -> dict[str, Any]:
 @pytest.mark.timeout(120)
 async def test_rendered_config_drives_the_real_scraper_and_ingester(
     cluster: Cluster,
-    start_operator: Callable[[], Awaitable[asyncio.subprocess.Process]],
+    start_operator: Callable[..., Awaitable[asyncio.subprocess.Process]],
     nats_server: Any,
     market_5m: Path,
     tmp_path: Path,

@@ -63,7 +63,7 @@ async def _refresh_forever(operator: Operator, index: kopf.Index) -> None:
     await asyncio.sleep(min(interval, 5.0))
     while True:
         try:
-            await operator.refresh(objects_of(index))
+            await operator.refresh(lambda: objects_of(index))
         except Exception:  # one failed round (API hiccup) must not end the refresher
             log.exception("status refresh failed; retrying in %ss", interval)
         await asyncio.sleep(interval)
@@ -101,7 +101,7 @@ def tracked(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def reconcile(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
     try:
-        await memo.operator.reconcile(objects_of(tracked))
+        await memo.operator.reconcile(lambda: objects_of(tracked))
     except Exception as exc:  # API errors: kopf retries the handler with backoff
         raise kopf.TemporaryError(f"reconcile failed: {exc}", delay=10) from exc
 
@@ -114,4 +114,4 @@ def _is_deletion(type: str, **_: Any) -> bool:
 async def gone(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
     """Deletion: the object has already left the index; render without it. (If this fails,
     the periodic refresh re-renders within STATUS_REFRESH_INTERVAL.)"""
-    await memo.operator.reconcile(objects_of(tracked))
+    await memo.operator.reconcile(lambda: objects_of(tracked))

@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -58,6 +58,9 @@ class Operator:
         self.lock = asyncio.Lock()
         self.indexed = False
         """Set once kopf has called a handler, i.e. its index holds every object in scope."""
+        self.requested = 0
+        self.completed = 0
+        """Reconcile requests made / covered by a finished run (see `reconcile`)."""
         self.written: dict[ObjectKey, tuple[str, dict[str, Any]]] = {}
         """(uid, status) as last written; newer than the index until the watch event arrives."""
         self.config_digest: str | None = None
@@ -93,19 +96,30 @@ class Operator:
             if await self.kube.read_configmap(ns, name) is None:
                 await self._write_configmap(None, render([]))
 
-    async def reconcile(self, objects: Iterable[Mapping[str, Any]], *, verify: bool = False) -> Rendering:
+    async def reconcile(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         """Render all objects and bring the ConfigMap, schedule and statuses in line.
-        `verify` re-reads the ConfigMap/CronJob even if this process wrote them (self-healing)."""
+
+        `objects` is read under the lock, so a run sees every event that asked for it. Requests
+        queued behind a run that started after them are already covered and return at once:
+        N objects resumed at startup cost one render, not N.
+        """
+        self.requested += 1
+        ticket = self.requested
         async with self.lock:
             self.indexed = True
-            return await self._reconcile(self._with_written_status(objects), verify=verify)
+            if self.completed >= ticket:
+                return
+            covers = self.requested
+            await self._reconcile(self._with_written_status(objects()), verify=False)
+            self.completed = covers
 
-    async def refresh(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        """Periodic: ask the ingester for prices and alerts, then reconcile everything."""
+    async def refresh(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
+        """Periodic: ask the ingester for prices and alerts, then reconcile everything, re-reading
+        the ConfigMap/CronJob even if this process wrote them (self-healing)."""
         if not self.indexed:
             return  # kopf has not finished listing; a partial view must not be rendered
         async with self.lock:
-            view = self._with_written_status(objects)
+            view = self._with_written_status(objects())
             symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
             self.ingest = await self._fetch_latest(symbols) if symbols else None
             rendering = await self._reconcile(view, verify=True)
