@@ -327,7 +327,9 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     }
 
     # restart: same objects, same world → not a single write
-    await asyncio.sleep(1.5)  # let the last refresh round settle
+    settled = {"eth": "IngesterUnreachable", "usdt": "Paused", "fake-btc": "IngesterUnreachable"}
+    for name, reason in settled.items():  # the last refresh round has reached every object
+        await eventually(lambda n=name, r=reason: cluster.condition(n, "Ready")["reason"] == r, what=f"{name} {reason}")
     await stop(operator)
     before = cluster.writes()
     snapshot = {n: cluster.tc(n) for n in ("eth", "usdt", "fake-btc")}
