@@ -192,7 +192,7 @@ def test_events_arrive_within_a_second_of_commit(api):
     assert arrived - sent < 1.0 + 0.2  # within 1 s of the commit (BATCH_TIMEOUT is 0.2 s here)
 
 
-def test_schemathesis_finds_no_server_error(api):
+def test_schemathesis_finds_no_server_error(api, tmp_path: Path):
     ingester, _, _ = api
     done = subprocess.run(
         [
@@ -216,5 +216,6 @@ def test_schemathesis_finds_no_server_error(api):
         capture_output=True,
         text=True,
         timeout=150,
+        cwd=tmp_path,  # its example database stays out of the repository
     )
     assert done.returncode == 0, done.stdout[-4000:]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
@@ -59,9 +59,15 @@ def select_series(cur: duckdb.DuckDBPyConnection, symbols: list[str] | None, pro
 
 
 def _series_filter(series: list[Series]) -> tuple[str, list]:
-    clauses = " OR ".join("(provider = ? AND coin_id = ?)" for _ in series)
-    params: list = [value for s in series for value in (s.provider, s.coin_id)]
-    return f"({clauses})", params
+    """`(provider = ? AND coin_id IN (?, ...)) OR ...`: one IN list per provider scans fastest."""
+    by_provider: dict[str, list[str]] = {}
+    for s in series:
+        by_provider.setdefault(s.provider, []).append(s.coin_id)
+    clauses, params = [], []
+    for provider, coin_ids in by_provider.items():
+        clauses.append(f"(provider = ? AND coin_id IN ({', '.join('?' for _ in coin_ids)}))")
+        params += [provider, *coin_ids]
+    return f"({' OR '.join(clauses)})", params
 
 
 def latest(cur: duckdb.DuckDBPyConnection, series: list[Series]) -> pa.Table:
@@ -97,55 +103,50 @@ def history(
     """OHLC per bucket per series, at most `points` buckets, from raw rows plus the hourly rollup.
 
     A quote lives either raw or (after retention) in the rollup, never both, so the union never
-    counts a sample twice; bucket k starts at start + k * bucket_seconds.
+    counts a sample twice; bucket k starts at start + k * bucket_seconds. Symbol and name are the
+    coin's current ones (from `coins`), not aggregated per bucket.
     """
     step = bucket_seconds(start, end, points)
-    if not series:
-        return step, _empty(cur, _HISTORY_SQL.format(where="false"), _history_params(start, end, step, points, []))
-    where, params = _series_filter(series)
-    table = cur.sql(_HISTORY_SQL.format(where=where), params=_history_params(start, end, step, points, params))
-    return step, table.to_arrow_table()
-
-
-def _history_params(start: datetime, end: datetime, step: int, points: int, series_params: list) -> list:
+    where, series_params = _series_filter(series) if series else ("false", [])
     hour_start = start.replace(minute=0, second=0, microsecond=0)
-    return [
-        start,
-        end,
-        *series_params,
-        hour_start,
-        end,
-        *series_params,
-        _epoch(start),
-        step,
-        points - 1,
-        start,
-        step,
-    ]
+    rolled = cur.execute(
+        "SELECT count(*) > 0 FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ?", [hour_start, end]
+    ).fetchall()[0][0]
+    samples = (_RAW_SAMPLES + (_ROLLUP_SAMPLES if rolled else "")).format(where=where)
+    sql = _HISTORY_SQL.format(samples=samples)
+    head = [_epoch_us(start), step * 1_000_000, points - 1]
+    params = [*head, start, end, *series_params] + ([hour_start, end, *series_params] if rolled else [])
+    params += [start, step]
+    return step, cur.sql(sql, params=params).to_arrow_table()
 
 
-def _epoch(naive_utc: datetime) -> float:
-    return (naive_utc - datetime(1970, 1, 1)).total_seconds()
+def _epoch_us(naive_utc: datetime) -> int:
+    return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
-_HISTORY_SQL = """
-WITH samples AS (
-    SELECT provider, coin_id, symbol, name, timestamp AS ts, timestamp AS first_ts, timestamp AS last_ts,
-           price AS open, price AS high, price AS low, price AS close, volume_24h, 1 AS n
+_RAW_SAMPLES = """
+    SELECT provider, coin_id, timestamp AS first_ts, timestamp AS last_ts, price AS open, price AS high,
+           price AS low, price AS close, volume_24h, 1 AS n, epoch_us(timestamp) AS us
     FROM crypto_prices WHERE timestamp >= ? AND timestamp <= ? AND {where}
+"""
+_ROLLUP_SAMPLES = """
     UNION ALL
-    SELECT provider, coin_id, symbol, name, hour, first_ts, last_ts, open, high, low, close, volume_24h, samples
+    SELECT provider, coin_id, first_ts, last_ts, open, high, low, close, volume_24h, samples, epoch_us(hour)
     FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ? AND {where}
-), bucketed AS (
-    SELECT *, least(greatest(floor((epoch(ts) - ?) / ?), 0), ?)::BIGINT AS bucket FROM samples
+"""
+_HISTORY_SQL = """
+WITH params AS (SELECT ?::BIGINT AS origin, ?::BIGINT AS step, ?::BIGINT AS last_bucket),
+buckets AS (
+    SELECT provider, coin_id, least(greatest((us - origin) // step, 0), last_bucket) AS bucket,
+           arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
+           arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
+    FROM ({samples}), params
+    GROUP BY provider, coin_id, bucket
 )
-SELECT arg_max(symbol, last_ts) AS symbol, provider, coin_id, arg_max(name, last_ts) AS name,
-       ? + to_seconds(bucket * ?) AS timestamp,
-       arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
-       arg_max(close, last_ts) AS price, arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
-FROM bucketed
-GROUP BY provider, coin_id, bucket
-ORDER BY symbol, provider, coin_id, timestamp
+SELECT c.symbol, b.provider, b.coin_id, c.name, ?::TIMESTAMP + to_seconds(b.bucket * ?) AS timestamp,
+       b.open, b.high, b.low, b.close, b.close AS price, b.volume_24h, b.samples
+FROM buckets b JOIN coins c ON b.provider = c.provider AND b.coin_id = c.coin_id
+ORDER BY c.symbol, b.provider, b.coin_id, b.bucket
 """
 
 
