@@ -334,11 +334,18 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     before = cluster.writes()
     snapshot = {n: cluster.tc(n) for n in ("eth", "usdt", "fake-btc")}
     configmap = cluster.configmap()
-    await start_operator()
+    operator_again = await start_operator()
     await asyncio.sleep(4)  # resume handlers + several status refresh rounds
     assert cluster.writes()[len(before) :] == []
     assert {n: cluster.tc(n) for n in snapshot} == snapshot
     assert cluster.configmap() == configmap
+
+    # everything deleted while the operator is down: no handler will run, the refresh notices
+    await stop(operator_again)
+    for name in snapshot:
+        await cluster.delete(name)
+    await start_operator()
+    await eventually(lambda: cluster.tracked_symbols() == [], what="empty config after deletions while down")
 
 
 async def test_all_namespaces_scope_renders_every_namespace_into_one_config(

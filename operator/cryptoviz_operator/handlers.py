@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 from typing import Any
 
+import click
 import kopf
 
 from cryptoviz_operator.ingester import IngesterClient
@@ -44,7 +46,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kop
         config = Settings.from_env()
     except SettingsError as exc:  # a typo in the Deployment's env: stop with the message, no retry loop
         raise kopf.PermanentError(str(exc)) from None
-    operator = Operator(config, KubeApi(load_client_config()), IngesterClient(config.ingester_url))
+    kube = KubeApi(load_client_config())
+    operator = Operator(config, kube, IngesterClient(config.ingester_url), scope=_kopf_scope())
     await operator.ensure_configmap_exists()
     memo.operator = operator
     memo.refresher = asyncio.create_task(_refresh_forever(operator, tracked), name="cryptoviz-status-refresh")
@@ -56,6 +59,22 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kop
         config.ingester_url,
         config.status_refresh_interval,
     )
+
+
+def _kopf_scope() -> tuple[str, ...] | None:
+    """The namespaces `kopf run` watches (its own flags), () for all namespaces; None when unknown
+    (namespace patterns, or kopf not started by its CLI)."""
+    context = click.get_current_context(silent=True)
+    if context is None or "clusterwide" not in context.params:
+        return None
+    namespaces = tuple(context.params.get("namespaces") or ())
+    if os.environ.get("KOPF_RUN_NAMESPACE"):
+        namespaces += (os.environ["KOPF_RUN_NAMESPACE"],)
+    if context.params["clusterwide"] or not namespaces:
+        return ()
+    if any(char in namespace for namespace in namespaces for char in "*?[],!"):
+        return None
+    return namespaces
 
 
 async def _refresh_forever(operator: Operator, index: kopf.Index) -> None:

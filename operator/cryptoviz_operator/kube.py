@@ -106,6 +106,27 @@ class KubeApi:
             raise
         return _json(response)
 
+    async def any_trackedcrypto(self, namespaces: tuple[str, ...]) -> bool:
+        """`list trackedcryptos` (one item at most) in these namespaces, or everywhere for ()."""
+        if not namespaces:
+            response = await asyncio.to_thread(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, PLURAL, limit=1, _preload_content=False
+            )
+            return bool(_json(response).get("items"))
+        for namespace in namespaces:
+            response = await asyncio.to_thread(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                limit=1,
+                _preload_content=False,
+            )
+            if _json(response).get("items"):
+                return True
+        return False
+
     async def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
         """`create events`; False when an event of that name exists (already reported)."""
         try:

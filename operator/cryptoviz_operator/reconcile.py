@@ -51,8 +51,12 @@ def _event_name(name: str, *parts: object) -> str:
 class Operator:
     """The operator's state: what it last wrote, so unchanged inputs cost no API writes."""
 
-    def __init__(self, settings: Settings, kube: KubeApi, ingester: IngesterClient) -> None:
+    def __init__(
+        self, settings: Settings, kube: KubeApi, ingester: IngesterClient, scope: tuple[str, ...] | None = None
+    ) -> None:
         self.settings = settings
+        self.scope = scope
+        """Namespaces kopf watches, () for all, None if unknown (see `_nothing_in_scope`)."""
         self.kube = kube
         self.ingester = ingester
         self.lock = asyncio.Lock()
@@ -116,9 +120,10 @@ class Operator:
     async def refresh(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
         """Periodic: ask the ingester for prices and alerts, then reconcile everything, re-reading
         the ConfigMap/CronJob even if this process wrote them (self-healing)."""
-        if not self.indexed:
+        if not self.indexed and not await self._nothing_in_scope(objects):
             return  # kopf has not finished listing; a partial view must not be rendered
         async with self.lock:
+            self.indexed = True
             view = self._with_written_status(objects())
             symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
             self.ingest = await self._fetch_latest(symbols) if symbols else None
@@ -127,6 +132,18 @@ class Operator:
                 await self._surface_alerts(self._with_written_status(view), rendering)
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _nothing_in_scope(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> bool:
+        """True when there is no TrackedCrypto at all, so no handler will ever run: then the
+        refresh renders the empty config (e.g. every object was deleted while the operator was
+        down). One LIST call, made only while no handler has run yet."""
+        if self.scope is None or list(objects()):
+            return False
+        try:
+            return not await self.kube.any_trackedcrypto(self.scope)
+        except Exception as exc:  # e.g. RBAC: never wipe the config on a failed check
+            log.warning("cannot list TrackedCryptos (%s); the ConfigMap is left as it is", exc)
+            return False
 
     async def _reconcile(self, objects: list[dict[str, Any]], *, verify: bool) -> Rendering:
         rendering = render(objects)
