@@ -1,7 +1,104 @@
+"""`cryptoviz dashboard`: serve the Panel app; it reads only the ingester's HTTP API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+
 import click
+
+log = logging.getLogger(__name__)
+
+
+def _origins(value: str) -> list[str]:
+    return [o.strip() for o in value.split(",") if o.strip()]
+
+
+def _basic_auth(value: str) -> dict[str, str]:
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise click.BadParameter("use user:password", param_hint="DASHBOARD_BASIC_AUTH")
+    return {user: password}
+
+
+def _opt(name: str, envvar: str, **kwargs: object):
+    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
 @click.command()
-def dashboard() -> None:
-    """Serve the Panel dashboard (not yet implemented)."""
-    raise click.ClickException("not implemented yet")
+@_opt("--ingester-url", "INGESTER_URL", default="http://127.0.0.1:8000", help="Base URL of the ingester API.")
+@_opt("--dashboard-port", "DASHBOARD_PORT", default=5006, type=click.IntRange(0, 65535), help="HTTP port.")
+@_opt("--dashboard-address", "DASHBOARD_ADDRESS", default="0.0.0.0", help="Address to listen on.")
+@_opt("--dashboard-prefix", "DASHBOARD_PREFIX", default="", help="URL prefix when served behind an Ingress, e.g. /cv.")
+@_opt(
+    "--dashboard-allowed-origins",
+    "DASHBOARD_ALLOWED_ORIGINS",
+    default="",
+    help="Comma-separated host[:port] allowed to open the websocket (default: any, '*').",
+)
+@_opt("--cache-ttl", "CACHE_TTL", default=30.0, type=click.FloatRange(1), help="History cache TTL (s); latest: TTL/6.")
+@_opt(
+    "--scrape-interval",
+    "SCRAPE_INTERVAL",
+    default=300.0,
+    type=click.FloatRange(1),
+    help="Expected data cadence (s): status is green up to 2×, amber up to 5×, red after.",
+)
+@_opt("--dashboard-basic-auth", "DASHBOARD_BASIC_AUTH", default="", help="Optional user:password for basic auth.")
+def dashboard(
+    ingester_url: str,
+    dashboard_port: int,
+    dashboard_address: str,
+    dashboard_prefix: str,
+    dashboard_allowed_origins: str,
+    cache_ttl: float,
+    scrape_interval: float,
+    dashboard_basic_auth: str,
+) -> None:
+    """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness).
+
+    OAuth uses Panel's own PANEL_OAUTH_PROVIDER, PANEL_OAUTH_KEY, PANEL_OAUTH_SECRET and
+    PANEL_COOKIE_SECRET environment variables.
+    """
+    import panel as pn
+
+    from cryptoviz.dashboard.app import Settings, build
+    from cryptoviz.dashboard.data import IngesterClient, SharedData
+
+    auth = _basic_auth(dashboard_basic_auth) if dashboard_basic_auth else None
+    oauth_provider = os.environ.get("PANEL_OAUTH_PROVIDER") or None
+    cookie_secret = os.environ.get("PANEL_COOKIE_SECRET") or (secrets.token_hex(32) if auth else None)
+    prefix = "/" + dashboard_prefix.strip("/") if dashboard_prefix.strip("/") else ""
+
+    pn.extension("tabulator", design="fast", notifications=False)
+    shared = SharedData(IngesterClient(ingester_url), cache_ttl=cache_ttl).start()
+    settings = Settings(ingester_url=ingester_url, scrape_interval=scrape_interval)
+    log.info(
+        "dashboard on %s:%s%s reading %s (auth: %s)",
+        dashboard_address,
+        dashboard_port,
+        prefix or "/",
+        ingester_url,
+        "basic" if auth else oauth_provider or "none",
+    )
+
+    def app() -> pn.template.FastListTemplate:
+        return build(shared, settings)
+
+    pn.serve(
+        {"/": app},
+        port=dashboard_port,
+        address=dashboard_address,
+        prefix=prefix,
+        websocket_origin=_origins(dashboard_allowed_origins) or ["*"],
+        show=False,
+        title="CryptoViz",
+        liveness=True,
+        basic_auth=auth,
+        oauth_provider=oauth_provider,
+        cookie_secret=cookie_secret,
+        oauth_guest_endpoints=["/liveness"] if (auth or oauth_provider) else None,
+        admin=False,
+        verbose=False,
+    )

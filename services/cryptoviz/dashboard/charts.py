@@ -1,0 +1,107 @@
+"""hvPlot figures of the current view. Inputs are plain DataFrames with a naive `time`
+column already in the viewer's time zone; nothing here knows about sessions or the API."""
+
+from __future__ import annotations
+
+import holoviews as hv
+import hvplot.pandas  # noqa: F401  (registers .hvplot on DataFrames)
+import pandas as pd
+from bokeh.models import HoverTool, NumeralTickFormatter
+
+from cryptoviz.dashboard import indicators
+
+CHART_HEIGHT = 380
+SMALL_HEIGHT = 260
+
+
+def _opts(xlabel: str) -> dict:
+    return {"responsive": True, "xlabel": xlabel, "grid": True}
+
+
+def _hover(value_label: str, fmt: str) -> HoverTool:
+    """Tooltips use Bokeh's default (escaped) field formatting: coin labels stay text."""
+    return HoverTool(
+        tooltips=[("coin", "@{coin}"), ("time", "@{time}{%F %H:%M}"), (value_label, f"@{{value}}{{{fmt}}}")],
+        formatters={"@{time}": "datetime"},
+    )
+
+
+def shared_chart(view: pd.DataFrame, *, logy: bool, xlabel: str, percent: bool) -> hv.Element:
+    """All coins on one axis: prices (linear or log) or percent change since the period start."""
+    ylabel = "Change since start of period (%)" if percent else "Price (USD)"
+    fmt = "+0.00" if percent else "$0,0.[0000]"
+    return view.hvplot.line(
+        x="time",
+        y="value",
+        by="coin",
+        logy=logy and not percent,
+        height=CHART_HEIGHT,
+        ylabel=ylabel,
+        yformatter="%+.1f%%" if percent else NumeralTickFormatter(format="$0,0.[00]"),
+        legend="top_left",
+        tools=[_hover("change %" if percent else "price", fmt)],
+        **_opts(xlabel),
+    ).opts(title="Change since start of period (%)" if percent else "Prices (shared scale)")
+
+
+def coin_chart(view: pd.DataFrame, title: str, *, logy: bool, xlabel: str) -> hv.Element:
+    """One coin on its own price axis (the separate-charts mode)."""
+    return view.hvplot.line(
+        x="time",
+        y="value",
+        logy=logy,
+        height=SMALL_HEIGHT,
+        ylabel="Price (USD)",
+        yformatter=NumeralTickFormatter(format="$0,0.[0000]"),
+        tools=[_hover("price", "$0,0.[0000]")],
+        title=title,
+        **_opts(xlabel),
+    )
+
+
+def candle_charts(ohlc: pd.DataFrame, title: str, chosen: list[str], *, logy: bool, xlabel: str) -> list[hv.Element]:
+    """Candlesticks with SMA/EMA/Bollinger overlays, plus RSI and MACD sub-plots when chosen."""
+    close = ohlc["close"]
+    main = ohlc.hvplot.ohlc(
+        x="time",
+        y=["open", "low", "high", "close"],
+        height=CHART_HEIGHT,
+        ylabel="Price (USD)",
+        logy=logy,
+        **_opts(xlabel),
+    ).opts(title=title)
+    overlays: list[hv.Element] = []
+    frame = ohlc[["time"]].copy()
+    if "SMA" in chosen:
+        frame["SMA 20"] = indicators.sma(close, 20)
+        overlays.append(frame.hvplot.line(x="time", y="SMA 20", label="SMA 20", color="#ff7f0e"))
+    if "EMA" in chosen:
+        frame["EMA 20"] = indicators.ema(close, 20)
+        overlays.append(frame.hvplot.line(x="time", y="EMA 20", label="EMA 20", color="#9467bd"))
+    if "Bollinger" in chosen:
+        bands = indicators.bollinger(close, 20, 2.0)
+        frame[["BB upper", "BB lower"]] = bands[["upper", "lower"]].to_numpy()
+        overlays.append(
+            frame.hvplot.area(
+                x="time", y="BB lower", y2="BB upper", alpha=0.15, color="#1f77b4", label="Bollinger 20/2"
+            )
+        )
+    charts = [hv.Overlay([main, *overlays]).opts(legend_position="top_left", title=title) if overlays else main]
+    if "RSI" in chosen:
+        frame["RSI 14"] = indicators.rsi(close, 14)
+        rsi = frame.hvplot.line(
+            x="time", y="RSI 14", height=SMALL_HEIGHT - 60, ylim=(0, 100), ylabel="RSI", **_opts(xlabel)
+        )
+        charts.append(rsi * hv.HLine(70).opts(color="red", alpha=0.4) * hv.HLine(30).opts(color="green", alpha=0.4))
+    if "MACD" in chosen:
+        m = indicators.macd(close)
+        frame[["MACD", "signal", "histogram"]] = m[["macd", "signal", "histogram"]].to_numpy()
+        macd_plot = (
+            frame.hvplot.area(x="time", y="histogram", alpha=0.3, color="#888888", label="histogram")
+            * frame.hvplot.line(x="time", y="MACD", label="MACD", color="#1f77b4")
+            * frame.hvplot.line(x="time", y="signal", label="signal", color="#ff7f0e")
+        )
+        charts.append(
+            macd_plot.opts(height=SMALL_HEIGHT - 40, ylabel="MACD", legend_position="top_left", responsive=True)
+        )
+    return charts
