@@ -26,7 +26,7 @@ def _option(name: str, envvar: str, **kwargs):
 @_option(
     "--batch-timeout",
     "BATCH_TIMEOUT",
-    default=0.5,
+    default=0.25,
     type=click.FloatRange(0.0, 60.0),
     help="Seconds a batch may wait for more quotes after its first one.",
 )
