@@ -135,8 +135,8 @@ class Ingester:
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> Ingester:
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen([CRYPTOVIZ, "ingest"], env=self.env, stdout=log, stderr=log)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen([CRYPTOVIZ, "ingest"], env=self.env, stdout=log, stderr=log)
         if wait:
             self.wait_ready(timeout)
         return self
