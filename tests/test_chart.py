@@ -83,10 +83,13 @@ def run(cmd: list[str], timeout: float = 60, **kwargs: Any) -> subprocess.Comple
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)
 
 
-def helm_template(values_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run(
-        [find_tool("helm"), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values_file), *extra]
-    )
+def helm(*args: str, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`helm ARGS` on the chart, release and namespace of these tests, with `values` on stdin (-f -)."""
+    return run([find_tool("helm"), *args, "--namespace", NAMESPACE, "-f", "-"], input=yaml.safe_dump(values))
+
+
+def helm_template(values: dict[str, Any], *extra: str) -> subprocess.CompletedProcess[str]:
+    return helm("template", RELEASE, str(CHART), *extra, values=values)
 
 
 def docs_of(text: str) -> list[dict[str, Any]]:
@@ -99,13 +102,9 @@ def renders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("renders")
     out: dict[str, Path] = {}
     for name, values in SCENARIOS.items():
-        values_file = root / f"{name}.values.yaml"
-        values_file.write_text(yaml.safe_dump(values))
-        lint = run(
-            [find_tool("helm"), "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(values_file)]
-        )
+        lint = helm("lint", "--strict", str(CHART), values=values)
         assert lint.returncode == 0, f"helm lint {name}:\n{lint.stdout}{lint.stderr}"
-        rendered = helm_template(values_file)
+        rendered = helm_template(values)
         assert rendered.returncode == 0, f"helm template {name}:\n{rendered.stderr}"
         (root / name).mkdir()
         out[name] = root / name / "manifests.yaml"
@@ -239,10 +238,8 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
         ({"dashboard": {"auth": {"type": "kerberos"}}}, "/dashboard/auth/type"),
     ],
 )
-def test_values_schema_rejects_wrong_types_and_unknown_keys(tmp_path: Path, values: dict, message: str) -> None:
-    values_file = tmp_path / "bad.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    result = helm_template(values_file)
+def test_values_schema_rejects_wrong_types_and_unknown_keys(values: dict, message: str) -> None:
+    result = helm_template(values)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
 
@@ -275,10 +272,8 @@ def test_values_schema_is_strict_everywhere_and_accepts_the_defaults() -> None:
         ({"image": {"tag": ""}}, "image.tag is required"),
     ],
 )
-def test_incomplete_settings_fail_with_a_clear_message(tmp_path: Path, values: dict, message: str) -> None:
-    values_file = tmp_path / "incomplete.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    result = helm_template(values_file)
+def test_incomplete_settings_fail_with_a_clear_message(values: dict, message: str) -> None:
+    result = helm_template(values)
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
@@ -501,22 +496,15 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert images == {"ghcr.io/cryptoviz/cryptoviz@sha256:" + "ab" * 32}
 
 
-def test_chart_refuses_kubernetes_older_than_1_29(tmp_path: Path) -> None:
-    values_file = tmp_path / "v.yaml"
-    values_file.write_text("{}")
-    assert helm_template(values_file, "--kube-version", "1.29.0").returncode == 0
-    old = helm_template(values_file, "--kube-version", "1.28.9")
+def test_chart_refuses_kubernetes_older_than_1_29() -> None:
+    assert helm_template({}, "--kube-version", "1.29.0").returncode == 0
+    old = helm_template({}, "--kube-version", "1.28.9")
     assert old.returncode != 0 and "kubeVersion" in old.stderr, old.stderr
 
 
-def test_notes_say_how_to_reach_the_dashboard_and_add_a_coin(tmp_path: Path) -> None:
-    values_file = tmp_path / "v.yaml"
-    values_file.write_text(
-        yaml.safe_dump({"dashboard": {"ingress": {"enabled": True, "host": "p.example.org", "tls": {"enabled": True}}}})
-    )
-    notes = run(
-        [find_tool("helm"), "install", RELEASE, str(CHART), "--dry-run=client", "-n", NAMESPACE, "-f", str(values_file)]
-    )
+def test_notes_say_how_to_reach_the_dashboard_and_add_a_coin() -> None:
+    ingress = {"enabled": True, "host": "p.example.org", "tls": {"enabled": True}}
+    notes = helm("install", RELEASE, str(CHART), "--dry-run=client", values={"dashboard": {"ingress": ingress}})
     assert notes.returncode == 0, notes.stderr
     text = notes.stdout.split("NOTES:", 1)[1]
     assert "https://p.example.org/" in text
