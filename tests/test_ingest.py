@@ -98,14 +98,14 @@ def test_sigkill_at_any_moment_loses_and_doubles_nothing(nats_server, tmp_path: 
     messages = chunked(quotes, 250)
     db = tmp_path / "kill.duckdb"
     ingester = Ingester(nats_server.url, db, tmp_path / "kill.log", BATCH_SIZE="1000", BATCH_TIMEOUT="0.02")
-    publisher = threading.Thread(target=_publish_slowly, args=(nats_server.url, messages, 4.0))
+    publisher = threading.Thread(target=_publish_slowly, args=(nats_server.url, messages, 3.0))
     kills = 0
     rng = random.Random(7)
     try:
         ingester.start()
         publisher.start()
         while publisher.is_alive() or kills < 5:
-            time.sleep(rng.uniform(0.05, 0.6))
+            time.sleep(rng.uniform(0.05, 0.5))
             ingester.kill()
             kills += 1
             ingester.start()

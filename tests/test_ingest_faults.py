@@ -103,7 +103,7 @@ def test_nats_restarted_mid_stream_loses_nothing(nats_server, tmp_path: Path):
 
 
 def test_full_disk_pauses_ingest_without_loss_or_corruption(nats_server, tmp_path: Path):
-    quotes = synthetic_quotes(60_000, coins=20)
+    quotes = synthetic_quotes(30_000, coins=20)
     with tmpfs(tmp_path / "small", "size=3m") as disk:
         db = disk / "cryptoviz.duckdb"
         ingester = Ingester(nats_server.url, db, tmp_path / "ingester.log").start()

@@ -114,7 +114,7 @@ def _history(store: Store, start: datetime, end: datetime, points: int) -> list[
 
 
 def test_backup_while_ingesting_is_a_consistent_importable_snapshot(nats_server, tmp_path: Path):
-    quotes = synthetic_quotes(60_000, coins=10)
+    quotes = synthetic_quotes(30_000, coins=10)
     messages = chunked(quotes, 500)
     ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log", BATCH_SIZE="2000").start()
     try:
