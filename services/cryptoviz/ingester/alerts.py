@@ -8,7 +8,6 @@ config file is re-read when it changes (the operator rewrites the mounted Config
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -140,7 +139,7 @@ class AlertEngine:
                 }
             )
         if fired:
-            await asyncio.to_thread(self.store.insert_alerts, fired)
+            await self.store.write(self.store.insert_alerts, fired)
             for alert in fired:
                 metrics.ALERTS.inc()
                 log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"]})

@@ -199,12 +199,12 @@ class Consumer:
         if msg.headers and contract.MSG_ID_HEADER in msg.headers:
             headers[contract.MSG_ID_HEADER] = f"dl-{msg.headers[contract.MSG_ID_HEADER]}"
         await self.js.publish(f"{contract.DEADLETTER_PREFIX}.{reason}", msg.data, headers=headers)
-        await asyncio.to_thread(self.store.count_rejected, 1)
+        await self.store.write(self.store.count_rejected, 1)
         await msg.ack()
 
     async def _commit(self, pending: Pending) -> None:
         started = time.perf_counter()
-        result = await asyncio.to_thread(self.store.write_batch, pending.table(), pending.rejected)
+        result = await self.store.write(self.store.write_batch, pending.table(), pending.rejected)
         self._commits += 1
         if self._commits == CRASH_AFTER_COMMIT:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -90,7 +90,7 @@ class Housekeeper:
         while True:
             started = time.monotonic()
             try:
-                rolled = await asyncio.to_thread(apply_retention, self.store, self.retention_days)
+                rolled = await self.store.write(apply_retention, self.store, self.retention_days)
                 log.info(
                     "retention: rolled up and deleted %d raw quotes older than %g days",
                     rolled,

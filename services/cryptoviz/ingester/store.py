@@ -13,13 +13,17 @@ duplicate window, or a replay stores nothing twice, without a 50M-entry unique i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -28,6 +32,7 @@ from cryptoviz.core.quote import Quote
 from cryptoviz.ingester.schema import LATEST_FIELDS, QUOTE_COLUMNS, migrate
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us"), "INTEGER": pa.int32()}
 ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in QUOTE_COLUMNS])
@@ -109,6 +114,7 @@ class Store:
         self.path = Path(path)
         self._local = threading.local()
         self.write_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = duckdb.connect(str(self.path))
@@ -135,6 +141,10 @@ class Store:
                 self.conn.execute("ROLLBACK")
             raise StorageError(f"DuckDB file {self.path} is not writable: {exc}") from None
 
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write on the store's own thread, so busy API readers never delay ingest."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     def close(self) -> None:
         with self.write_lock:
             try:
@@ -142,6 +152,7 @@ class Store:
             except duckdb.Error as exc:
                 log.warning("checkpoint at close failed: %s", exc)
             self.conn.close()
+        self._writer.shutdown(wait=False)
 
     def reader(self) -> duckdb.DuckDBPyConnection:
         """A cursor owned by the calling thread (DuckDB connections are not thread-safe)."""
