@@ -163,7 +163,9 @@ def main() -> None:
                         ingester.url, {"symbols": "C7", "start": "2000-01-01T00:00:00Z", "points": "1000"}, 5
                     )
                     rss_idle = rss_mb(ingester.process.pid)
-                    publish(server.url, chunked(synthetic_quotes(100_000, coins=COINS, start=END), 500))
+                    # New timestamps per size: JetStream's duplicate window outlives a purge.
+                    fresh = synthetic_quotes(100_000, coins=COINS, start=END + timedelta(days=len(results)))
+                    publish(server.url, chunked(fresh, 500))
                     ingester.wait_records(size // COINS * COINS + 100_000, timeout=300)
                     rss_ingest = rss_mb(ingester.process.pid)
                 finally:
