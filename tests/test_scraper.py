@@ -233,6 +233,25 @@ def test_an_ambiguous_tracked_symbol_names_the_candidates_unless_an_id_is_pinned
     assert len(btc) == 1 and btc[0].name == "Bitcoin (pinned)" and btc[0].price > 1000
 
 
+@pytest.mark.parametrize(("provider", "bad_pair"), [("kraken", "FOOUSD"), ("binance", "FOOUSDT")])
+def test_an_unknown_exchange_pair_is_named_and_the_known_pairs_still_published(
+    provider, bad_pair, market, nats_server, tmp_path
+):
+    """Kraken and Binance refuse a whole multi-pair request for one unknown pair; only then ask pair by pair."""
+    config = write_config(
+        tmp_path, f"provider: {provider}\ncoins:\n  - symbol: BTC\n  - symbol: FOO\n  - symbol: ETH\n"
+    )
+    result = run_once(settings_for(market.url, nats_server.url, scraper_config=config))
+    assert result.exit_code == EXIT_CONFIG
+    assert f"{provider} does not know the pair {bad_pair} (for FOO); set coins[].ids.{provider}" in result.error
+    assert sorted(q.symbol for q in stream_quotes(nats_server.url)) == ["BTC", "ETH"]
+    assert len(market.requests_for(provider)) == 1 + 3  # all together, then each alone
+
+    config = write_config(tmp_path, f"provider: {provider}\ncoins:\n  - symbol: BTC\n  - symbol: ETH\n")
+    assert run_once(settings_for(market.url, nats_server.url, scraper_config=config)).exit_code == EXIT_OK
+    assert len(market.requests_for(provider)) == 4 + 1  # known pairs: one call, as before
+
+
 def test_config_sends_coins_to_their_providers(market, nats_server, tmp_path):
     config = write_config(
         tmp_path,

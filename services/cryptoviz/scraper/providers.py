@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -41,6 +41,8 @@ EXCHANGE_TOP: dict[str, tuple[str, ...]] = {
 """Exchanges have no market-cap ranking: their "top N" is this list of large coins (early 2025) they trade."""
 
 KRAKEN_ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
+
+T = TypeVar("T")
 
 
 def kraken_altname(pair: str) -> str:
@@ -104,11 +106,46 @@ class Provider:
             raise ProviderError(self.label, f"unexpected answer: expected a JSON {kind.__name__}")
         return body
 
+    def unknown_pair(self, error: ProviderError) -> bool:
+        """Whether `error` is the exchange refusing a request because one of its pairs is unknown."""
+        return False
+
+    def _by_pairs(self, pairs: list[str], fetch: Callable[[list[str]], T]) -> tuple[list[T], list[str]]:
+        """All `pairs` in one call; only if the exchange refuses that for an unknown pair, each pair alone.
+
+        Exchanges reject the whole request for one unknown pair, which would lose every good pair too.
+        Returns the answers and the pairs the exchange does not know.
+        """
+        try:
+            return [fetch(pairs)], []
+        except ProviderError as exc:
+            if not self.unknown_pair(exc):
+                raise
+            if len(pairs) == 1:
+                return [], pairs
+        log.warning("%s: an unknown pair among %d; asking for each pair alone", self.label, len(pairs))
+        answers, unknown = [], []
+        for pair in pairs:
+            try:
+                answers.append(fetch([pair]))
+            except ProviderError as exc:
+                if not self.unknown_pair(exc):
+                    raise
+                unknown.append(pair)
+        return answers, unknown
+
 
 def _ambiguous(provider: str, symbol: str, candidates: list[str]) -> str:
     return (
         f"symbol {symbol} matches {len(candidates)} {provider} coins: {', '.join(candidates)}; "
         f"pin one with coins[].ids.{provider} in the scraper config"
+    )
+
+
+def _unknown_pair(provider: str, pair: str, symbol: str) -> str:
+    return (
+        f"{provider} does not know the pair {pair} (for {symbol}); set coins[].ids.{provider} to its pair "
+        f"in the scraper config, or leave {provider} out of the coin's providers"
     )
 
 
@@ -303,16 +340,24 @@ class Binance(Provider):
             message = self.http.redact(str(body.get("msg")))[:200]
             raise ProviderError(self.label, f"error {body.get('code')}: {message}", status=response.status_code)
 
+    def unknown_pair(self, error: ProviderError) -> bool:
+        return error.message.startswith("error -1121:")  # "Invalid symbol."
+
     def fetch(self, coins: list[TrackedCoin], top_n: int) -> Fetched:
         out = Fetched()
         tracked = coins or [TrackedCoin(symbol=s) for s in EXCHANGE_TOP["binance"][:top_n]]
         by_pair = {c.ids.get("binance", f"{c.symbol}USDT"): c for c in tracked}
-        pairs = json.dumps(list(by_pair), separators=(",", ":"))
-        tickers = [t for t in self._expect(self._get("/api/v3/ticker/24hr", {"symbols": pairs}), list)]
+        answers, unknown = self._by_pairs(list(by_pair), self._tickers)
+        out.errors += [_unknown_pair(self.name, pair, by_pair[pair].symbol) for pair in unknown]
+        tickers = [t for answer in answers for t in answer]
         seen = {t.get("symbol") for t in tickers if isinstance(t, dict)}
-        out.missing += [c.symbol for pair, c in by_pair.items() if pair not in seen]
+        out.missing += [c.symbol for pair, c in by_pair.items() if pair not in seen and pair not in unknown]
         self._keep(out, tickers, lambda t: self._record(t, by_pair[t["symbol"]]))
         return out
+
+    def _tickers(self, pairs: list[str]) -> list[Any]:
+        symbols = json.dumps(pairs, separators=(",", ":"))
+        return self._expect(self._get("/api/v3/ticker/24hr", {"symbols": symbols}), list)
 
     @staticmethod
     def _record(ticker: dict[str, Any], coin: TrackedCoin) -> dict[str, Any]:
@@ -347,21 +392,31 @@ class Kraken(Provider):
             return  # the HTTP layer honours Retry-After
         raise ProviderError(self.label, text, retryable=retryable, status=response.status_code)
 
+    def unknown_pair(self, error: ProviderError) -> bool:
+        return "EQuery:Unknown asset pair" in error.message
+
     def fetch(self, coins: list[TrackedCoin], top_n: int) -> Fetched:
         out = Fetched()
         tracked = coins or [TrackedCoin(symbol=s) for s in EXCHANGE_TOP["kraken"][:top_n]]
         wanted = {c.ids.get("kraken", KRAKEN_ASSETS.get(c.symbol, c.symbol) + "USD"): c for c in tracked}
-        body = self._expect(self._get("/0/public/Ticker", {"pair": ",".join(wanted)}), dict)
-        result = self._expect(body.get("result"), dict)
-        by_alt = {kraken_altname(pair): coin for pair, coin in wanted.items()}
-        server_time = self._server_time()
-        seen = {kraken_altname(key) for key in result}
-        out.missing += [coin.symbol for alt, coin in by_alt.items() if alt not in seen]
+        answers, unknown = self._by_pairs(list(wanted), self._tickers)
+        out.errors += [_unknown_pair(self.name, pair, wanted[pair].symbol) for pair in unknown]
+        by_alt = {kraken_altname(pair): coin for pair, coin in wanted.items() if pair not in unknown}
         entries = [
-            (key, value, by_alt[kraken_altname(key)]) for key, value in result.items() if kraken_altname(key) in by_alt
+            (key, value, by_alt[kraken_altname(key)], when)
+            for result, when in answers
+            for key, value in result.items()
+            if kraken_altname(key) in by_alt
         ]
-        self._keep(out, entries, lambda entry: self._record(*entry, server_time))
+        seen = {kraken_altname(key) for key, *_ in entries}
+        out.missing += [coin.symbol for alt, coin in by_alt.items() if alt not in seen]
+        self._keep(out, entries, lambda entry: self._record(*entry))
         return out
+
+    def _tickers(self, pairs: list[str]) -> tuple[dict[str, Any], datetime | None]:
+        """One Ticker call: the result by Kraken's pair name, and the server time it answered at."""
+        body = self._expect(self._get("/0/public/Ticker", {"pair": ",".join(pairs)}), dict)
+        return self._expect(body.get("result"), dict), self._server_time()
 
     def _server_time(self) -> datetime | None:
         date = self.http.last_headers.get("Date")
