@@ -158,6 +158,15 @@ def test_timeouts_and_truncated_json_are_retried(market, nats_server):
     assert result.exit_code == EXIT_PROVIDER and "malformed JSON" in result.error
 
 
+def test_binance_request_weight_near_the_limit_is_warned_about(market, nats_server, caplog):
+    caplog.set_level(logging.WARNING, logger="cryptoviz")
+    assert run_once(settings_for(market.url, nats_server.url, provider="binance")).exit_code == EXIT_OK
+    assert "request weight" not in caplog.text
+    market.add_fault(kind="binance_weight", weight=5200, count=1)
+    assert run_once(settings_for(market.url, nats_server.url, provider="binance")).exit_code == EXIT_OK
+    assert "binance: request weight 5200 of 6000 per minute used" in caplog.text
+
+
 # ---- bad records: rejected, counted, the rest kept ------------------------------------------------
 
 
