@@ -55,18 +55,20 @@ def coin_chart(view: pd.DataFrame, title: str, *, logy: bool, xlabel: str) -> hv
         yformatter=NumeralTickFormatter(format="$0,0.[0000]"),
         tools=[_hover("price", "$0,0.[0000]")],
         title=title,
+        shared_axes=False,  # each coin on its own scale: the point of this mode
         **_opts(xlabel),
     )
 
 
-def candle_charts(ohlc: pd.DataFrame, title: str, chosen: list[str], *, logy: bool, xlabel: str) -> list[hv.Element]:
-    """Candlesticks with SMA/EMA/Bollinger overlays, plus RSI and MACD sub-plots when chosen."""
+def candle_chart(ohlc: pd.DataFrame, title: str, chosen: list[str], *, logy: bool, xlabel: str) -> hv.Element:
+    """Candlesticks, with SMA/EMA/Bollinger overlays when chosen."""
     close = ohlc["close"]
     main = ohlc.hvplot.ohlc(
         x="time",
         y=["open", "low", "high", "close"],
         height=CHART_HEIGHT,
         ylabel="Price (USD)",
+        yformatter=NumeralTickFormatter(format="$0,0.[0000]"),
         logy=logy,
         **_opts(xlabel),
     ).opts(title=title)
@@ -81,27 +83,32 @@ def candle_charts(ohlc: pd.DataFrame, title: str, chosen: list[str], *, logy: bo
     if "Bollinger" in chosen:
         bands = indicators.bollinger(close, 20, 2.0)
         frame[["BB upper", "BB lower"]] = bands[["upper", "lower"]].to_numpy()
-        overlays.append(
-            frame.hvplot.area(
-                x="time", y="BB lower", y2="BB upper", alpha=0.15, color="#1f77b4", label="Bollinger 20/2"
-            )
-        )
-    charts = [hv.Overlay([main, *overlays]).opts(legend_position="top_left", title=title) if overlays else main]
-    if "RSI" in chosen:
-        frame["RSI 14"] = indicators.rsi(close, 14)
-        rsi = frame.hvplot.line(
-            x="time", y="RSI 14", height=SMALL_HEIGHT - 60, ylim=(0, 100), ylabel="RSI", **_opts(xlabel)
-        )
-        charts.append(rsi * hv.HLine(70).opts(color="red", alpha=0.4) * hv.HLine(30).opts(color="green", alpha=0.4))
-    if "MACD" in chosen:
-        m = indicators.macd(close)
-        frame[["MACD", "signal", "histogram"]] = m[["macd", "signal", "histogram"]].to_numpy()
-        macd_plot = (
-            frame.hvplot.area(x="time", y="histogram", alpha=0.3, color="#888888", label="histogram")
-            * frame.hvplot.line(x="time", y="MACD", label="MACD", color="#1f77b4")
-            * frame.hvplot.line(x="time", y="signal", label="signal", color="#ff7f0e")
-        )
-        charts.append(
-            macd_plot.opts(height=SMALL_HEIGHT - 40, ylabel="MACD", legend_position="top_left", responsive=True)
-        )
-    return charts
+        band = frame.hvplot.area(x="time", y="BB lower", y2="BB upper", alpha=0.15, color="#1f77b4")
+        overlays.append(band.relabel("Bollinger 20/2"))
+    if not overlays:
+        return main
+    return hv.Overlay([main, *overlays]).opts(
+        legend_position="top_left", title=title, responsive=True, height=CHART_HEIGHT
+    )
+
+
+def rsi_chart(ohlc: pd.DataFrame, *, xlabel: str) -> hv.Element:
+    """RSI 14 with the usual 70/30 guides."""
+    frame = ohlc[["time"]].assign(**{"RSI 14": indicators.rsi(ohlc["close"], 14)})
+    line = frame.hvplot.line(x="time", y="RSI 14", ylim=(0, 100), ylabel="RSI", **_opts(xlabel))
+    guides = hv.HLine(70).opts(color="red", alpha=0.4) * hv.HLine(30).opts(color="green", alpha=0.4)
+    return (line * guides).opts(title="RSI 14", responsive=True, height=SMALL_HEIGHT - 60)
+
+
+def macd_chart(ohlc: pd.DataFrame, *, xlabel: str) -> hv.Element:
+    """MACD 12/26/9: line, signal and histogram."""
+    m = indicators.macd(ohlc["close"])
+    frame = ohlc[["time"]].assign(MACD=m["macd"], signal=m["signal"], histogram=m["histogram"])
+    plot = (
+        frame.hvplot.area(x="time", y="histogram", alpha=0.3, color="#888888", label="histogram", **_opts(xlabel))
+        * frame.hvplot.line(x="time", y="MACD", label="MACD", color="#1f77b4")
+        * frame.hvplot.line(x="time", y="signal", label="signal", color="#ff7f0e")
+    )
+    return plot.opts(
+        title="MACD 12/26/9", height=SMALL_HEIGHT - 40, ylabel="MACD", legend_position="top_left", responsive=True
+    )

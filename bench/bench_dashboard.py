@@ -1,0 +1,278 @@
+"""Dashboard benchmarks against the real pipeline (nats-server → `cryptoviz ingest` → dashboard).
+
+Data: 20 coins × the shared data's full span (29 days of 5-minute quotes; the 14 shared coins
+plus 6 scaled copies), shifted to end now, ≈167k quotes published over JetStream.
+
+1. Navigation → first chart in headless Chromium (target < 2 s): the first load of a fresh
+   server (cold cache) and warm loads; ratio against the target.
+2. Server time of one refresh of a session showing all 20 coins over 30 days (target < 300 ms),
+   in this process with the real rendering code and Bokeh documents: data from the shared cache
+   (the normal case) vs. fetched from the API first (the baseline: no cache).
+3. 50 concurrent sessions refreshing after one new commit: API requests with one shared cache per
+   process vs. the baseline of one private cache per session (uncached per-session fetching).
+4. RSS of the real dashboard server with two open tabs while new data arrives every second
+   (shortened from the issue's hour to --rss-seconds).
+
+    .venv/bin/python bench/bench_dashboard.py [--rss-seconds 60] [--sessions 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from cryptoviz.core.nats import EmbeddedNats
+from cryptoviz.core.quote import Quote, make_quote
+from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, SUPPLY, DashboardProcess, publish
+from test_ingest_harness import Ingester, chunked
+
+MARKET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "market" / "5m"
+EXTRA = 6  # scaled copies of the first coins, to reach 20
+
+
+def twenty_coins(end: datetime) -> list[Quote]:
+    quotes: list[Quote] = []
+    paths = sorted(MARKET.glob("*.csv"))
+    for index, path in enumerate([*paths, *paths[:EXTRA]]):
+        base = path.name.split("-")[0]
+        symbol, factor = (base, 1.0) if index < len(paths) else (f"{base}2", 1.37)
+        frame = pd.read_csv(path)
+        stamps = pd.to_datetime(frame["Date"], utc=True)
+        shift = pd.Timestamp(end) - stamps.iloc[-1]
+        for ts, price in zip((stamps + shift).dt.to_pydatetime(), frame["Close"] * factor, strict=True):
+            quotes.append(
+                make_quote(
+                    provider="coingecko",
+                    coin_id=symbol.lower(),
+                    symbol=symbol,
+                    name=symbol.title(),
+                    price=float(price),
+                    timestamp=ts,
+                    received_at=ts,
+                    market_cap=float(price) * SUPPLY.get(base, 1e6),
+                )
+            )
+    return quotes
+
+
+def fresh_quote(price: float) -> list[Quote]:
+    now = datetime.now(UTC)
+    return [make_quote(provider="coingecko", coin_id="btc", symbol="BTC", name="Btc", price=price, timestamp=now)]
+
+
+def bench_first_chart(url: str, loads: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for _ in range(loads):
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            started = time.perf_counter()
+            page.goto(url)
+            page.wait_for_selector("canvas", timeout=60_000)
+            times.append(time.perf_counter() - started)
+            context.close()
+        browser.close()
+    warm = statistics.median(times[1:]) if len(times) > 1 else times[0]
+    print(f"[first chart] cold (first session of the server): {times[0]:.2f} s; warm median: {warm:.2f} s")
+    print(f"[first chart] target 2 s: warm/target = {warm / 2:.2f}, cold/target = {times[0] / 2:.2f}")
+
+
+def make_session(shared, settings, symbols: list[str] | None = None, mode: str = "shared"):
+    """A session as the server builds it, rendered into its own Bokeh document."""
+    import panel as pn
+    from bokeh.document import Document
+    from cryptoviz.dashboard.app import Dashboard
+
+    dashboard = Dashboard(shared, settings)
+    doc = Document()
+    layout = pn.Column(
+        dashboard.banners,
+        dashboard.metrics,
+        dashboard.groups,
+        dashboard.chart_area,
+        dashboard.candle_area,
+        dashboard.table,
+        dashboard.coins,
+    )
+    doc.add_root(layout.get_root(doc))
+    dashboard.refresh()
+    if symbols is not None:
+        dashboard.coins.value = symbols
+    dashboard.period.value = "30d"
+    dashboard.mode.value = mode
+    return dashboard
+
+
+def wait_version(shared, version: int, timeout: float = 15.0) -> None:
+    give_up = time.monotonic() + timeout
+    while shared.version == version and time.monotonic() < give_up:
+        time.sleep(0.02)
+
+
+def bench_refresh(ingester_url: str) -> None:
+    from cryptoviz.dashboard.app import Settings
+    from cryptoviz.dashboard.data import IngesterClient, SharedData
+
+    shared = SharedData(IngesterClient(ingester_url)).start()
+    wait_version(shared, 0)
+    settings = Settings(ingester_url, 300)
+    symbols = sorted(shared.snapshot().latest["symbol"])
+    for mode in ("shared", "separate"):
+        session = make_session(shared, settings, symbols, mode)
+        cached, uncached = [], []
+        for _ in range(5):
+            shared.cache.clear()
+            started = time.perf_counter()
+            session.refresh()
+            uncached.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            session.refresh()
+            cached.append(time.perf_counter() - started)
+        c, u = statistics.median(cached), statistics.median(uncached)
+        rows = len(session.history)
+        print(
+            f"[refresh] {len(symbols)} coins × 30 d ({rows} buckets), {mode} mode: {c * 1e3:.0f} ms from the "
+            f"shared cache (target 300 ms: {c / 0.3:.2f}×); baseline fetching first: {u * 1e3:.0f} ms ({u / c:.1f}×)"
+        )
+    shared.stop()
+
+
+def bench_sessions(ingester_url: str, nats_url: str, count: int) -> None:
+    from cryptoviz.dashboard.app import Settings
+    from cryptoviz.dashboard.data import IngesterClient, SharedData
+
+    settings = Settings(ingester_url, 300)
+    shared = SharedData(IngesterClient(ingester_url)).start()
+    wait_version(shared, 0)
+    sessions = [make_session(shared, settings) for _ in range(count)]
+    private = []
+    for _ in range(count):  # the baseline: every session with its own client and cache
+        own = SharedData(IngesterClient(ingester_url)).start()
+        wait_version(own, 0)
+        private.append((own, make_session(own, settings)))
+
+    for label, pairs in (
+        ("one shared cache per process", [(shared, s) for s in sessions]),
+        ("baseline: a cache per session", private),
+    ):
+        clients = {id(sd.client): sd.client for sd, _ in pairs}.values()
+        before = sum((Counter(c.requests) for c in clients), Counter())
+        versions = {id(sd): sd.version for sd, _ in pairs}
+        publish(nats_url, chunked(fresh_quote(100_000 + time.time() % 1000)))
+        for sd, _ in pairs:
+            wait_version(sd, versions[id(sd)])
+        started = time.perf_counter()
+        for _, session in pairs:  # one after the other, as on the server's single IOLoop thread
+            session._tick()
+        elapsed = time.perf_counter() - started
+        after = sum((Counter(c.requests) for c in clients), Counter())
+        diff = {k.removeprefix("/api/v1/"): after[k] - before[k] for k in after if after[k] - before[k]}
+        total = sum(diff.values())
+        print(
+            f"[{count} sessions] {label}: {total} API requests for one refresh ({diff}); "
+            f"all sessions refreshed in {elapsed:.1f} s"
+        )
+        if label.startswith("one"):
+            shared_total = total
+    print(f"[{count} sessions] baseline/shared requests = {total / shared_total:.0f}×")
+    shared.stop()
+    for own, _ in private:
+        own.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def bench_rss(board: DashboardProcess, nats_url: str, seconds: float) -> None:
+    from playwright.sync_api import sync_playwright
+
+    pid = board.process.pid
+    samples: list[tuple[float, int]] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages = []
+        for _ in range(2):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(board.url)
+            page.wait_for_selector("canvas", timeout=60_000)
+            pages.append(page)
+        stop = threading.Event()
+
+        def feed() -> None:
+            price = 95_000.0
+            while not stop.is_set():
+                price += 1
+                publish(nats_url, chunked(fresh_quote(price)))
+                stop.wait(1.0)
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        started = time.monotonic()
+        while time.monotonic() - started < seconds:
+            for page in pages:
+                page.wait_for_timeout(100)  # keeps Playwright's loop serving the pages
+            samples.append((time.monotonic() - started, rss_kib(pid)))
+            time.sleep(max(0.0, 5 - (time.monotonic() - started) % 5))
+        stop.set()
+        feeder.join(5)
+        browser.close()
+    warm = [kib for t, kib in samples if t >= seconds * 0.25] or [s[1] for s in samples]
+    first, last, peak = warm[0], warm[-1], max(warm)
+    print(
+        f"[rss] dashboard server over {seconds:.0f} s of 1 commit/s with 2 tabs (shortened run): "
+        f"{first / 1024:.0f} MiB after warm-up → {last / 1024:.0f} MiB at the end (peak {peak / 1024:.0f} MiB), "
+        f"end/start = {last / first:.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rss-seconds", type=float, default=60.0)
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--loads", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        nats_server = EmbeddedNats(root / "nats").start()
+        ingester = Ingester(nats_server.url, root / "cv.duckdb", root / "ingester.log").start()
+        board = None
+        try:
+            quotes = twenty_coins(datetime.now(UTC).replace(microsecond=0))
+            started = time.perf_counter()
+            publish(nats_server.url, chunked(quotes))
+            ingester.wait_records(len(quotes), timeout=300)
+            took = time.perf_counter() - started
+            print(f"[setup] {len(quotes)} quotes of 20 coins published and ingested in {took:.1f} s")
+            board = DashboardProcess(ingester.url, root / "dashboard.log", SCRAPE_INTERVAL="300").start()
+            bench_first_chart(board.url, args.loads)
+            bench_refresh(ingester.url)
+            bench_sessions(ingester.url, nats_server.url, args.sessions)
+            bench_rss(board, nats_server.url, args.rss_seconds)
+        finally:
+            if board:
+                board.stop()
+            ingester.stop()
+            nats_server.stop()
+
+
+if __name__ == "__main__":
+    main()
