@@ -319,6 +319,17 @@ def test_the_cmc_key_is_sent_as_a_header_and_never_shown(market, nats_server, tm
         assert secret not in text
 
 
+@pytest.mark.parametrize("key", ["sk-live-part1\nsk-live-part2", "sk-live-\u20ac-9d"])
+def test_a_key_unfit_for_a_header_is_refused_without_being_shown(key, market, nats_server, caplog):
+    """HTTP libraries quote a bad header value in their errors (where redaction cannot recognise it)."""
+    caplog.set_level(logging.DEBUG)
+    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=key))
+    assert result.exit_code == EXIT_CONFIG and "CMC_API_KEY contains whitespace, control or non-ASCII" in result.error
+    for part in key.split("\n"):
+        assert part not in result.error + caplog.text
+    assert market.requests == []
+
+
 # ---- NATS ---------------------------------------------------------------------------------------
 
 

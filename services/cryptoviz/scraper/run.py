@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,16 @@ EXIT_CODES = {
 }
 
 
+def checked_key(name: str, key: str | None) -> str | None:
+    """Refuse a key that cannot go into an HTTP header, without showing it (HTTP libraries quote it in errors)."""
+    if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
+        raise ConfigError(
+            f"{name} contains whitespace, control or non-ASCII characters (e.g. two lines in a key file); "
+            "the key is not shown"
+        )
+    return key
+
+
 @dataclass(slots=True)
 class Settings:
     """Every scraper setting; the CLI fills it from flags / env vars of the same names."""
@@ -67,12 +78,14 @@ class Settings:
     def cmc_key(self) -> str | None:
         """The key from CMC_API_KEY, else from the mounted file CMC_API_KEY_FILE."""
         if self.cmc_api_key:
-            return self.cmc_api_key.strip()
+            return checked_key("CMC_API_KEY", self.cmc_api_key.strip())
         if self.cmc_api_key_file:
             try:
-                return Path(self.cmc_api_key_file).read_text(encoding="utf-8").strip() or None
-            except OSError as exc:
-                raise ConfigError(f"cannot read CMC_API_KEY_FILE {self.cmc_api_key_file}: {exc.strerror}") from None
+                key = Path(self.cmc_api_key_file).read_text(encoding="utf-8").strip() or None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise ConfigError(f"cannot read CMC_API_KEY_FILE {self.cmc_api_key_file}: {reason}") from None
+            return checked_key("CMC_API_KEY_FILE", key)
         return None
 
     def default_provider(self) -> str:
@@ -170,9 +183,10 @@ def _adapter(label: str, settings: Settings, session: requests.Session) -> Provi
             raise ConfigError("provider coinmarketcap needs CMC_API_KEY (or CMC_API_KEY_FILE)")
         headers["X-CMC_PRO_API_KEY"] = key
         secrets.append(key)
-    if label == "coingecko" and settings.coingecko_api_key:
-        headers["x-cg-demo-api-key"] = settings.coingecko_api_key
-        secrets.append(settings.coingecko_api_key)
+    demo_key = checked_key("COINGECKO_API_KEY", (settings.coingecko_api_key or "").strip())
+    if label == "coingecko" and demo_key:
+        headers["x-cg-demo-api-key"] = demo_key
+        secrets.append(demo_key)
     http = HttpClient(
         label,
         session,
@@ -235,7 +249,8 @@ async def _scrape_provider(
         outcome.failure = str(exc)
         return outcome
     except Exception as exc:  # an answer shaped in a way no adapter foresaw: fail this provider only
-        log.exception("%s: unexpected error while scraping", adapter.label)
+        trace = adapter.http.redact("".join(traceback.format_exception(exc)))
+        log.error("%s: unexpected error while scraping\n%s", adapter.label, trace.rstrip())
         outcome.failure = f"{adapter.label}: unexpected {type(exc).__name__}: {adapter.http.redact(str(exc))[:200]}"
         return outcome
     outcome.quotes = len(fetched.quotes)
