@@ -370,7 +370,10 @@ async def test_all_namespaces_scope_renders_every_namespace_into_one_config(
         what="team-b/btc rejected",
     )
     assert "team-a/btc" in rejected["message"]
-    assert cluster.condition("btc", "Accepted", "team-a")["status"] == "True"
+    # statuses are patched one object at a time: team-a's may land just after team-b's
+    await eventually(
+        lambda: cluster.condition("btc", "Accepted", "team-a")["status"] == "True", what="team-a/btc accepted"
+    )
     events = await eventually(lambda: cluster.events("team-b"), what="Event in team-b")
     assert [(e["reason"], e["involvedObject"]["namespace"]) for e in events] == [("SymbolConflict", "team-b")]
     assert cluster.events("team-a") == []
