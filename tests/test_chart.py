@@ -269,12 +269,26 @@ def test_values_schema_is_strict_everywhere_and_accepts_the_defaults() -> None:
             {"dashboard": {"auth": {"type": "oauth", "existingSecret": "s"}}},
             "dashboard.auth.oauth.provider is required",
         ),
-        ({"image": {"tag": ""}}, "image.tag is required"),
+        ({"nats": {"image": {"tag": ""}}}, "image.tag is required"),
     ],
 )
 def test_incomplete_settings_fail_with_a_clear_message(values: dict, message: str) -> None:
     result = helm_template(values)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_image_tag_defaults_to_the_chart_app_version(renders: dict[str, Path]) -> None:
+    """One version to bump: Chart.yaml's appVersion is the image tag, the package and image version."""
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert yaml.safe_load((CHART / "values.yaml").read_text())["image"]["tag"] == ""
+    images = {c["image"] for _, spec in pods(load(renders, "defaults")) for c in spec["containers"]}
+    assert images == {f"ghcr.io/cryptoviz/cryptoviz:{app_version}", "docker.io/library/nats:2.10.24-alpine"}
+    pinned = docs_of(helm_template({"image": {"tag": "1.2.3"}}).stdout)
+    assert {c["image"] for _, spec in pods(pinned) for c in spec["containers"] if "cryptoviz" in c["image"]} == {
+        "ghcr.io/cryptoviz/cryptoviz:1.2.3"
+    }
+    assert re.search(rf'(?m)^version = "{re.escape(app_version)}"$', (REPO / "pyproject.toml").read_text())
+    assert f"ARG VERSION={app_version}\n" in (REPO / "Dockerfile").read_text()
 
 
 # ---------------------------------------------------------------- security

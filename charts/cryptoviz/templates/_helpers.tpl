@@ -42,9 +42,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%s" (include "cryptoviz.fullname" .ctx) .component }}
 {{- end }}
 
-{{/* The one application image; a digest, when given, wins over the tag. */}}
+{{/* The one application image: the tag defaults to the chart's appVersion; a digest, when given, wins. */}}
 {{- define "cryptoviz.image" -}}
-{{- include "cryptoviz.imageRef" .Values.image }}
+{{- $i := .Values.image }}
+{{- include "cryptoviz.imageRef" (dict "repository" $i.repository "digest" $i.digest "tag" (default .Chart.AppVersion $i.tag)) }}
 {{- end }}
 
 {{- define "cryptoviz.imageRef" -}}
