@@ -112,9 +112,7 @@ def test_unreachable_provider_with_no_demo_fallback_exits_with_the_reason(tmp_pa
 
 def test_a_bad_coinmarketcap_key_is_reported_without_the_key(tmp_path: Path):
     from conftest import MARKET_5M
-
-    market_module = pytest.importorskip("cryptoviz.dev.market")  # lands with the scraper's work
-    CsvReplayFeed, MarketServer = market_module.CsvReplayFeed, market_module.MarketServer
+    from cryptoviz.dev.market import CsvReplayFeed, MarketServer
 
     with MarketServer(CsvReplayFeed(MARKET_5M), cmc_api_key="the-right-key") as market:
         result = run_dev(

@@ -6,6 +6,7 @@ No tests here; test_dev*, test_e2e* and test_faults* import it.
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import signal
@@ -14,6 +15,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -151,6 +154,7 @@ class DevRun:
         """Stop like a user's Ctrl-C; return the exit code."""
         assert self.process
         if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test left it paused
             self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=timeout)
@@ -182,3 +186,57 @@ def dev_running(state_dir: Path, *args: str, env: dict[str, str] | None = None) 
         yield run.start()
     finally:
         run.kill_everything()
+
+
+@dataclass
+class Replay:
+    """What a replay of the first N candle times must store: one row per coin per candle."""
+
+    rows: int
+    per_symbol: dict[str, int]
+    candles: set[tuple[str, str, float]]
+    """(symbol, ISO time, close) of every replayed candle."""
+    start: datetime
+    end: datetime
+
+
+def expected_replay(directory: Path, limit: int) -> Replay:
+    """Read the CSVs directly (not through the market server) to know what must arrive."""
+    series: dict[str, list[tuple[datetime, float]]] = {}
+    for file in sorted(directory.glob("*.csv")):
+        with file.open(newline="", encoding="utf-8") as handle:
+            series[file.name.split("-")[0]] = [
+                (datetime.fromisoformat(r["Date"]).astimezone(UTC), float(r["Close"])) for r in csv.DictReader(handle)
+            ]
+    ticks = sorted({t for rows in series.values() for t, _ in rows})[:limit]
+    wanted = set(ticks)
+    candles = {
+        (symbol, t.strftime("%Y-%m-%dT%H:%M:%SZ"), close)
+        for symbol, rows in series.items()
+        for t, close in rows
+        if t in wanted
+    }
+    per_symbol = {s: sum(1 for c in candles if c[0] == s) for s in series}
+    return Replay(len(candles), per_symbol, candles, ticks[0], ticks[-1])
+
+
+def stored_candles(run: DevRun, expected: Replay, provider: str = "replay") -> set[tuple[str, str, float]]:
+    """Every stored (symbol, time, close) in the replayed range, read back through the history API.
+
+    Buckets are far smaller than a candle, so each holds exactly one stored row; a duplicate
+    would show up as samples > 1 and is reported as such.
+    """
+    answer = run.get(
+        "/api/v1/history",
+        symbols=",".join(sorted(expected.per_symbol)),
+        start=expected.start.isoformat(),
+        end=(expected.end + timedelta(seconds=1)).isoformat(),
+        points=10_000,
+        provider=provider,
+    )
+    found = set()
+    for row in answer["data"]:
+        assert row["samples"] == 1, f"bucket with {row['samples']} rows: {row}"
+        when = datetime.fromisoformat(row["timestamp"].replace("Z", "+00:00")).astimezone(UTC)
+        found.add((row["symbol"], when.strftime("%Y-%m-%dT%H:%M:%SZ"), row["close"]))
+    return found

@@ -24,6 +24,8 @@ from cryptoviz.dev.simulator import MarketSimulator
 
 log = logging.getLogger(__name__)
 
+STALL_SECONDS = 30.0
+"""A tick some coin of which never gets stored (a provider that keeps sending it invalid) is left after this."""
 SCRAPE_PROVIDER_PATH = "coingecko"
 """`demo` and `replay` speak CoinGecko's wire format, so their requests are recorded under it."""
 
@@ -99,26 +101,32 @@ class LocalMarket:
     def _requests(self) -> int:
         return len(self.server.requests_for(SCRAPE_PROVIDER_PATH))
 
-    def _stored(self, tick: datetime) -> bool:
-        """Has the ingester committed this tick? (Its API is the only reader of DuckDB.)"""
+    def _stored(self, tick: datetime, symbols: set[str]) -> bool:
+        """Has the ingester committed this tick for every coin in it? (Its API is the only DuckDB reader.)"""
         try:
             response = self._session.get(f"{self.api_url}/api/v1/latest", params={"provider": self.provider}, timeout=5)
             rows = response.json()["data"] if response.status_code == 200 else []
             wanted = tick.replace(microsecond=0)  # wire timestamps carry whole seconds
-            return any(parse_ts(row["timestamp"]) >= wanted for row in rows)
+            done = {row["symbol"] for row in rows if parse_ts(row["timestamp"]) >= wanted}
+            return symbols <= done
         except (requests.RequestException, ValueError, KeyError, TypeError, InvalidQuote):
             return False  # ingester restarting: wait for it, skip nothing
 
     def _pace(self) -> None:
         seen_at_advance = self._requests()
         advanced_at = time.monotonic()
+        patience = max(STALL_SECONDS, 10 * self.period)
         while not self._stop.wait(min(self.period / 4, 0.25)):
             # Advance when the period is up, the scraper has fetched this tick, and the ingester
             # has stored it (a repeated replay finds it stored already: the fetch still counts).
-            if time.monotonic() - advanced_at < self.period or self._requests() <= seen_at_advance:
+            waited = time.monotonic() - advanced_at
+            if waited < self.period or self._requests() <= seen_at_advance:
                 continue
-            if not self._stored(self.feed.now()):
-                continue
+            tick = self.feed.now()
+            if not self._stored(tick, {row.symbol for row in self.feed.snapshot()}):
+                if waited < patience:
+                    continue
+                log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, waited)
             if (self.limit is not None and self.ticks >= self.limit) or not self.server.advance():
                 self.finished = True
                 if self._on_end:

@@ -18,9 +18,14 @@ import sys
 import time
 from pathlib import Path
 
+import requests
+
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+INITIAL_RESTART_DELAY = 0.5
+HEALTHY_AFTER = 5.0
+"""Seconds a child without a readiness URL must run to count as healthy (not crash-looping)."""
 
 
 def _die_with_parent() -> None:
@@ -38,16 +43,21 @@ def cryptoviz_command(*args: str) -> list[str]:
 
 
 class Child:
-    """One supervised service. `restart_delay` grows while it keeps failing, and resets once it runs."""
+    """One supervised service. `restart_delay` grows while it keeps failing, and resets once it has
+    proved healthy: its `ready_url` answered (or, without one, it ran a few seconds)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_url: str | None = None
+    ) -> None:
         self.name = name
+        self.ready_url = ready_url
+        self.healthy = False
         self.argv = argv
         self.env = env
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
-        self.restart_delay = 1.0
+        self.restart_delay = INITIAL_RESTART_DELAY
         self.started_at = 0.0
         self._next_start = 0.0
 
@@ -70,6 +80,19 @@ class Child:
                 preexec_fn=_die_with_parent,  # the supervisor only spawns from its main thread
             )
         self.started_at = time.monotonic()
+        self.healthy = False
+
+    def check_health(self) -> None:
+        """Called by the watch loop until the child is healthy once; then its backoff resets."""
+        if self.healthy or not self.alive():
+            return
+        if self.ready_url is None:
+            self.healthy = time.monotonic() - self.started_at > HEALTHY_AFTER
+        else:
+            with contextlib.suppress(requests.RequestException):
+                self.healthy = requests.get(self.ready_url, timeout=1).status_code == 200
+        if self.healthy:
+            self.restart_delay = INITIAL_RESTART_DELAY
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -79,8 +102,9 @@ class Child:
 
     def schedule_restart(self) -> float:
         """Note an unexpected exit; return the delay before `due_for_restart` says go."""
-        ran_for = time.monotonic() - self.started_at
-        self.restart_delay = 1.0 if ran_for > 30 else min(self.restart_delay * 2, 30.0)
+        # A crash loop backs off up to 30 s; a child that was healthy comes back after the initial delay.
+        if not self.healthy:
+            self.restart_delay = min(self.restart_delay * 2, 30.0)
         self._next_start = time.monotonic() + self.restart_delay
         self.restarts += 1
         self.process = None

@@ -135,8 +135,9 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _child(self, name: str, args: list[str], **env: str) -> Child:
-        child = Child(name, cryptoviz_command(*args), self._env(**env), self.plan.logs_dir / f"{name}.log")
+    def _child(self, name: str, args: list[str], ready_url: str | None = None, **env: str) -> Child:
+        log_path = self.plan.logs_dir / f"{name}.log"
+        child = Child(name, cryptoviz_command(*args), self._env(**env), log_path, ready_url)
         self.children[name] = child
         return child
 
@@ -145,12 +146,20 @@ class Supervisor:
         self._child(
             "ingester",
             ["ingest"],
+            ready_url=f"{p.api_url}/readyz",
             NATS_URL=self.nats.url,
             DUCKDB_PATH=str(p.duckdb_path),
             API_HOST=p.host,
             API_PORT=str(p.api_port),
             SCRAPER_CONFIG=str(p.scraper_config),
+            **self._retention(),
         )
+
+    def _retention(self) -> dict[str, str]:
+        """Replayed candles are months old: the default 30-day retention would delete them as they land."""
+        if self.plan.provider == "replay" and "RETENTION_DAYS" not in os.environ:
+            return {"RETENTION_DAYS": "0"}
+        return {}
 
     def _build_scraper_and_dashboard(self) -> None:
         p = self.plan
@@ -168,6 +177,7 @@ class Supervisor:
         self._child(
             "dashboard",
             ["dashboard"],
+            ready_url=f"http://127.0.0.1:{p.dashboard_port}/liveness",
             INGESTER_URL=p.api_url,
             DASHBOARD_ADDRESS=p.host,
             DASHBOARD_PORT=str(p.dashboard_port),
@@ -232,11 +242,12 @@ class Supervisor:
             if self.nats.process is None or self.nats.process.poll() is not None:
                 changed |= self._revive_nats()
             for child in self.children.values():
+                child.check_health()
                 if child.process is not None and not child.alive():
+                    code = child.exit_code()
                     delay = child.schedule_restart()
                     self.echo(
-                        f"! {child.name} exited with code {child.exit_code() if child.process else '?'}"
-                        f"; restarting in {delay:.0f}s (log: {child.log_path})"
+                        f"! {child.name} exited with code {code}; restarting in {delay:g}s (log: {child.log_path})"
                     )
                 if child.process is None and child.due_for_restart() and not self._stop.is_set():
                     child.start()
