@@ -90,14 +90,19 @@ def test_stream_holds_exactly_the_replayed_quotes_and_reruns_add_nothing(market,
 
 
 @pytest.mark.parametrize(
-    ("provider", "kind"), [("coingecko", "http_429"), ("binance", "binance_418"), ("coingecko", "coingecko_429_200")]
+    ("provider", "kind"),
+    [
+        *((p, "http_429") for p in ("coinmarketcap", "coingecko", "binance", "kraken", "coinbase")),
+        ("binance", "binance_418"),
+        ("coingecko", "coingecko_429_200"),
+    ],
 )
 def test_rate_limits_are_retried_after_the_servers_retry_after(provider, kind, market, nats_server):
     market.add_fault(kind=kind, provider=provider, count=1, retry_after=1)
     result = run_once(settings_for(market.url, nats_server.url, provider=provider))
     assert result.exit_code == EXIT_OK, result.error
-    calls = market.requests_for(provider)
-    assert len(calls) == 2
+    calls = market.requests_for(provider)[:2]  # Coinbase goes on with its other calls
+    assert [c.path for c in calls] == [calls[0].path] * 2
     if kind != "coingecko_429_200":  # that body comes without a Retry-After: plain backoff
         assert calls[1].at - calls[0].at >= 0.95
 
@@ -280,13 +285,15 @@ def test_config_sends_coins_to_their_providers(market, nats_server, tmp_path):
     )
 
 
-def test_a_5000_coin_listing_is_published_in_chunks(market, nats_server, tmp_path):
+@pytest.mark.parametrize(("provider", "calls"), [("coinmarketcap", 1), ("coingecko", 20)])
+def test_a_5000_coin_listing_is_published_in_chunks(provider, calls, market, nats_server, tmp_path):
     market.add_fault(kind="listing_5000")
     config = write_config(tmp_path, "top_n: 5000\n")
-    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", scraper_config=config))
+    result = run_once(settings_for(market.url, nats_server.url, provider=provider, scraper_config=config))
     assert result.exit_code == EXIT_OK
     assert result.providers[0].quotes == 5000 and result.providers[0].messages == 10
     assert len({q.coin_id for q in stream_quotes(nats_server.url)}) == 5000
+    assert len(market.requests_for(provider)) == calls  # CoinGecko: 250 per page
 
 
 def test_invalid_config_and_missing_key_are_config_errors(market, nats_server, tmp_path):
