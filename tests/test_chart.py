@@ -510,6 +510,45 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert images == {"ghcr.io/cryptoviz/cryptoviz@sha256:" + "ab" * 32}
 
 
+def _label_values(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("labels", "matchLabels") and isinstance(value, dict):
+                yield from map(str, value.values())
+            yield from _label_values(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _label_values(item)
+
+
+def test_longest_names_fit_and_renders_are_deterministic() -> None:
+    """The longest release name helm allows (53) in the longest namespace (63), every optional object on:
+    names stay within 63 characters (52 for CronJobs and StatefulSets, whose Jobs and revision-hash labels
+    add a suffix), label values within 63; and the same input always renders the same bytes."""
+    values = {
+        **SCENARIOS["auth-basic"],
+        "operator": {"watchAllNamespaces": True},
+        "backup": {"enabled": True},
+        "serviceMonitor": {"enabled": True},
+    }
+    values["dashboard"] = {**values["dashboard"], **SCENARIOS["ingress-tls"]["dashboard"]}
+    argv = [find_tool("helm"), "template", "r" * 53, str(CHART), "--namespace", "n" * 63, "-f", "-"]
+    first, second = (run(argv, input=yaml.safe_dump(values)) for _ in range(2))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    docs = docs_of(first.stdout)
+    assert {"ClusterRole", "Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"} <= {d["kind"] for d in docs}
+    too_long = [
+        (d["kind"], d["metadata"]["name"])
+        for d in docs
+        if len(d["metadata"]["name"]) > (52 if d["kind"] in ("CronJob", "StatefulSet") else 63)
+    ]
+    assert too_long == []
+    assert [v for v in _label_values(docs) if len(v) > 63] == []
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names))
+
+
 def test_chart_refuses_kubernetes_older_than_1_29() -> None:
     assert helm_template({}, "--kube-version", "1.29.0").returncode == 0
     old = helm_template({}, "--kube-version", "1.28.9")
