@@ -327,6 +327,29 @@ def test_long_running_containers_have_probes_and_config_checksums(renders: dict[
     assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
+def test_config_checksums_follow_the_config_the_pods_read() -> None:
+    """A change to what a pod reads from a ConfigMap or Secret rolls it; anything else leaves it alone."""
+
+    def checksums(values: dict[str, Any]) -> dict[str, str]:
+        docs = docs_of(helm_template(values).stdout)
+        return {
+            d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+            for d in docs
+            if d["kind"] in ("StatefulSet", "Deployment")
+        }
+
+    auth = SCENARIOS["auth-basic"]
+    base = checksums(auth)
+    changed = checksums(
+        {
+            "nats": {"service": {"monitorPort": 8223}},
+            "dashboard": {"auth": {**auth["dashboard"]["auth"], "basic": {"username": "ops", "password": "new"}}},
+        }
+    )
+    rolled = {name for name in base if base[name] != changed[name]}
+    assert rolled == {f"{FULLNAME}-nats", f"{FULLNAME}-dashboard"}
+
+
 # ---------------------------------------------------------------- components, per scenario
 
 

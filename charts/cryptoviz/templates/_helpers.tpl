@@ -64,6 +64,18 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end }}
 
+{{/* nats.conf of the bundled server (its checksum rolls the pod on any change). */}}
+{{- define "cryptoviz.natsConfig" -}}
+server_name: $POD_NAME
+port: {{ .Values.nats.service.port }}
+http_port: {{ .Values.nats.service.monitorPort }}
+jetstream {
+  store_dir: /data
+  max_memory_store: {{ .Values.nats.jetstream.maxMemoryStore }}
+  max_file_store: {{ .Values.nats.jetstream.maxFileStore }}
+}
+{{- end }}
+
 {{- define "cryptoviz.ingesterUrl" -}}
 {{- printf "http://%s-ingester:%d" (include "cryptoviz.fullname" .) (int .Values.ingester.service.port) }}
 {{- end }}
