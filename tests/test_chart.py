@@ -261,6 +261,40 @@ def test_values_schema_is_strict_everywhere_and_accepts_the_defaults() -> None:
     assert list(walk(schema, "")) == []
 
 
+def test_every_key_in_values_yaml_is_documented() -> None:
+    """Each key has a comment right above it (helm-docs style); inside free-form values (the scraper's
+    config, annotations, resources, NetworkPolicy peers) the comment on the parent documents them."""
+    free_form = {"scraper.config", "dashboard.ingress.annotations", "resources"}
+    stack: list[tuple[int, str]] = []  # (indent, key or "-" for a list item)
+    previous, undocumented, keys = "", [], 0
+    for line in (CHART / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        indent = len(line) - len(line.lstrip())
+        match = re.match(r"(- )?([A-Za-z][\w.-]*):", stripped)
+        if match and not stripped.startswith("#"):
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            parents = [k for _, k in stack]
+            path = ".".join([*parents, match.group(2)])
+            inside_free_form = "-" in parents or any(
+                ".".join(parents[: i + 1]) in free_form or parents[i] in free_form for i in range(len(parents))
+            )
+            if not inside_free_form and not match.group(1):
+                keys += 1
+                if not previous.startswith("#"):
+                    undocumented.append(path)
+            stack.append((indent, "-" if match.group(1) else match.group(2)))
+        elif stripped.startswith("- "):
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, "-"))
+        previous = stripped
+    assert keys > 100
+    assert undocumented == []
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
