@@ -247,6 +247,18 @@ def test_an_ambiguous_tracked_symbol_names_the_candidates_unless_an_id_is_pinned
     assert len(btc) == 1 and btc[0].name == "Bitcoin (pinned)" and btc[0].price > 1000
 
 
+@pytest.mark.parametrize(
+    ("provider", "pinned", "coin_id"), [("coinmarketcap", "'1'", "1"), ("coingecko", "bitcoin", "bitcoin")]
+)
+def test_a_pinned_id_is_quoted_under_the_configured_symbol(provider, pinned, coin_id, market, nats_server, tmp_path):
+    """Alerts and the dashboard know a tracked coin by its configured symbol, as with the exchanges."""
+    config = write_config(
+        tmp_path, f"provider: {provider}\ncoins:\n  - symbol: XBT\n    ids: {{{provider}: {pinned}}}\n"
+    )
+    assert run_once(settings_for(market.url, nats_server.url, scraper_config=config)).exit_code == EXIT_OK
+    assert [(q.symbol, q.coin_id, q.name) for q in stream_quotes(nats_server.url)] == [("XBT", coin_id, "Bitcoin")]
+
+
 @pytest.mark.parametrize(("provider", "bad_pair"), [("kraken", "FOOUSD"), ("binance", "FOOUSDT")])
 def test_an_unknown_exchange_pair_is_named_and_the_known_pairs_still_published(
     provider, bad_pair, market, nats_server, tmp_path

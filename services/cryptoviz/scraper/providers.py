@@ -135,13 +135,6 @@ class Provider:
         return answers, unknown
 
 
-def _ambiguous(provider: str, symbol: str, candidates: list[str]) -> str:
-    return (
-        f"symbol {symbol} matches {len(candidates)} {provider} coins: {', '.join(candidates)}; "
-        f"pin one with coins[].ids.{provider} in the scraper config"
-    )
-
-
 def _unknown_pair(provider: str, pair: str, symbol: str) -> str:
     return (
         f"{provider} does not know the pair {pair} (for {symbol}); set coins[].ids.{provider} to its pair "
@@ -149,8 +142,29 @@ def _unknown_pair(provider: str, pair: str, symbol: str) -> str:
     )
 
 
-def _names(coins: list[TrackedCoin]) -> dict[str, str | None]:
-    return {c.symbol: c.name for c in coins}
+class CoinIndex(Provider):
+    """A market-data index (CoinMarketCap, CoinGecko): coins found by pinned id or by symbol."""
+
+    def _record(self, item: Any, coin: TrackedCoin | None) -> dict[str, Any]:
+        """`make_quote` fields of one answer item; a tracked `coin` gives symbol and name (else the provider's)."""
+        raise NotImplementedError
+
+    def _keep_tracked(self, out: Fetched, items: list[Any], coins: dict[str, TrackedCoin]) -> None:
+        """Items answering a lookup by pinned id: each quote carries the configured symbol and name."""
+        self._keep(out, items, lambda item: self._record(item, coins.get(str(item.get("id")))))
+
+    def _keep_symbol_match(self, out: Fetched, coin: TrackedCoin, matches: list[dict[str, Any]]) -> None:
+        """A coin looked up by symbol: one match is kept; several are an error naming the candidates."""
+        if len(matches) > 1:
+            candidates = ", ".join(f"{m.get('id')} ({m.get('name')})" for m in matches)
+            out.errors.append(
+                f"symbol {coin.symbol} matches {len(matches)} {self.name} coins: {candidates}; "
+                f"pin one with coins[].ids.{self.name} in the scraper config"
+            )
+        elif not matches:
+            out.missing.append(coin.symbol)
+        else:
+            self._keep(out, matches, lambda item: self._record(item, coin))
 
 
 # ---- CoinMarketCap ------------------------------------------------------------------------------
@@ -171,7 +185,7 @@ CMC_ERRORS: dict[int, str] = {
 """Permanent for this run: retrying would only burn credits. Other codes follow the HTTP status."""
 
 
-class CoinMarketCap(Provider):
+class CoinMarketCap(CoinIndex):
     name = "coinmarketcap"
 
     def check(self, response: requests.Response, body: Any) -> None:
@@ -200,35 +214,26 @@ class CoinMarketCap(Provider):
             data = self._expect(self._data("/v1/cryptocurrency/listings/latest", params), list)
             self._keep(out, data, lambda item: self._record(item, None))
             return out
-        names = _names(coins)
         pinned = {c.ids["coinmarketcap"]: c for c in coins if "coinmarketcap" in c.ids}
         if pinned:
             params = {"id": ",".join(pinned), "convert": "USD"}
             data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             out.missing += [c.symbol for cid, c in pinned.items() if cid not in data]
-            self._keep(out, data.values(), lambda item: self._record(item, names.get(item.get("symbol"))))
+            self._keep_tracked(out, list(data.values()), pinned)
         loose = [c for c in coins if "coinmarketcap" not in c.ids]
         if loose:
             params = {"symbol": ",".join(c.symbol for c in loose), "convert": "USD"}
             data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             for coin in loose:
-                matches = [m for m in data.get(coin.symbol) or [] if isinstance(m, dict)]
-                if len(matches) > 1:
-                    out.errors.append(
-                        _ambiguous(self.name, coin.symbol, [f"{m.get('id')} ({m.get('name')})" for m in matches])
-                    )
-                elif not matches:
-                    out.missing.append(coin.symbol)
-                else:
-                    self._keep(out, matches, lambda item, coin=coin: self._record(item, coin.name))
+                self._keep_symbol_match(out, coin, [m for m in data.get(coin.symbol) or [] if isinstance(m, dict)])
         return out
 
-    def _record(self, item: dict[str, Any], name: str | None) -> dict[str, Any]:
+    def _record(self, item: dict[str, Any], coin: TrackedCoin | None) -> dict[str, Any]:
         usd = item["quote"]["USD"]
         return dict(
             coin_id=item.get("id"),
-            symbol=item.get("symbol"),
-            name=name or item.get("name"),
+            symbol=coin.symbol if coin else item.get("symbol"),
+            name=(coin and coin.name) or item.get("name"),
             price=usd.get("price"),
             timestamp=usd.get("last_updated") or item.get("last_updated"),
             volume_24h=usd.get("volume_24h"),
@@ -245,7 +250,7 @@ class CoinMarketCap(Provider):
 CG_PAGE = 250
 
 
-class CoinGecko(Provider):
+class CoinGecko(CoinIndex):
     name = "coingecko"
 
     def check(self, response: requests.Response, body: Any) -> None:
@@ -282,37 +287,28 @@ class CoinGecko(Provider):
                 page += 1
             self._keep(out, items[:top_n], lambda item: self._record(item, None))
             return out
-        names = _names(coins)
         pinned = {c.ids["coingecko"]: c for c in coins if "coingecko" in c.ids}
         ids = list(pinned)
         for start in range(0, len(ids), CG_PAGE):
             chunk = self._markets(ids=",".join(ids[start : start + CG_PAGE]), per_page=CG_PAGE)
             seen = {item.get("id") for item in chunk if isinstance(item, dict)}
             out.missing += [pinned[i].symbol for i in ids[start : start + CG_PAGE] if i not in seen]
-            self._keep(out, chunk, lambda item: self._record(item, names.get(str(item.get("symbol")).upper())))
+            self._keep_tracked(out, chunk, pinned)
         loose = [c for c in coins if "coingecko" not in c.ids]
         if loose:
             symbols = ",".join(c.symbol.lower() for c in loose)
             found = self._markets(symbols=symbols, include_tokens="all", per_page=CG_PAGE)
             for coin in loose:
                 matches = [m for m in found if isinstance(m, dict) and str(m.get("symbol")).upper() == coin.symbol]
-                if len(matches) > 1:
-                    out.errors.append(
-                        _ambiguous(self.name, coin.symbol, [f"{m.get('id')} ({m.get('name')})" for m in matches])
-                    )
-                elif not matches:
-                    out.missing.append(coin.symbol)
-                else:
-                    self._keep(out, matches, lambda item, coin=coin: self._record(item, coin.name))
+                self._keep_symbol_match(out, coin, matches)
         return out
 
-    @staticmethod
-    def _record(item: dict[str, Any], name: str | None) -> dict[str, Any]:
+    def _record(self, item: dict[str, Any], coin: TrackedCoin | None) -> dict[str, Any]:
         change_24h = item.get("price_change_percentage_24h_in_currency", item.get("price_change_percentage_24h"))
         return dict(
             coin_id=item.get("id"),
-            symbol=item.get("symbol"),
-            name=name or item.get("name"),
+            symbol=coin.symbol if coin else item.get("symbol"),
+            name=(coin and coin.name) or item.get("name"),
             price=item.get("current_price"),
             timestamp=item.get("last_updated"),
             volume_24h=item.get("total_volume"),
