@@ -528,6 +528,21 @@ def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> No
     assert not any(p["port"] == 443 for rule in default_egress for p in rule["ports"])
 
 
+@pytest.mark.parametrize(("scenario", "secrets"), [("backup-on", ["k-123", "g-456"]), ("auth-basic", ["s3cret"])])
+def test_secret_values_are_rendered_only_into_secrets(renders: dict[str, Path], scenario: str, secrets: list) -> None:
+    """Keys from values reach pods through secretKeyRef only: never in a ConfigMap, env value or annotation."""
+    import base64
+
+    text = renders[scenario].read_text()
+    assert not [s for s in secrets if s in text]
+    encoded = {
+        base64.b64decode(value).decode()
+        for doc in find(docs_of(text), "Secret")
+        for value in (doc.get("data") or {}).values()
+    }
+    assert all(any(s in e for e in encoded) for s in secrets)
+
+
 def test_operator_off_uses_the_values_config_and_drops_operator_objects(renders: dict[str, Path]) -> None:
     docs = load(renders, "operator-off")
     assert not [d for d in docs if d["metadata"]["name"].startswith(f"{FULLNAME}-operator")]
