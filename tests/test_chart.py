@@ -502,6 +502,20 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     assert test_pod["spec"]["containers"][0]["args"][2] == f"http://{FULLNAME}-dashboard:5006/cryptoviz/liveness"
 
 
+@pytest.mark.parametrize(
+    ("dashboard", "budget"),
+    [
+        ({"replicas": 1}, False),
+        ({"replicas": 2}, True),
+        ({"replicas": 3, "autoscaling": {"enabled": True, "minReplicas": 1}}, False),
+        ({"autoscaling": {"enabled": True, "minReplicas": 2}}, True),
+    ],
+)
+def test_dashboard_disruption_budget_only_with_more_than_one_pod(dashboard: dict, budget: bool) -> None:
+    docs = docs_of(helm_template({"dashboard": dashboard}).stdout)
+    assert bool(find(docs, "PodDisruptionBudget")) is budget
+
+
 def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> None:
     import base64
 
