@@ -442,7 +442,7 @@ def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) ->
     assert container["command"] == ["kopf"]
     assert container["args"] == [
         "run", "--standalone", "-m", "cryptoviz_operator",
-        "--liveness=http://0.0.0.0:8080/healthz", "--namespace=$(POD_NAMESPACE)",
+        "--liveness=http://0.0.0.0:8080/healthz", "--log-format=json", "--namespace=$(POD_NAMESPACE)",
     ]  # fmt: skip
     oenv = env_of(container)
     assert oenv["CONFIGMAP_NAME"] == config_map["metadata"]["name"]
@@ -456,6 +456,19 @@ def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) ->
         f"http://{FULLNAME}-ingester:8000/readyz",
         f"http://{FULLNAME}-dashboard:5006/liveness",
     ]
+
+
+@pytest.mark.parametrize(
+    ("level", "fmt", "flags"),
+    [("DEBUG", "text", ["--log-format=full", "--verbose"]), ("ERROR", "json", ["--log-format=json", "--quiet"])],
+)
+def test_operator_logging_follows_log_level_and_format_through_kopf_flags(level: str, fmt: str, flags: list) -> None:
+    """kopf sets up the operator's logging from its own flags, so logLevel/logFormat become those flags
+    (LOG_LEVEL/LOG_FORMAT, which kopf ignores, are not set on the operator)."""
+    docs = docs_of(helm_template({"logLevel": level, "logFormat": fmt}).stdout)
+    container = pod_spec(one(docs, "Deployment", f"{FULLNAME}-operator"))["containers"][0]
+    assert [a for a in container["args"] if a.startswith(("--log", "--verbose", "--quiet", "--debug"))] == flags
+    assert not {"LOG_LEVEL", "LOG_FORMAT"} & set(env_of(container))
 
 
 def test_external_nats_replaces_the_bundled_server(renders: dict[str, Path]) -> None:
