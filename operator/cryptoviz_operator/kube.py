@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -30,6 +31,22 @@ def _json(response: Any) -> dict[str, Any]:
     return json.loads(response.data or b"{}")
 
 
+async def _read_or_none(read: Callable[..., Any], name: str, namespace: str) -> dict[str, Any] | None:
+    """A `read_namespaced_*` call as a dict; None on 404."""
+    try:
+        response = await asyncio.to_thread(read, name, namespace, _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return _json(response)
+
+
+async def _merge_patch(patch_call: Callable[..., Any], name: str, namespace: str, patch: dict[str, Any]) -> None:
+    """A `patch_namespaced_*` call as a JSON merge patch (only the given fields change)."""
+    await asyncio.to_thread(patch_call, name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False)
+
+
 class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
@@ -38,15 +55,7 @@ class KubeApi:
 
     async def read_configmap(self, namespace: str, name: str) -> dict[str, Any] | None:
         """`get configmaps`; None when absent."""
-        try:
-            response = await asyncio.to_thread(
-                self.core.read_namespaced_config_map, name, namespace, _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(response)
+        return await _read_or_none(self.core.read_namespaced_config_map, name, namespace)
 
     async def create_configmap(self, namespace: str, body: dict[str, Any]) -> None:
         """`create configmaps`."""
@@ -54,37 +63,15 @@ class KubeApi:
 
     async def patch_configmap(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """`patch configmaps`."""
-        await asyncio.to_thread(
-            self.core.patch_namespaced_config_map,
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        )
+        await _merge_patch(self.core.patch_namespaced_config_map, name, namespace, patch)
 
     async def read_cronjob(self, namespace: str, name: str) -> dict[str, Any] | None:
         """`get cronjobs.batch`; None when absent."""
-        try:
-            response = await asyncio.to_thread(
-                self.batch.read_namespaced_cron_job, name, namespace, _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return _json(response)
+        return await _read_or_none(self.batch.read_namespaced_cron_job, name, namespace)
 
     async def patch_cronjob(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """`patch cronjobs.batch`."""
-        await asyncio.to_thread(
-            self.batch.patch_namespaced_cron_job,
-            name,
-            namespace,
-            patch,
-            _content_type=MERGE_PATCH,
-            _preload_content=False,
-        )
+        await _merge_patch(self.batch.patch_namespaced_cron_job, name, namespace, patch)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """`patch trackedcryptos/status`; the updated object, or None if it is gone."""
