@@ -246,6 +246,7 @@ class Page:
                   ylabel: m.left.map(a => a.axis_label || ''),
                   x: [Number(m.x_range.start), Number(m.x_range.end)],
                   ylog: m.y_scale.type === 'LogScale',
+                  xlabel: m.below.map(a => a.axis_label || '').join(''),
                   series: m.renderers.filter(r => r.visible && r.glyph && r.glyph.type === 'Line').map(r => r.name),
                 });
               }
@@ -407,6 +408,36 @@ def test_provider_html_is_shown_as_text(page: Page, browser: Any, board: Dashboa
     assert injected == 0, "provider text was interpreted as HTML"
     assert page.dialogs == []
     assert page.page.locator(".cv-banner-simulated").first.is_visible()
+
+
+def test_candlesticks_with_indicators(page: Page, shots: Path) -> None:
+    page.page.locator(".bk-tab", has_text="Candlesticks").first.click()
+    titles = lambda: [f["title"] for f in page.figures()]  # noqa: E731
+    page.wait(lambda: "BTC candlesticks" in titles(), what="BTC candlesticks (biggest selected coin)")
+    candles = next(f for f in page.figures() if f["title"] == "BTC candlesticks")
+    assert {"SMA 20"} <= set(candles["series"])  # default overlays: SMA and Bollinger
+    page.click("RSI")
+    page.click("MACD")
+    page.wait(lambda: {"RSI 14", "MACD 12/26/9"} <= set(titles()), what="RSI and MACD sub-plots")
+    page.shot(shots / "desktop-candlesticks.png")
+    page.click("RSI")
+    page.wait(lambda: "RSI 14" not in titles(), what="RSI removed")
+    page.page.locator(".bk-tab", has_text="Prices").first.click()
+    page.wait(lambda: bool(_shared_series(page)), what="prices tab back")
+
+
+def test_csv_download_and_local_time(page: Page) -> None:
+    shown = _shared_series(page)
+    with page.page.expect_download() as download:
+        page.page.get_by_text("Download CSV of this view").first.click()
+    frame = pd.read_csv(download.value.path())
+    assert sorted(frame["symbol"].unique()) == sorted(s.removesuffix(" (simulated)") for s in shown)
+    assert {"time_UTC", "open", "high", "low", "close"} <= set(frame.columns)
+    assert _shared_figure(page)["xlabel"] == "Time (UTC)"
+    page.click("Local")
+    page.wait(lambda: _shared_figure(page)["xlabel"] == "Time (Europe/Paris)", what="local time axis")
+    page.click("UTC")
+    page.wait(lambda: _shared_figure(page)["xlabel"] == "Time (UTC)", what="UTC axis")
 
 
 def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None:

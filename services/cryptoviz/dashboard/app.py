@@ -63,6 +63,8 @@ PHONE_CSS = """
   #content {flex-direction: column; height: auto; overflow-y: auto}
   #sidebar:not(.hidden) {min-width: 100%; max-width: 100%; height: auto; border-right: 0}
   #main {padding: 0 4px; overflow: visible; height: auto}
+  #main .card-margin {margin: 4px 0}
+  #main .pn-wrapper {padding: 4px}
 }
 """
 
@@ -215,7 +217,12 @@ class Dashboard:
             )
         ]
         template = pn.template.FastListTemplate(
-            title="CryptoViz", sidebar=sidebar, main=main, theme_toggle=True, accent="#0f766e", sidebar_width=300
+            title="CryptoViz",
+            sidebar=sidebar,
+            main=main,
+            theme_toggle=True,
+            accent="#0f766e",
+            sidebar_width=300,
         )
         template.config.raw_css.append(PHONE_CSS)
         return template

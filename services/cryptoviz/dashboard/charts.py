@@ -3,6 +3,8 @@ column already in the viewer's time zone; nothing here knows about sessions or t
 
 from __future__ import annotations
 
+import math
+
 import holoviews as hv
 import hvplot.pandas  # noqa: F401  (registers .hvplot on DataFrames)
 import pandas as pd
@@ -15,7 +17,7 @@ SMALL_HEIGHT = 260
 
 
 def _opts(xlabel: str) -> dict:
-    return {"responsive": True, "xlabel": xlabel, "grid": True}
+    return {"responsive": True, "xlabel": xlabel, "grid": True, "toolbar": "above"}
 
 
 def _hover(value_label: str, fmt: str) -> HoverTool:
@@ -28,7 +30,7 @@ def _hover(value_label: str, fmt: str) -> HoverTool:
 
 def shared_chart(view: pd.DataFrame, *, logy: bool, xlabel: str, percent: bool) -> hv.Element:
     """All coins on one axis: prices (linear or log) or percent change since the period start."""
-    ylabel = "Change since start of period (%)" if percent else "Price (USD)"
+    ylabel = "Change (%)" if percent else "Price (USD)"
     fmt = "+0.00" if percent else "$0,0.[0000]"
     return view.hvplot.line(
         x="time",
@@ -38,10 +40,15 @@ def shared_chart(view: pd.DataFrame, *, logy: bool, xlabel: str, percent: bool) 
         height=CHART_HEIGHT,
         ylabel=ylabel,
         yformatter="%+.1f%%" if percent else NumeralTickFormatter(format="$0,0.[00]"),
-        legend="top_left",
+        legend="bottom",  # outside the plot, wrapped in rows of 4: stays readable on a phone
         tools=[_hover("change %" if percent else "price", fmt)],
         **_opts(xlabel),
-    ).opts(title="Change since start of period (%)" if percent else "Prices (shared scale)")
+    ).opts(
+        title="Change since start of period (%)" if percent else "Prices (shared scale)",
+        legend_cols=math.ceil(view["coin"].nunique() / 4),
+        legend_opts={"label_text_font_size": "9pt", "spacing": 2},
+        toolbar="above",
+    )
 
 
 def coin_chart(view: pd.DataFrame, title: str, *, logy: bool, xlabel: str) -> hv.Element:
