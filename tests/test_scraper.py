@@ -412,3 +412,25 @@ async def test_the_loop_rides_out_a_nats_outage(market, nats_server):
     stored = await asyncio.to_thread(stream_quotes, nats_server.url)
     assert {q.timestamp for q in stored} == {market.feed.ticks[START], market.feed.ticks[START + 1]}
     assert len(stored) == 28
+
+
+async def test_the_loop_keeps_quotes_nats_did_not_take_and_publishes_them_once_it_is_back(market, nats_server):
+    """A scrape fetched, then NATS went away: its quotes go out with the first scrape after the outage."""
+    settings = settings_for(market.url, nats_server.url, provider="replay", scrape_interval=1, publish_deadline=0.5)
+    market.add_fault(kind="timeout", delay=0.8, count=1)  # the answer (tick START) comes 0.8 s after the request
+    stop = asyncio.Event()
+    loop_task = asyncio.create_task(run_loop(settings, stop))
+    while not market.requests:
+        await asyncio.sleep(0.02)
+    asked = time.monotonic()
+    await asyncio.to_thread(nats_server.stop)  # while the first scrape waits for its answer
+    await asyncio.sleep(asked + 1.5 - time.monotonic())
+    market.advance()  # the market moves on during the outage: tick START is never served again
+    await asyncio.sleep(asked + 2.5 - time.monotonic())
+    await asyncio.to_thread(nats_server.start)
+    await asyncio.sleep(2)
+    stop.set()
+    await asyncio.wait_for(loop_task, timeout=10)
+    stored = await asyncio.to_thread(stream_quotes, nats_server.url)
+    assert {q.timestamp for q in stored} == {market.feed.ticks[START], market.feed.ticks[START + 1]}
+    assert len(stored) == len({q.identity for q in stored}) == 28

@@ -3,7 +3,9 @@
 All messages of a scrape go out with `publish_async` and are acknowledged together
 (`publish_async_completed`), which is several times faster than awaiting each publish. Anything
 not acknowledged (NATS down, restarted, slow) is published again with backoff until the deadline;
-the `Nats-Msg-Id` of each message makes those re-publishes harmless.
+the `Nats-Msg-Id` of each message makes those re-publishes harmless. What is still unacknowledged
+at the deadline stays in the publisher's backlog and goes out first with the next publish, so a
+long-running loop loses no scraped quote to a NATS outage (a `--once` process exits 3 instead).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from cryptoviz.core.nats import connect, ensure_stream, redact_url
 log = logging.getLogger(__name__)
 
 ACK_TIMEOUT = 5.0
+MAX_BACKLOG = 1000
+"""Messages (of ≤ 500 quotes) kept for the next publish; beyond that the oldest are dropped, with a warning."""
 
 
 class NatsUnavailable(Exception):
@@ -45,6 +49,8 @@ class Publisher:
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
         self._stream_ready = False
+        self.backlog: list[OutgoingMessage] = []
+        """Messages of earlier publishes that NATS did not acknowledge by their deadline."""
 
     async def connect(self, deadline: float | None = None) -> None:
         """Connect unless connected; give up after `deadline` seconds (default PUBLISH_DEADLINE)."""
@@ -64,15 +70,21 @@ class Publisher:
         self.nc = self.js = None
 
     async def publish(self, messages: list[OutgoingMessage]) -> PublishReport:
-        """Publish until every message is acknowledged, or raise NatsUnavailable at the deadline."""
+        """Publish the backlog and `messages` until all are acknowledged, or raise NatsUnavailable at the deadline."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.deadline
-        report = PublishReport(messages=len(messages))
-        pending = list(messages)
+        if self.backlog:
+            log.info("NATS: publishing %d messages held back from earlier scrapes", len(self.backlog))
+        pending = self.backlog + list(messages)
+        report = PublishReport(messages=len(pending))
         delay = 0.2
         while pending:
             remaining = max(give_up - loop.time(), 0.1)
-            await self.connect(remaining)
+            try:
+                await self.connect(remaining)
+            except NatsUnavailable:
+                self._hold(pending)
+                raise
             assert self.js is not None
             problem = ""
             try:
@@ -85,14 +97,23 @@ class Publisher:
             if not pending:
                 break
             if loop.time() + delay > give_up:
+                self._hold(pending)
                 raise NatsUnavailable(
-                    f"NATS at {redact_url(self.url)} did not acknowledge {len(pending)} of {len(messages)} "
+                    f"NATS at {redact_url(self.url)} did not acknowledge {len(pending)} of {report.messages} "
                     f"messages within PUBLISH_DEADLINE={self.deadline:g}s ({problem or 'no answer'})"
                 )
             log.warning("NATS: %d messages not acknowledged (%s); retrying in %.1fs", len(pending), problem, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+        self.backlog = []
         return report
+
+    def _hold(self, pending: list[OutgoingMessage]) -> None:
+        """Keep what NATS did not take for the next publish (bounded: a loop must not grow without end)."""
+        dropped = len(pending) - MAX_BACKLOG
+        if dropped > 0:
+            log.warning("NATS: backlog full; dropping the %d oldest unpublished messages", dropped)
+        self.backlog = pending[-MAX_BACKLOG:]
 
     async def _round(
         self, messages: list[OutgoingMessage], report: PublishReport, timeout: float
