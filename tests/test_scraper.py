@@ -338,6 +338,19 @@ def test_the_cmc_key_is_sent_as_a_header_and_never_shown(market, nats_server, tm
         assert secret not in text
 
 
+def test_the_coingecko_demo_key_is_sent_as_a_header_and_never_shown(market, nats_server, caplog, capsys):
+    secret = "CG-demo-8b1f0c2e7d"
+    caplog.set_level(logging.DEBUG)  # urllib3 logs each URL at DEBUG
+    market.add_fault(kind="http_5xx", count=1)
+    settings = settings_for(market.url, nats_server.url, provider="coingecko", coingecko_api_key=secret)
+    assert run_once(settings).exit_code == EXIT_OK
+    assert [r.headers.get("x-cg-demo-api-key") for r in market.requests] == [secret, secret]
+    assert "GET /api/v3/coins/markets" in caplog.text
+    out = capsys.readouterr()
+    for text in (caplog.text, out.out, out.err, repr(settings)):
+        assert secret not in text
+
+
 @pytest.mark.parametrize("key", ["sk-live-part1\nsk-live-part2", "sk-live-\u20ac-9d"])
 def test_a_key_unfit_for_a_header_is_refused_without_being_shown(key, market, nats_server, caplog):
     """HTTP libraries quote a bad header value in their errors (where redaction cannot recognise it)."""

@@ -99,7 +99,6 @@ class HttpClient:
         self.min_interval = min_interval
         self.headers = headers or {}
         self.secrets = [s for s in secrets if s]
-        self.requests_made = 0
         self.last_headers: dict[str, str] = {}
         self._last_request = 0.0
 
@@ -141,7 +140,6 @@ class HttpClient:
         if wait > 0:
             time.sleep(wait)
         self._last_request = time.monotonic()
-        self.requests_made += 1
         try:
             response = self.session.get(url, params=params, headers=self.headers, timeout=self.timeout)
         except requests.Timeout:
