@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -77,8 +79,6 @@ def test_local_config_is_written_once_in_the_operators_schema(tmp_path: Path):
 
 
 def run_dev(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
     ports = ["--api-port", str(free_port()), "--dashboard-port", str(free_port()), "--nats-port", str(free_port())]
     return subprocess.run(
         cryptoviz("dev", "--state-dir", str(tmp_path / "state"), *ports, *args),
@@ -126,3 +126,25 @@ def test_a_bad_coinmarketcap_key_is_reported_without_the_key(tmp_path: Path):
 def test_demo_and_replay_exclude_each_other(tmp_path: Path):
     result = run_dev(tmp_path, "--demo", "--replay", str(tmp_path))
     assert result.returncode == 2 and "exclude each other" in result.stderr
+
+
+def test_a_sigkilled_supervisor_leaves_no_service_behind_and_the_next_run_starts(tmp_path: Path):
+    from test_dev_support import DevRun, dev_running, pid_alive, wait_for
+
+    state = tmp_path / "state"
+    first = DevRun(state, "--demo", "--no-dashboard")
+    try:
+        first.start()
+        pids = first.run_info()["pids"]
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=10)
+        # Its children get SIGTERM from the kernel (parent-death signal); nats-server is reaped next run.
+        wait_for(lambda: not pid_alive(pids["ingester"]) and not pid_alive(pids["scraper"]), 30, "children to stop")
+        with dev_running(state, "--demo", "--no-dashboard") as again:
+            assert not pid_alive(pids["nats"])
+            assert "left by an earlier run" in again.text
+            wait_for(lambda: again.stats()["records"] > 0, 30, "quotes stored")
+            assert again.stop() == 0
+    except BaseException:
+        first.kill_everything()
+        raise

@@ -11,7 +11,15 @@ import requests
 from cryptoviz.core.config import ConfigError
 from cryptoviz.dev import probe
 from cryptoviz.dev.local_config import ensure_config
-from cryptoviz.dev.supervisor import DevError, Plan, Supervisor, check_ports, install_signal_handlers, state_lock
+from cryptoviz.dev.supervisor import (
+    DevError,
+    Plan,
+    Supervisor,
+    check_ports,
+    install_signal_handlers,
+    reap_leftovers,
+    state_lock,
+)
 
 REPLAY_CANDLE_SECONDS = 300
 """The shared CSVs hold 5-minute candles: at --speed S one is replayed every 300/S seconds."""
@@ -52,9 +60,9 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt(
     "--scrape-provider",
     "SCRAPE_PROVIDER",
-    type=click.Choice(list(probe.DEFAULT_BASE_URLS)),
+    type=click.Choice([*probe.DEFAULT_BASE_URLS, "demo"]),
     default=None,
-    help="Live provider [default: coinmarketcap when CMC_API_KEY is set, else coingecko].",
+    help="Live provider (demo = --demo) [default: coinmarketcap when CMC_API_KEY is set, else coingecko].",
 )
 @_opt(
     "--scrape-interval",
@@ -77,7 +85,7 @@ def _opt(name: str, envvar: str, **kwargs):
     default=Path(".cryptoviz"),
     help="Where DuckDB, JetStream data, logs and the local config live.",
 )
-@_opt("--host", "DEV_HOST", default="127.0.0.1", help="Interface the API and dashboard listen on.")
+@_opt("--dev-host", "DEV_HOST", default="127.0.0.1", help="Interface the API and dashboard listen on.")
 @_opt("--api-port", "API_PORT", type=click.IntRange(1, 65535), default=8000, help="Ingester API port.")
 @_opt("--dashboard-port", "DASHBOARD_PORT", type=click.IntRange(1, 65535), default=5006, help="Dashboard port.")
 @_opt("--no-dashboard", "NO_DASHBOARD", is_flag=True, help="Run without the dashboard (API only).")
@@ -92,7 +100,7 @@ def dev(
     scrape_interval: float | None,
     scraper_config: Path | None,
     state_dir: Path,
-    host: str,
+    dev_host: str,
     api_port: int,
     dashboard_port: int,
     no_dashboard: bool,
@@ -102,18 +110,20 @@ def dev(
 
     Ctrl-C stops everything; the next run reuses the data in --state-dir.
     """
+    demo = demo or scrape_provider == "demo"
     if demo and replay:
         raise click.UsageError("--demo and --replay exclude each other")
     state_dir = state_dir.resolve()
-    check_ports(
-        {
-            "ingester API": (api_port, "--api-port / API_PORT"),
-            **({} if no_dashboard else {"dashboard": (dashboard_port, "--dashboard-port / DASHBOARD_PORT")}),
-            "NATS": (nats_port, "--nats-port / NATS_PORT"),
-        },
-        host,
-    )
     with state_lock(state_dir):
+        reap_leftovers(state_dir)
+        check_ports(
+            {
+                "ingester API": (api_port, "--api-port / API_PORT"),
+                **({} if no_dashboard else {"dashboard": (dashboard_port, "--dashboard-port / DASHBOARD_PORT")}),
+                "NATS": (nats_port, "--nats-port / NATS_PORT"),
+            },
+            dev_host,
+        )
         config_path = (scraper_config or state_dir / "scraper.yaml").resolve()
         try:
             config, written = ensure_config(config_path)
@@ -133,7 +143,7 @@ def dev(
         local = provider in ("demo", "replay")
         plan = Plan(
             state_dir=state_dir,
-            host=host,
+            host=dev_host,
             api_port=api_port,
             dashboard_port=dashboard_port,
             nats_port=nats_port,

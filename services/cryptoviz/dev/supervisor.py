@@ -56,7 +56,8 @@ class Plan:
 
     @property
     def api_url(self) -> str:
-        return f"http://{self.host}:{self.api_port}"
+        reachable = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # listening everywhere
+        return f"http://{reachable}:{self.api_port}"
 
     @property
     def dashboard_url(self) -> str:
@@ -100,6 +101,32 @@ def state_lock(state_dir: Path):
         yield
     finally:
         handle.close()
+
+
+def reap_leftovers(state_dir: Path, echo: Callable[[str], None] = click.echo) -> None:
+    """Stop a nats-server left running by a previous `cryptoviz dev` that was SIGKILLed.
+
+    Its other children die with it (parent-death signal); nats-server is started by core's
+    EmbeddedNats, so it is found here by its store dir. Called under the state lock, so the
+    previous run is certainly gone.
+    """
+    try:
+        info = json.loads((state_dir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    pid = (info.get("pids") or {}).get("nats")
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+    except OSError:
+        return
+    if cmdline and cmdline[0].endswith(b"nats-server") and str(state_dir / "nats").encode() in cmdline:
+        echo(f"Stopping nats-server {pid} left by an earlier run that did not exit cleanly")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
 
 
 def wait_http(url: str, child: Child | None, timeout: float, what: str) -> None:
