@@ -8,10 +8,11 @@ import logging
 import threading
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptoviz.dev.market import KNOWN_COINS, CsvReplayFeed, MarketServer
+from cryptoviz.dev.market import KNOWN_COINS, CoinRow, CsvReplayFeed, MarketServer
 from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_NATS, EXIT_OK, EXIT_PROVIDER, run_loop, run_once
 from test_scraper_support import BTC_GAP_START, csv_closes, settings_for, stream_quotes
 
@@ -205,6 +206,36 @@ def test_only_invalid_records_is_a_provider_failure(market, nats_server):
     result = run_once(settings_for(market.url, nats_server.url, provider="coingecko"))
     assert result.exit_code == EXIT_PROVIDER and "no valid quote" in result.error
     assert result.providers[0].rejected == {"nonpositive_price": 14}
+
+
+class FixedFeed:
+    """A feed of given rows at one tick (any object with snapshot/advance/now is a market feed)."""
+
+    def __init__(self, rows: list[CoinRow]) -> None:
+        self.rows = rows
+
+    def snapshot(self) -> list[CoinRow]:
+        return self.rows
+
+    def advance(self) -> bool:
+        return False
+
+    def now(self) -> datetime:
+        return self.rows[0].timestamp
+
+
+def test_a_coinbase_product_that_opened_at_zero_keeps_its_price_without_a_change(nats_server, tmp_path):
+    when = datetime(2025, 3, 1, tzinfo=UTC)
+    rows = [
+        CoinRow("BTC", "Bitcoin", 90000.0, when, volume_24h=1e9, percent_change_24h=float("inf")),  # open "0.0"
+        CoinRow("ETH", "Ethereum", 2000.0, when, volume_24h=1e8, percent_change_24h=2.0),
+    ]
+    config = write_config(tmp_path, "provider: coinbase\ncoins:\n  - symbol: BTC\n  - symbol: ETH\n")
+    with MarketServer(FixedFeed(rows)) as market:
+        result = run_once(settings_for(market.url, nats_server.url, scraper_config=config))
+    assert result.exit_code == EXIT_OK, result.error
+    changes = {q.symbol: q.percent_change_24h for q in stream_quotes(nats_server.url)}
+    assert changes == {"BTC": None, "ETH": pytest.approx(2.0)}
 
 
 # ---- symbols and ids ----------------------------------------------------------------------------

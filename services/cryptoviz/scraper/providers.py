@@ -98,7 +98,7 @@ class Provider:
             except InvalidQuote as exc:
                 out.rejected[exc.reason] += 1
                 log.debug("%s: rejected %s", self.label, exc)
-            except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+            except (TypeError, AttributeError, KeyError, IndexError, ValueError, ArithmeticError):
                 out.rejected["malformed_record"] += 1
 
     def _expect(self, body: Any, kind: type) -> Any:
@@ -467,7 +467,9 @@ class Coinbase(Provider):
     def _record(product: str, ticker: dict[str, Any], stats: dict[str, Any], coin: TrackedCoin) -> dict[str, Any]:
         price, base_volume, opened = ticker.get("price"), stats.get("volume"), stats.get("open")
         volume = float(base_volume) * float(price) if base_volume is not None and price is not None else None
-        change = (float(price) / float(opened) - 1) * 100 if price is not None and opened not in (None, "0") else None
+        change = None
+        if price is not None and opened is not None and float(opened) > 0:  # a new product may open at 0
+            change = (float(price) / float(opened) - 1) * 100
         return dict(
             coin_id=product,
             symbol=coin.symbol,
