@@ -236,6 +236,7 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
         ({"nats": {"enabled": False}}, "/nats/url"),
         ({"networkPolicy": {"providerCIDRs": ["anywhere"]}}, "/networkPolicy/providerCIDRs/0"),
         ({"dashboard": {"auth": {"type": "kerberos"}}}, "/dashboard/auth/type"),
+        ({"ingester": {"terminationGracePeriodSeconds": 2}}, "/ingester/terminationGracePeriodSeconds"),
     ],
 )
 def test_values_schema_rejects_wrong_types_and_unknown_keys(values: dict, message: str) -> None:
