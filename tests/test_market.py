@@ -47,6 +47,11 @@ def test_every_provider_format_from_one_server(market):
     assert set(v2) == {"1", "2"} and v2["2"]["symbol"] == "LTC"
     by_symbol = requests.get(f"{url}/v2/cryptocurrency/quotes/latest", params={"symbol": "BTC"}).json()["data"]
     assert isinstance(by_symbol["BTC"], list) and by_symbol["BTC"][0]["id"] == 1
+    v2_url = f"{url}/v2/cryptocurrency/quotes/latest"
+    strict = requests.get(v2_url, params={"id": "1,999999"})
+    assert strict.status_code == 400 and strict.json()["status"]["error_message"] == 'Invalid value for "id": "999999"'
+    relaxed = requests.get(v2_url, params={"symbol": "BTC,ZZZ", "skip_invalid": "true"}).json()["data"]
+    assert len(relaxed["BTC"]) == 1 and relaxed["ZZZ"] == []
 
     page2 = requests.get(f"{url}/api/v3/coins/markets", params={"vs_currency": "usd", "per_page": 5, "page": 2}).json()
     assert [c["id"] for c in page2] == ["solana", "usd-coin", "dogecoin", "cardano", "avalanche-2"]

@@ -290,6 +290,21 @@ def test_a_pinned_id_is_quoted_under_the_configured_symbol(provider, pinned, coi
     assert [(q.symbol, q.coin_id, q.name) for q in stream_quotes(nats_server.url)] == [("XBT", coin_id, "Bitcoin")]
 
 
+def test_cmc_ids_and_symbols_it_does_not_know_are_reported_missing_and_the_rest_published(
+    market, nats_server, tmp_path
+):
+    """CMC fails a whole quotes request for one unknown id or symbol unless skip_invalid=true."""
+    config = write_config(
+        tmp_path,
+        "provider: coinmarketcap\ncoins:\n  - {symbol: BTC, ids: {coinmarketcap: '1'}}\n"
+        "  - {symbol: FOO, ids: {coinmarketcap: '999999'}}\n  - symbol: ETH\n  - symbol: ZZZ\n",
+    )
+    result = run_once(settings_for(market.url, nats_server.url, scraper_config=config))
+    assert result.exit_code == EXIT_OK, result.error
+    assert result.providers[0].missing == ["FOO", "ZZZ"]
+    assert sorted(q.symbol for q in stream_quotes(nats_server.url)) == ["BTC", "ETH"]
+
+
 @pytest.mark.parametrize(("provider", "bad_pair"), [("kraken", "FOOUSD"), ("binance", "FOOUSDT")])
 def test_an_unknown_exchange_pair_is_named_and_the_known_pairs_still_published(
     provider, bad_pair, market, nats_server, tmp_path

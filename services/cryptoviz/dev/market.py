@@ -612,9 +612,15 @@ def _cmc_coin(row: CoinRow, number: Any) -> dict[str, Any]:
 
 
 def _cmc_quotes(rows: list[CoinRow], query: dict[str, str], number: Any) -> dict[str, Any]:
-    """v2 quotes: keyed by id (one object each) or by symbol (a list: symbols can collide)."""
+    """v2 quotes: keyed by id (one object each) or by symbol (a list: symbols can collide).
+
+    Like CMC, an id or symbol it does not know fails the whole request unless `skip_invalid=true`.
+    """
+    skip_invalid = query.get("skip_invalid", "").lower() == "true"
     if "id" in query:
         wanted = {s.strip() for s in query["id"].split(",")}
+        known = {str(ids_for(s).coinmarketcap) for s in KNOWN_COINS} | {str(r.provider_ids.coinmarketcap) for r in rows}
+        _refuse_unknown("id", wanted - known, skip_invalid)
         return {
             str(r.provider_ids.coinmarketcap): _cmc_coin(r, number)
             for r in rows
@@ -622,11 +628,17 @@ def _cmc_quotes(rows: list[CoinRow], query: dict[str, str], number: Any) -> dict
         }
     if "symbol" in query:
         out: dict[str, list] = {s.strip().upper(): [] for s in query["symbol"].split(",")}
+        _refuse_unknown("symbol", set(out) - set(KNOWN_COINS) - {r.symbol for r in rows}, skip_invalid)
         for row in rows:
             if row.symbol in out:
                 out[row.symbol].append(_cmc_coin(row, number))
         return out
     raise _Reply(400, _cmc_status(400, '"id" or "symbol" is required'))
+
+
+def _refuse_unknown(field: str, unknown: set[str], skip_invalid: bool) -> None:
+    if unknown and not skip_invalid:
+        raise _Reply(400, _cmc_status(400, f'Invalid value for "{field}": "{",".join(sorted(unknown))}"'))
 
 
 # ---- CoinGecko ----------------------------------------------------------------------------------

@@ -216,13 +216,13 @@ class CoinMarketCap(CoinIndex):
             return out
         pinned = {c.ids["coinmarketcap"]: c for c in coins if "coinmarketcap" in c.ids}
         if pinned:
-            params = {"id": ",".join(pinned), "convert": "USD"}
+            params = {"id": ",".join(pinned), "convert": "USD", "skip_invalid": "true"}
             data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             out.missing += [c.symbol for cid, c in pinned.items() if cid not in data]
             self._keep_tracked(out, list(data.values()), pinned)
         loose = [c for c in coins if "coinmarketcap" not in c.ids]
         if loose:
-            params = {"symbol": ",".join(c.symbol for c in loose), "convert": "USD"}
+            params = {"symbol": ",".join(c.symbol for c in loose), "convert": "USD", "skip_invalid": "true"}
             data = self._expect(self._data("/v2/cryptocurrency/quotes/latest", params), dict)
             for coin in loose:
                 self._keep_symbol_match(out, coin, [m for m in data.get(coin.symbol) or [] if isinstance(m, dict)])
