@@ -24,7 +24,17 @@ from test_chart import FULLNAME, SCENARIOS, VENV_BIN, env_of, find, load, one, p
 renders = test_chart.renders  # the same session fixture: the renders are made once per run
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = [p for root in ("services", "operator") for p in (REPO / root).rglob("*.py")]
+PACKAGE = REPO / "services" / "cryptoviz"
+# The code each component runs: the `cryptoviz` CLI (global flags) and core for the image's entrypoint,
+# the operator package (and the core it imports) under `kopf run`.
+COMMON = [PACKAGE / "cli.py", *(PACKAGE / "core").rglob("*.py")]
+SOURCES = {
+    "scraper": [*COMMON, *(PACKAGE / "scraper").rglob("*.py")],
+    "ingester": [*COMMON, *(PACKAGE / "ingester").rglob("*.py")],
+    "backup": [*COMMON, *(PACKAGE / "ingester").rglob("*.py")],
+    "dashboard": [*COMMON, *(PACKAGE / "dashboard").rglob("*.py")],
+    "operator": [*(PACKAGE / "core").rglob("*.py"), *(REPO / "operator").rglob("*.py")],
+}
 # Panel reads its own PANEL_* settings (OAuth key/secret) from the environment.
 PANEL_CONFIG = Path(importlib.util.find_spec("panel").origin).parent / "config.py"
 # Set only to be expanded by Kubernetes in the container's args (`$(NAME)`), never read by a process.
@@ -70,20 +80,19 @@ def test_every_command_the_templates_run_exists(renders: dict[str, Path]) -> Non
 
 
 def test_every_env_var_the_templates_set_is_read_by_the_code(renders: dict[str, Path]) -> None:
-    code = "\n".join(p.read_text(encoding="utf-8") for p in [*SOURCES, PANEL_CONFIG])
-    set_by_chart: dict[str, set[str]] = {}
+    """Per component: a variable set on the operator must be read by the operator's code, and so on."""
+    code = {comp: "\n".join(p.read_text(encoding="utf-8") for p in files) for comp, files in SOURCES.items()}
+    code["dashboard"] += PANEL_CONFIG.read_text(encoding="utf-8")
+    unread: dict[str, set[str]] = {}
     for _, doc, container in our_containers(renders):
-        for name in env_of(container):
-            set_by_chart.setdefault(name, set()).add(doc["metadata"]["labels"]["app.kubernetes.io/component"])
+        comp = doc["metadata"]["labels"]["app.kubernetes.io/component"]
         argv = " ".join(container.get("command", []) + container.get("args", []))
-        for name in EXPANSION_ONLY & set(env_of(container)):
-            assert f"$({name})" in argv
-    unread = {
-        name: sorted(components)
-        for name, components in set_by_chart.items()
-        if name not in EXPANSION_ONLY and not re.search(rf"""["']{name}["']""", code)
-    }
-    assert unread == {}, f"set by the chart but read nowhere in services/ or operator/: {unread}"
+        for name in env_of(container):
+            if name in EXPANSION_ONLY:
+                assert f"$({name})" in argv
+            elif not re.search(rf"""["']{name}["']""", code[comp]):
+                unread.setdefault(comp, set()).add(name)
+    assert unread == {}, f"set by the chart but not read by that component's code: {unread}"
 
 
 def test_operator_rbac_grants_exactly_the_calls_its_code_makes(renders: dict[str, Path]) -> None:
