@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -134,3 +135,16 @@ def test_read_only_path_is_a_clear_error(nats_server, tmp_path: Path):
     log = ingester.log()
     assert "Error: cannot open DuckDB file" in log and "Read-only file system" in log
     assert "Traceback" not in log
+
+
+def test_api_port_in_use_is_a_clear_error_before_anything_starts(nats_server, tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log")
+        ingester.env["API_PORT"] = str(taken.getsockname()[1])
+        ingester.start(wait=False)
+        assert ingester.process.wait(30) == 1
+    assert "Error: cannot serve the API on 127.0.0.1" in ingester.log()
+    assert "Traceback" not in ingester.log()
+    assert not (tmp_path / "db.duckdb").exists()

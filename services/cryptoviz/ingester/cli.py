@@ -71,10 +71,16 @@ def ingest(
         scraper_config=scraper_config,
         ack_wait=ack_wait,
     )
+    # Not asyncio.run: at exit it waits for every task, and nats-py's connect retry loop can
+    # ignore cancellation; run() itself stops what it started.
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(run(settings))
+        loop.run_until_complete(run(settings))
     except (StorageError, ConnectionError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
 
 
 @click.command()

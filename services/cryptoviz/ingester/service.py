@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -120,7 +121,18 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail before touching NATS or DuckDB when the API port is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve the API on {host}:{port}: {exc.strerror}") from None
+
+
 async def run(settings: Settings) -> None:
+    _check_port(settings.api_host, settings.api_port)
     store = await asyncio.to_thread(Store, settings.duckdb_path)
     log.info("opened %s (schema version %d)", settings.duckdb_path, store.version)
     runtime = Runtime(settings, store)
@@ -138,7 +150,7 @@ async def run(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
 
-    api_task = asyncio.create_task(server.serve(), name="api")
+    api_task = asyncio.create_task(_serve(server), name="api")
     nc = None
     tasks: list[asyncio.Task] = []
     try:
@@ -146,13 +158,15 @@ async def run(settings: Settings) -> None:
         connect_task = asyncio.create_task(connect(settings.nats_url, name="cryptoviz-ingester", deadline=3600))
         stop_task = asyncio.create_task(stopping.wait())
         await asyncio.wait({connect_task, stop_task, api_task}, return_when=asyncio.FIRST_COMPLETED)
-        if api_task.done():
-            connect_task.cancel()
-            _raise_api_failure(api_task, settings)
-        if not connect_task.done():
-            connect_task.cancel()
-            return
         stop_task.cancel()
+        if not connect_task.done():
+            # nats-py can swallow a cancel in its retry loop: never wait on it for long.
+            connect_task.cancel()
+            await asyncio.wait({connect_task}, timeout=2)
+        if api_task.done():
+            _raise_api_failure(api_task, settings)
+        if not connect_task.done() or connect_task.cancelled():
+            return
         nc = connect_task.result()
         runtime.alerts = await asyncio.to_thread(AlertEngine, settings.scraper_config, store, nc)
         consumer = Consumer(
@@ -196,6 +210,14 @@ async def run(settings: Settings) -> None:
         log.info("stopped")
 
 
+async def _serve(server: uvicorn.Server) -> None:
+    """uvicorn calls sys.exit when it cannot bind; make that an ordinary, reportable error."""
+    try:
+        await server.serve()
+    except SystemExit:
+        raise RuntimeError("uvicorn could not start") from None
+
+
 async def _refresh_lag(consumer: Consumer) -> None:
     while True:
         with contextlib.suppress(Exception):
@@ -204,9 +226,7 @@ async def _refresh_lag(consumer: Consumer) -> None:
 
 
 def _raise_api_failure(api_task: asyncio.Task, settings: Settings) -> None:
-    """uvicorn exits (SystemExit) when it cannot bind; turn that into a clear error."""
-    exc = None if api_task.cancelled() else api_task.exception()
+    """The API stopped on its own: in practice it could not bind its port."""
     raise RuntimeError(
-        f"the API server on {settings.api_host}:{settings.api_port} stopped"
-        + (f": {exc!r}" if exc else " (is the port already in use?)")
+        f"the API server could not serve on {settings.api_host}:{settings.api_port} (is the port already in use?)"
     )
