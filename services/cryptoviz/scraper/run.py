@@ -37,7 +37,7 @@ EXIT_NATS = 3
 EXIT_CODES = {
     EXIT_OK: "every provider scraped and every quote acknowledged by JetStream",
     EXIT_PROVIDER: "a provider failed (unreachable, rate limited, key rejected) or returned no valid quote",
-    EXIT_CONFIG: "configuration error (bad SCRAPER_CONFIG, missing key, ambiguous symbol)",
+    EXIT_CONFIG: "configuration error (bad SCRAPER_CONFIG, missing or malformed key, ambiguous symbol, unknown pair)",
     EXIT_NATS: "NATS/JetStream did not acknowledge the quotes within PUBLISH_DEADLINE",
 }
 
