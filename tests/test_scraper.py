@@ -318,6 +318,9 @@ def test_an_unknown_exchange_pair_is_named_and_the_known_pairs_still_published(
     assert f"{provider} does not know the pair {bad_pair} (for FOO); set coins[].ids.{provider}" in result.error
     assert sorted(q.symbol for q in stream_quotes(nats_server.url)) == ["BTC", "ETH"]
     assert len(market.requests_for(provider)) == 1 + 3  # all together, then each alone
+    if provider == "kraken":  # paced at Kraken's public rate of about one call per second
+        calls = [r.at for r in market.requests_for("kraken")]
+        assert min(b - a for a, b in itertools.pairwise(calls)) >= 0.95
 
     config = write_config(tmp_path, f"provider: {provider}\ncoins:\n  - symbol: BTC\n  - symbol: ETH\n")
     assert run_once(settings_for(market.url, nats_server.url, scraper_config=config)).exit_code == EXIT_OK

@@ -490,7 +490,9 @@ ADAPTERS: dict[str, type[Provider]] = {
 }
 WIRE_FORMAT: dict[str, str] = {"demo": "coingecko", "replay": "coingecko"}
 """Local providers speak another provider's wire format (and use its config ids)."""
-MIN_INTERVAL: dict[str, float] = {"coinbase": 0.1}
+MIN_INTERVAL: dict[str, float] = {"coinbase": 0.1, "kraken": 1.0}
+"""Least seconds between two calls: Coinbase allows 10/s per IP, Kraken about 1/s on its public API
+(which matters when an unknown pair makes the scraper ask pair by pair)."""
 
 
 def ids_key(provider: str) -> str:
