@@ -238,6 +238,16 @@ def test_a_coinbase_product_that_opened_at_zero_keeps_its_price_without_a_change
     assert changes == {"BTC": None, "ETH": pytest.approx(2.0)}
 
 
+def test_a_coin_listed_twice_in_one_answer_is_published_once(nats_server):
+    when = datetime(2025, 3, 1, tzinfo=UTC)
+    btc = CoinRow("BTC", "Bitcoin", 90000.0, when, rank=1, ids=KNOWN_COINS["BTC"][2])
+    eth = CoinRow("ETH", "Ethereum", 2000.0, when, rank=2, ids=KNOWN_COINS["ETH"][2])
+    with MarketServer(FixedFeed([btc, eth, btc])) as market:  # as when ranks shift between pages
+        result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap"))
+    assert result.exit_code == EXIT_OK and result.providers[0].rejected == {"duplicate_in_answer": 1}
+    assert sorted(q.symbol for q in stream_quotes(nats_server.url)) == ["BTC", "ETH"]
+
+
 # ---- symbols and ids ----------------------------------------------------------------------------
 
 

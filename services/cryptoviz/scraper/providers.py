@@ -65,6 +65,7 @@ class Fetched:
     """Tracked coins the provider did not return this time (not listed, or a gap in its data)."""
     errors: list[str] = field(default_factory=list)
     """Configuration problems found while scraping, e.g. an ambiguous symbol."""
+    identities: set[tuple[str, str, datetime]] = field(default_factory=set)
 
 
 class Provider:
@@ -94,12 +95,18 @@ class Provider:
         received = datetime.now(UTC)
         for item in items:
             try:
-                out.quotes.append(make_quote(provider=self.label, received_at=received, **build(item)))
+                quote = make_quote(provider=self.label, received_at=received, **build(item))
             except InvalidQuote as exc:
                 out.rejected[exc.reason] += 1
                 log.debug("%s: rejected %s", self.label, exc)
             except (TypeError, AttributeError, KeyError, IndexError, ValueError, ArithmeticError):
                 out.rejected["malformed_record"] += 1
+            else:  # a coin listed twice (pages that shifted while paging, overlapping lookups) is one fact
+                if quote.identity in out.identities:
+                    out.rejected["duplicate_in_answer"] += 1
+                    continue
+                out.identities.add(quote.identity)
+                out.quotes.append(quote)
 
     def _expect(self, body: Any, kind: type) -> Any:
         if not isinstance(body, kind):
