@@ -93,7 +93,10 @@ def test_collision_ties_are_broken_by_namespace_then_name() -> None:
 
 
 def test_same_symbol_with_compatible_ids_is_merged() -> None:
-    a = tc("btc-a", {"symbol": "BTC", "ids": {"coingecko": "bitcoin"}, "alerts": [{"above": 100000}]})
+    a = tc(
+        "btc-a",
+        {"symbol": "BTC", "ids": {"coingecko": "bitcoin"}, "providers": ["coingecko"], "alerts": [{"above": 100000}]},
+    )
     b = tc(
         "btc-b",
         {"symbol": "BTC", "ids": {"binance": "BTCUSDT"}, "providers": ["binance"], "alerts": [{"below": 10}]},
@@ -102,10 +105,22 @@ def test_same_symbol_with_compatible_ids_is_merged() -> None:
     result = render([a, b])
     (coin,) = result.config.coins
     assert coin.ids == {"coingecko": "bitcoin", "binance": "BTCUSDT"}
-    assert coin.providers == ["binance"]
+    assert coin.providers == ["coingecko", "binance"]
     assert len(coin.alerts) == 2
     assert result.decisions[("crypto", "btc-a")].message.endswith("shared with crypto/btc-b")
     assert result.decisions[("crypto", "btc-b")].accepted
+
+
+def test_default_provider_and_explicit_providers_do_not_merge() -> None:
+    """The default provider is the scraper's (unknown to the operator): merging would silently drop it."""
+    a = tc("btc-a", {"symbol": "BTC", "ids": {"coingecko": "bitcoin"}})
+    b = tc("btc-b", {"symbol": "BTC", "providers": ["binance"]}, created="2026-01-03T00:00:00Z")
+    result = render([a, b])
+    (coin,) = result.config.coins
+    assert coin.providers is None
+    decision = result.decisions[("crypto", "btc-b")]
+    assert (decision.accepted, decision.reason) == (False, "ProviderConflict")
+    assert "crypto/btc-a" in decision.message
 
 
 def test_paused_objects_are_left_out_and_claim_nothing() -> None:

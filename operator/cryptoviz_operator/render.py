@@ -156,7 +156,8 @@ def render(objects: Iterable[Mapping[str, Any]]) -> Rendering:
     """All TrackedCryptos in scope → config, schedule and one decision per object.
 
     Rules: older objects (creationTimestamp, then namespace/name) claim a symbol first; a later
-    object with the same symbol is merged in when its ids agree, else not accepted. Paused and
+    object with the same symbol is merged in when its ids agree and both or neither list providers
+    (the default provider is the scraper's, unknown here), else not accepted. Paused and
     invalid objects claim nothing. The schedule follows the smallest interval of active objects.
     """
     decisions: dict[ObjectKey, Decision] = {}
@@ -186,6 +187,15 @@ def render(objects: Iterable[Mapping[str, Any]]) -> Rendering:
                     "SymbolConflict",
                     f"symbol {coin.symbol} is already tracked by {_describe(claim.owner)} (created earlier) "
                     f"with different ids ({detail}); use the same ids or delete one of them",
+                )
+                continue
+            if (claim.coin.providers is None) != (coin.providers is None):
+                decisions[key] = Decision(
+                    False,
+                    "ProviderConflict",
+                    f"symbol {coin.symbol} is already tracked by {_describe(claim.owner)} (created earlier), "
+                    "one of you with the scraper's default provider and the other with an explicit "
+                    "providers list; list providers on both (or on neither)",
                 )
                 continue
             claim.coin = _merge(claim, coin)
