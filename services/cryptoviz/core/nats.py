@@ -65,7 +65,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0, deadline
         except Exception as exc:  # nats-py raises several unrelated types for "not reachable"
             if loop.time() + delay > give_up:
                 raise ConnectionError(
-                    f"NATS at {redact_url(url)} not reachable after {deadline:.0f}s: {str(exc) or type(exc).__name__}"
+                    f"NATS at {redact_url(url)} not reachable after {deadline:g}s: {str(exc) or type(exc).__name__}"
                 ) from None
             log.warning("NATS at %s not reachable (%s); retrying in %.1fs", redact_url(url), exc, delay)
             await asyncio.sleep(delay)

@@ -8,7 +8,7 @@ Providers send numbers as JSON numbers or strings, sometimes null, sometimes NaN
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,7 +61,7 @@ class Quote:
 
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form used in messages and API answers (timestamps as ISO-8601 UTC)."""
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}  # asdict() deep-copies: 10x slower
         data["timestamp"] = format_ts(self.timestamp)
         data["received_at"] = format_ts(self.received_at)
         return data
@@ -86,6 +86,9 @@ class Quote:
             percent_change_7d=data.get("percent_change_7d"),
             rank=data.get("rank"),
         )
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Quote))
 
 
 def format_ts(value: datetime) -> str:
