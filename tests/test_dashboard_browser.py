@@ -247,6 +247,8 @@ class Page:
                   x: [Number(m.x_range.start), Number(m.x_range.end)],
                   ylog: m.y_scale.type === 'LogScale',
                   xlabel: m.below.map(a => a.axis_label || '').join(''),
+                  last: Object.fromEntries(m.renderers.filter(r => r.name && r.data_source.data.value)
+                    .map(r => [r.name, Number(r.data_source.data.value.at(-1))])),
                   series: m.renderers.filter(r => r.visible && r.glyph && r.glyph.type === 'Line').map(r => r.name),
                 });
               }
@@ -458,6 +460,7 @@ def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None
     pipeline.publish([fresh])
     page.wait(lambda: page.text("metric-records") == f"{before + 1:,}", timeout=5, what="records +1")
     page.wait(lambda: page.page.get_by_text("$123,456.78").count() > 0, timeout=5, what="new BTC price in table")
+    page.wait(lambda: _shared_figure(page)["last"]["BTC"] == 123456.78, timeout=5, what="new BTC point in the chart")
     elapsed = time.monotonic() - started
     assert page.page.url == url
     assert elapsed < 4, f"new data took {elapsed:.1f}s to show"

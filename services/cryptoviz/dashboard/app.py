@@ -20,6 +20,7 @@ from typing import Any
 import holoviews as hv
 import pandas as pd
 import panel as pn
+from bokeh.models import GlyphRenderer, Line, LogScale, Range1d
 from bokeh.models.widgets.tables import NumberFormatter
 
 from cryptoviz.dashboard import charts
@@ -70,16 +71,49 @@ PHONE_CSS = """
 
 
 class LiveChart:
-    """A chart whose data is replaced in place through a HoloViews Pipe: new data then costs an
-    update of the existing Bokeh figure (about a third of building a new one)."""
+    """A chart built with hvPlot and rendered to Bokeh once. New data of the same shape replaces
+    the line sources and axis ranges in place (milliseconds, and the browser keeps the figure);
+    any other chart (candlesticks, indicators) is re-rendered."""
 
     def __init__(self, build: Callable[[pd.DataFrame], hv.Element], data: pd.DataFrame, **pane: Any) -> None:
-        self.pipe = hv.streams.Pipe(data=data)
-        dmap = hv.DynamicMap(lambda data: build(data).opts(framewise=True), streams=[self.pipe])
-        self.pane = pn.pane.HoloViews(dmap, sizing_mode="stretch_width", **pane)
+        self.build = build
+        self.figure = pn.pane.Bokeh(self._render(data), sizing_mode="stretch_width")
+        self.pane = pn.Column(self.figure, sizing_mode="stretch_width", **pane)
+
+    def _render(self, data: pd.DataFrame) -> Any:
+        return hv.render(self.build(data), backend="bokeh")
 
     def send(self, data: pd.DataFrame) -> None:
-        self.pipe.send(data)
+        if not _update_lines(self.figure.object, data):
+            self.figure.object = self._render(data)
+
+
+def _update_lines(figure: Any, data: pd.DataFrame) -> bool:
+    """Swap the data of a line chart (one line per `coin`) in place; False if it is another kind."""
+    lines = [r for r in figure.renderers if isinstance(r, GlyphRenderer) and isinstance(r.glyph, Line)]
+    if not lines or len(lines) != len(figure.renderers) or data.empty:
+        return False
+    parts = dict(tuple(data.groupby("coin", sort=False))) if len(lines) > 1 else {lines[0].name: data}
+    updates = []
+    for renderer in lines:
+        part = parts.get(renderer.name)
+        columns = list(renderer.data_source.data)
+        if part is None or any(c not in part for c in columns):
+            return False
+        updates.append((renderer, {c: part[c].to_numpy() for c in columns}))
+    for renderer, columns in updates:
+        renderer.data_source.data = columns
+    if isinstance(figure.x_range, Range1d):
+        figure.x_range.update(start=data["time"].min(), end=data["time"].max())
+    values = data["value"].dropna()
+    if isinstance(figure.y_range, Range1d) and not values.empty:
+        low, high = float(values.min()), float(values.max())
+        if isinstance(figure.y_scale, LogScale) and low > 0:
+            figure.y_range.update(start=low / 1.05, end=high * 1.05)
+        else:
+            pad = (high - low) * 0.05 or abs(high) * 0.05 or 1.0
+            figure.y_range.update(start=low - pad, end=high + pad)
+    return True
 
 
 def _coin_chart(data: pd.DataFrame, *, title: str, logy: bool, xlabel: str) -> hv.Element:
