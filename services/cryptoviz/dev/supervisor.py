@@ -129,10 +129,12 @@ def reap_leftovers(state_dir: Path, echo: Callable[[str], None] = click.echo) ->
             time.sleep(0.1)
 
 
-def wait_http(url: str, child: Child | None, timeout: float, what: str) -> None:
-    """Wait until `url` answers 200, failing fast (with its log) if the child dies meanwhile."""
+def wait_http(url: str, child: Child | None, timeout: float, what: str, stop: threading.Event | None = None) -> None:
+    """Wait until `url` answers 200, failing fast (with its log) if the child dies or Ctrl-C comes meanwhile."""
     give_up = time.monotonic() + timeout
     while time.monotonic() < give_up:
+        if stop is not None and stop.is_set():
+            raise DevError(f"interrupted while waiting for {what}; stopping what was started")
         if child is not None and not child.alive():
             raise DevError(
                 f"{what} exited with code {child.exit_code()} while starting; last lines of {child.log_path}:\n"
@@ -250,7 +252,7 @@ class Supervisor:
         self._build_ingester()
         ingester = self.children["ingester"]
         ingester.start()
-        wait_http(f"{p.api_url}/readyz", ingester, 120, "the ingester")
+        wait_http(f"{p.api_url}/readyz", ingester, 120, "the ingester", self._stop)
         p.market_url = start_market()
         self._build_scraper_and_dashboard()
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
@@ -259,7 +261,7 @@ class Supervisor:
             self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
             dashboard = self.children["dashboard"]
             dashboard.start()
-            wait_http(f"http://127.0.0.1:{p.dashboard_port}/liveness", dashboard, 120, "the dashboard")
+            wait_http(f"http://127.0.0.1:{p.dashboard_port}/liveness", dashboard, 120, "the dashboard", self._stop)
         self.write_run_file()
 
     def watch(self, tick: float = 0.5) -> None:
