@@ -220,3 +220,29 @@ def test_alerts_fire_once_per_cooldown_are_stored_and_published(nats_server, tmp
     assert "C1 price 160 USD is above 150 USD" in answer["data"][0]["message"]
     assert len(after_restart["data"]) == 1
     assert [(s, a["price"]) for s, a in received] == [("cryptoviz.alerts.C1", 160.0)]
+
+
+def test_alert_of_a_batch_survives_a_crash_right_after_its_commit(nats_server, tmp_path: Path):
+    """The alert is stored with the batch: a SIGKILL before the acks (and the redelivery that follows,
+    all duplicates) must not lose it, nor fire it twice."""
+    config = tmp_path / "scraper.yaml"
+    config.write_text("version: 1\ncoins:\n  - symbol: C1\n    alerts: [{above: 150, cooldown: 1h}]\n")
+    db, ts = tmp_path / "db.duckdb", datetime(2025, 6, 1, tzinfo=UTC)
+    publish(nats_server.url, chunked([Quote("demo", "coin-1", "C1", "Coin 1", 160.0, ts, ts)]))
+    crashing = Ingester(
+        nats_server.url, db, tmp_path / "crash.log", SCRAPER_CONFIG=str(config), CRYPTOVIZ_CRASH_AFTER_COMMIT="1"
+    )
+    crashing.start(wait=False)
+    assert crashing.process.wait(30) == -9
+    ingester = Ingester(nats_server.url, db, tmp_path / "after.log", SCRAPER_CONFIG=str(config))
+    try:
+        ingester.start()
+        give_up = time.monotonic() + 20
+        while ingester.json("/api/v1/stats")["duplicates"] < 1 and time.monotonic() < give_up:
+            time.sleep(0.2)  # the redelivery (after ACK_WAIT) has been seen
+        stats = ingester.json("/api/v1/stats")
+        answer = ingester.json("/api/v1/alerts")
+    finally:
+        ingester.stop()
+    assert stats["records"] == 1 and stats["duplicates"] == 1
+    assert [(r["symbol"], r["condition"], r["price"]) for r in answer["data"]] == [("C1", "above", 160.0)]

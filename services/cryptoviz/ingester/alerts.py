@@ -2,8 +2,9 @@
 
 A rule fires when the newest committed quote of its symbol meets the condition and the rule
 has not fired within its cooldown (remembered across restarts through the `alerts` table).
-Each firing is stored and published on core NATS `cryptoviz.alerts.<SYMBOL>` as JSON. The
-config file is re-read when it changes (the operator rewrites the mounted ConfigMap).
+Each firing is stored in the same transaction as the batch that fired it, then published on
+core NATS `cryptoviz.alerts.<SYMBOL>` as JSON. The config file is re-read when it changes (the
+operator rewrites the mounted ConfigMap).
 """
 
 from __future__ import annotations
@@ -103,8 +104,13 @@ class AlertEngine:
         )
         self._last_fired = {(s, c, t): fired for s, c, t, fired in rows}
 
-    async def evaluate(self, latest: list[dict]) -> list[dict]:
-        """Check the newest quotes of a commit; store and publish what fires."""
+    def due(self, latest: list[dict]) -> list[dict]:
+        """The alerts the newest quotes of a batch fire, as `alerts` rows.
+
+        Called by the store inside the batch's transaction, so an alert is committed with the
+        quotes that fired it (a crash before the acks cannot lose it: the redelivery is all
+        duplicates and fires nothing). Remembers nothing: `announce` does, after the commit.
+        """
         self._reload()
         if not self.rules:
             return []
@@ -119,11 +125,9 @@ class AlertEngine:
             quote = by_symbol.get(rule.symbol)
             if quote is None or rule.check(quote) is None:
                 continue
-            key = (rule.symbol, rule.condition, rule.threshold)
-            last = self._last_fired.get(key)
+            last = self._last_fired.get((rule.symbol, rule.condition, rule.threshold))
             if last is not None and now - last < rule.cooldown:
                 continue
-            self._last_fired[key] = now
             fired.append(
                 {
                     "symbol": rule.symbol,
@@ -138,12 +142,14 @@ class AlertEngine:
                     "quote_timestamp": quote["timestamp"],
                 }
             )
-        if fired:
-            await self.store.write(self.store.insert_alerts, fired)
-            for alert in fired:
-                metrics.ALERTS.inc()
-                log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"]})
-                if self.nc is not None and self.nc.is_connected:
-                    payload = orjson.dumps(alert, option=JSON_OPTIONS)
-                    await self.nc.publish(f"{contract.ALERTS_PREFIX}.{alert['symbol']}", payload)
         return fired
+
+    async def announce(self, fired: list[dict]) -> None:
+        """After the commit: start the cooldowns, count, log and publish the stored alerts."""
+        for alert in fired:
+            self._last_fired[(alert["symbol"], alert["condition"], alert["threshold"])] = alert["fired_at"]
+            metrics.ALERTS.inc()
+            log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"]})
+            if self.nc is not None and self.nc.is_connected:
+                payload = orjson.dumps(alert, option=JSON_OPTIONS)
+                await self.nc.publish(f"{contract.ALERTS_PREFIX}.{alert['symbol']}", payload)

@@ -29,7 +29,7 @@ from cryptoviz.core.nats import ensure_stream
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import metrics
 from cryptoviz.ingester.fastdecode import MAX_RANK, decode_canonical
-from cryptoviz.ingester.store import CommitResult, Store, quotes_to_arrow
+from cryptoviz.ingester.store import AlertRules, CommitResult, Store, quotes_to_arrow
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Consumer:
         batch_timeout: float,
         ack_wait: float,
         on_commit: Callable[[CommitResult], Awaitable[None]],
+        alert_rules: AlertRules | None = None,
     ) -> None:
         self.nc = nc
         self.js = nc.jetstream()
@@ -76,6 +77,7 @@ class Consumer:
         self.batch_timeout = batch_timeout
         self.ack_wait = ack_wait
         self.on_commit = on_commit
+        self.alert_rules = alert_rules
         self.attached = False
         self.lag = 0
         self._stopping = asyncio.Event()
@@ -204,7 +206,7 @@ class Consumer:
 
     async def _commit(self, pending: Pending) -> None:
         started = time.perf_counter()
-        result = await self.store.write(self.store.write_batch, pending.table(), pending.rejected)
+        result = await self.store.write(self.store.write_batch, pending.table(), pending.rejected, self.alert_rules)
         self._commits += 1
         if self._commits == CRASH_AFTER_COMMIT:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -106,11 +106,11 @@ class Runtime:
             self.events.publish(
                 {"records": result.inserted, "last_update": result.last_update, "symbols": result.symbols}
             )
-            if self.alerts:
+            if self.alerts and result.alerts:
                 try:
-                    await self.alerts.evaluate(result.latest)
+                    await self.alerts.announce(result.alerts)
                 except Exception as exc:  # an alert problem must never stop ingest
-                    log.error("alert evaluation failed: %s", exc)
+                    log.error("alert publication failed: %s", exc)
 
 
 class _Server(uvicorn.Server):
@@ -176,6 +176,7 @@ async def run(settings: Settings) -> None:
             batch_timeout=settings.batch_timeout,
             ack_wait=settings.ack_wait,
             on_commit=runtime.on_commit,
+            alert_rules=runtime.alerts.due,
         )
         runtime.consumer = consumer
         tasks = [

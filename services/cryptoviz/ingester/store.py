@@ -68,6 +68,12 @@ class CommitResult:
     latest: list[dict] = field(default_factory=list)
     """The newest inserted quote per (provider, coin_id) of this batch."""
     last_update: datetime | None = None
+    alerts: list[dict] = field(default_factory=list)
+    """Alerts fired by this batch, committed with it."""
+
+
+AlertRules = Callable[[list[dict]], list[dict]]
+"""Given the newest inserted quote per coin of a batch, the `alerts` rows it fires."""
 
 
 _NEW_ROWS_SQL = """
@@ -171,9 +177,11 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------
 
-    def write_batch(self, table: pa.Table, rejected: int = 0) -> CommitResult:
-        """Insert a batch in one transaction, skipping quotes already stored; thread-safe."""
+    def write_batch(self, table: pa.Table, rejected: int = 0, alert_rules: AlertRules | None = None) -> CommitResult:
+        """Insert a batch in one transaction, skipping quotes already stored, together with the
+        alerts its new quotes fire (so a crash cannot commit one without the other); thread-safe."""
         received = table.num_rows
+        fired: list[dict] = []
         with self.write_lock:
             conn = self.conn
             conn.register("incoming", table)
@@ -189,6 +197,10 @@ class Store:
                     if inserted:
                         conn.execute(_UPSERT_COINS_SQL)
                     conn.execute("DROP TABLE fresh")
+                    if inserted and alert_rules is not None:
+                        fired = _fired(alert_rules, latest)
+                        if fired:
+                            _insert_alerts(conn, fired)
                 else:
                     inserted, latest = 0, []
                 duplicates = received - inserted
@@ -207,6 +219,7 @@ class Store:
             symbols=sorted({row["symbol"] for row in latest}),
             latest=latest,
             last_update=max((row["timestamp"] for row in latest), default=None),
+            alerts=fired,
         )
 
     def count_rejected(self, count: int) -> None:
@@ -216,15 +229,6 @@ class Store:
             self._bump(self.conn, rejected=count)
             self.conn.execute("COMMIT")
 
-    def insert_alerts(self, rows: list[dict]) -> None:
-        table = pa.Table.from_pylist(rows)
-        with self.write_lock:
-            self.conn.register("new_alerts", table)
-            try:
-                self.conn.execute("INSERT INTO alerts BY NAME SELECT * FROM new_alerts")
-            finally:
-                self.conn.unregister("new_alerts")
-
     @staticmethod
     def _bump(conn: duckdb.DuckDBPyConnection, **counts: int) -> None:
         for name, value in counts.items():
@@ -233,3 +237,20 @@ class Store:
 
     def counters(self) -> dict[str, int]:
         return dict(self.reader().execute("SELECT name, value FROM ingest_counters").fetchall())
+
+
+def _fired(alert_rules: AlertRules, latest: list[dict]) -> list[dict]:
+    """An alert rule problem must never stop ingest: it is logged and the batch goes on."""
+    try:
+        return alert_rules(latest)
+    except Exception as exc:
+        log.error("alert evaluation failed: %s", exc)
+        return []
+
+
+def _insert_alerts(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
+    conn.register("new_alerts", pa.Table.from_pylist(rows))
+    try:
+        conn.execute("INSERT INTO alerts BY NAME SELECT * FROM new_alerts")
+    finally:
+        conn.unregister("new_alerts")
