@@ -86,7 +86,6 @@ class LocalMarket:
         self.period = period
         self.limit = limit
         self.ticks = 1
-        self.finished = False
         self._on_end = on_end
         self._session = requests.Session()
         self._stop = threading.Event()
@@ -128,7 +127,6 @@ class LocalMarket:
                     continue
                 log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, waited)
             if (self.limit is not None and self.ticks >= self.limit) or not self.server.advance():
-                self.finished = True
                 if self._on_end:
                     self._on_end(self)
                 return

@@ -107,10 +107,6 @@ class MarketSimulator:
             state.history.append((self._now, price))
             self._coins.append(state)
 
-    @property
-    def symbols(self) -> list[str]:
-        return [c.spec.symbol for c in self._coins]
-
     def _drawn_past_price(self, spec: CoinSpec, price: float, window: timedelta) -> float:
         if spec.stable:
             return 1.0 + self._rng.gauss(0.0, spec.volatility)
