@@ -42,7 +42,7 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         )
     store = Store(path)
     try:
-        assert store.version == 2
+        assert store.version == 3
         cur = store.reader()
         # The original README's queries, unchanged.
         rows = cur.execute("SELECT name, symbol, price FROM crypto_prices ORDER BY timestamp DESC LIMIT 10").fetchall()
@@ -58,8 +58,8 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         store.close()
     again = Store(path)
     try:
-        assert again.version == 2
-        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == 2
+        assert again.version == 3
+        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == 3
     finally:
         again.close()
 
@@ -102,6 +102,31 @@ def test_retention_rolls_up_hourly_then_deletes_and_history_spans_both(tmp_path:
             .fetchall()[0]
         )
         assert merged == (100.0, 1000.0, 100.0, 159.0, 61)
+    finally:
+        store.close()
+
+
+def test_an_old_quote_redelivered_after_its_hour_was_rolled_up_counts_once(tmp_path: Path):
+    """A redelivery or replay of quotes already rolled up is a duplicate, not more samples."""
+    store = Store(tmp_path / "db.duckdb")
+    try:
+        old = quotes_to_arrow([_quote(m, 100.0 + m) for m in range(90)])  # 1.5 hours, 40 days ago
+        store.write_batch(old)
+        apply_retention(store, 30, now=NOW)
+        cur = store.reader()
+        hourly = "SELECT hour, open, high, low, close, samples FROM crypto_prices_hourly ORDER BY hour"
+        rolled = cur.execute(hourly).fetchall()
+        history = _history(store, NOW - timedelta(days=41), NOW - timedelta(seconds=1), 41 * 24)
+        again = store.write_batch(old)
+        assert (again.inserted, again.duplicates) == (0, 90)
+        apply_retention(store, 30, now=NOW)
+        assert (
+            cur.execute("SELECT hour, open, high, low, close, samples FROM crypto_prices_hourly").fetchall() == rolled
+        )
+        assert sorted(r[-1] for r in rolled) == [30, 60]
+        assert _history(store, NOW - timedelta(days=41), NOW - timedelta(seconds=1), 41 * 24) == history
+        assert queries.coins(cur).to_pylist()[0]["records"] == 0
+        assert store.counters()["duplicates"] == 90
     finally:
         store.close()
 

@@ -2,7 +2,9 @@
 
 Both happen in one transaction, so a quote is always either raw or rolled up, never both or
 neither, and /history can union the two without double counting. An hour that already has a
-rollup row (late quotes arriving for it) is merged, not overwritten.
+rollup row (late quotes arriving for it) is merged, not overwritten. The identities of the
+quotes rolled up are kept (`rolled_up_quotes`, three compressed columns), so a redelivery or
+replay of one is refused as a duplicate at insert instead of being merged into its hour again.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ ON CONFLICT (provider, coin_id, hour) DO UPDATE SET
     symbol = excluded.symbol, name = excluded.name, open = excluded.open, high = excluded.high,
     low = excluded.low, close = excluded.close, volume_24h = excluded.volume_24h,
     samples = excluded.samples, first_ts = excluded.first_ts, last_ts = excluded.last_ts;
+
+INSERT INTO rolled_up_quotes
+SELECT provider, coin_id, timestamp FROM crypto_prices WHERE timestamp < $cutoff ORDER BY timestamp;
 
 UPDATE coins SET records = coins.records - gone.n
 FROM (SELECT provider, coin_id, sum(samples) AS n FROM expired GROUP BY provider, coin_id) gone

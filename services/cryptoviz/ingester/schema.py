@@ -107,6 +107,15 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE ingest_state (key VARCHAR PRIMARY KEY, value VARCHAR);
         """,
     ),
+    (
+        3,
+        "identities of rolled-up quotes, so a redelivered old quote is a duplicate, not one more sample",
+        """
+        CREATE TABLE rolled_up_quotes (
+            provider VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, timestamp TIMESTAMP NOT NULL
+        );
+        """,
+    ),
 )
 
 

@@ -6,7 +6,8 @@ reads never see half a batch and never block the writer for long.
 
 Exactly-once: a quote's identity is (provider, coin_id, timestamp). Each batch is inserted
 with an anti-join against the rows already stored in the batch's timestamp range (zone maps
-prune everything else), in the same transaction as the insert, and the messages are acked
+prune everything else), raw or already rolled up by retention (`rolled_up_quotes`), in the
+same transaction as the insert, and the messages are acked
 only after the commit. So a redelivery after a crash, a duplicate publish outside JetStream's
 duplicate window, or a replay stores nothing twice, without a 50M-entry unique index.
 """
@@ -84,6 +85,8 @@ SELECT i.* FROM (
 ) i
 ANTI JOIN (
     SELECT provider, coin_id, timestamp FROM crypto_prices WHERE timestamp BETWEEN $lo AND $hi
+    UNION ALL
+    SELECT provider, coin_id, timestamp FROM rolled_up_quotes WHERE timestamp BETWEEN $lo AND $hi
 ) s ON i.provider = s.provider AND i.coin_id = s.coin_id AND i.timestamp = s.timestamp
 """
 
