@@ -293,3 +293,11 @@ def test_latest_table_sorts_by_market_cap_and_marks_simulated_sources() -> None:
     assert table["1h %"].isna().all()  # a column the API did not send stays empty, not an error
     assert table["Name"].iloc[2] == "<b>x</b>"  # Tabulator renders cell text as text
     assert list(latest_table(pd.DataFrame()).columns) == list(table.columns)
+
+
+def test_cache_drops_entries_of_old_versions() -> None:
+    cache = TTLCache()
+    for version in range(5):
+        cache.get(("latest", version), 60, lambda version=version: version)
+    cache.drop(lambda key: key[1] < 3)
+    assert sorted(k[1] for k in cache._entries) == [3, 4]

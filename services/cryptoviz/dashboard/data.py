@@ -126,6 +126,13 @@ class TTLCache:
                 return None
             return entry[1], entry[2]
 
+    def drop(self, stale: Callable[[Any], bool]) -> None:
+        """Forget entries whose key is `stale` (e.g. of an older data version)."""
+        with self._lock:
+            for key in [k for k in self._entries if stale(k)]:
+                del self._entries[key]
+                self._key_locks.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
@@ -238,6 +245,8 @@ class SharedData:
     def _bump(self) -> None:
         with self._lock:
             self.version += 1
+            oldest = self.version - 1  # sessions still reading the previous version may finish
+        self.cache.drop(lambda key: isinstance(key, tuple) and isinstance(key[1], int) and key[1] < oldest)
 
     def _check_stats(self) -> dict[str, Any] | None:
         """Fetch stats; record reachability; bump the version when the data changed."""
