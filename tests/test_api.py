@@ -19,6 +19,7 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import Quote, format_ts
+from cryptoviz.ingester.formats import JSON_OPTIONS, json_rows
 from test_ingest_harness import Ingester, chunked, market_quotes, publish, scrapes
 
 pytestmark = pytest.mark.timeout(180)
@@ -219,3 +220,44 @@ def test_schemathesis_finds_no_server_error(api, tmp_path: Path):
         cwd=tmp_path,  # its example database stays out of the repository
     )
     assert done.returncode == 0, done.stdout[-4000:]
+
+
+def test_fast_json_rows_write_exactly_what_to_pylist_would():
+    """The JSON fast path must never change a byte of any answer."""
+    whole = [datetime(2025, 6, 1), datetime(1999, 12, 31, 23, 59, 59)]
+    table = pa.table(
+        {
+            "symbol": ["BTC", None],
+            "price": [1e16, float("nan")],
+            "samples": [1, None],
+            "timestamp": pa.array(whole, pa.timestamp("us")),
+            "fraction": pa.array([datetime(2025, 6, 1, 0, 0, 0, 500), whole[1]], pa.timestamp("us")),
+            "missing": pa.array([whole[0], None], pa.timestamp("us")),
+            "seconds": pa.array(whole, pa.timestamp("s")),
+            "aware": pa.array(whole, pa.timestamp("us", tz="UTC")),
+            "providers": [["demo", "replay"], []],
+            "simulated": [True, False],
+        }
+    )
+    for t in (table, table.slice(0, 0), pa.concat_tables([table, table])):
+        assert orjson.dumps(json_rows(t), option=JSON_OPTIONS) == orjson.dumps(t.to_pylist(), option=JSON_OPTIONS)
+    assert orjson.loads(orjson.dumps(json_rows(table), option=JSON_OPTIONS))[0]["timestamp"] == "2025-06-01T00:00:00Z"
+
+
+def test_history_answers_are_reused_until_the_next_commit(api):
+    ingester, server, quotes = api
+    query = {"symbols": "ETH", "points": "50"}
+    for fmt in ("json", "arrow"):
+        first, again = (ingester.get("/api/v1/history", **query, format=fmt) for _ in range(2))
+        assert again.status_code == 200 and again.content == first.content
+        assert {k: v for k, v in again.headers.items() if k.lower() != "date"} == {
+            k: v for k, v in first.headers.items() if k.lower() != "date"
+        }
+    before = ingester.json("/api/v1/history", **query)
+    ts = max(q.timestamp for q in quotes if q.symbol == "ETH") + timedelta(minutes=5)
+    records = ingester.json("/api/v1/stats")["records"]
+    publish(server.url, chunked([Quote("replay", "eth-usd", "ETH", "Eth", 12345.0, ts, ts)]))
+    ingester.wait_records(records + 1)
+    after = ingester.json("/api/v1/history", **query)
+    assert before["end"] != format_ts(ts)
+    assert after["end"] == format_ts(ts) and after["data"][-1]["close"] == 12345.0

@@ -24,6 +24,7 @@ from starlette.responses import FileResponse
 
 from cryptoviz import __version__
 from cryptoviz.ingester import metrics, params, queries
+from cryptoviz.ingester.cache import AnswerCache
 from cryptoviz.ingester.formats import FORMATS, JSON_OPTIONS, BadRequest, json_response, negotiate, table_response
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         version=__version__,
         description="Read-only snapshots of the quotes stored by the ingester (DuckDB).",
     )
+
+    history_cache = AnswerCache()
 
     async def read(fn, *args):
         """Run a query function on a worker thread with that thread's cursor."""
@@ -143,7 +146,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         if start_ts and end_ts and start_ts >= end_ts:
             raise BadRequest("start must be before end")
 
-        def run(cur):
+        key = (fmt, tuple(sorted(set(wanted))) if wanted else None, source, start_ts, end_ts, count)
+
+        def run(cur) -> Response:
+            generation = runtime.store.generation  # before the query: a later commit only makes it fresher
+            cached = history_cache.get(key, generation)
+            if cached is not None:
+                return cached.response()
             series = queries.select_series(cur, wanted, source)
             unknown = sorted(set(wanted or []) - {s.symbol for s in series})
             if wanted and not series:
@@ -154,13 +163,15 @@ def create_app(runtime: Runtime) -> FastAPI:
             if begin >= stop:
                 raise BadRequest("start must be before end (the default end is the newest data)")
             step, table = queries.history(cur, series, begin, stop, count)
-            return unknown, begin, stop, step, table
+            meta = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
+            if unknown:
+                meta["unknown_symbols"] = unknown
+            response = table_response(table, fmt, meta)  # encoded here, off the event loop
+            if series:  # without data the default end is "now", which a cache would freeze
+                history_cache.put(key, generation, response)
+            return response
 
-        unknown, begin, stop, step, table = await read(run)
-        meta = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
-        if unknown:
-            meta["unknown_symbols"] = unknown
-        return table_response(table, fmt, meta)
+        return await read(run)
 
     @app.get("/api/v1/stats", responses={400: _ERROR}, tags=["data"])
     async def stats() -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -54,7 +55,7 @@ def json_response(body: Any, status_code: int = 200) -> Response:
 def table_response(table: pa.Table, fmt: str, meta: dict[str, Any] | None = None) -> Response:
     """List answers: JSON `{"data": rows, **meta}`; the other formats carry the data table only."""
     if fmt == "json":
-        return json_response({**(meta or {}), "data": table.to_pylist()})
+        return json_response({**(meta or {}), "data": json_rows(table)})
     sink = io.BytesIO()
     if fmt == "csv":
         pa_csv.write_csv(_csv_friendly(table), sink)
@@ -65,6 +66,26 @@ def table_response(table: pa.Table, fmt: str, meta: dict[str, Any] | None = None
         pq.write_table(table, sink)
     headers = {f"X-Cryptoviz-{k.replace('_', '-').title()}": str(v) for k, v in (meta or {}).items()}
     return Response(sink.getvalue(), media_type=MEDIA_TYPES[fmt], headers=headers)
+
+
+def json_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """`table.to_pylist()`, about twice as fast, giving byte-identical JSON.
+
+    Most of `to_pylist`'s time goes into making a `datetime` per timestamp only for orjson to
+    format it again: whole-second naive UTC columns without nulls are formatted by numpy into the
+    very text orjson writes (`2025-06-01T00:00:00Z`); anything else takes the exact path.
+    """
+    names = table.column_names
+    columns = [_json_column(column) for column in table.columns]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _json_column(column: pa.ChunkedArray) -> list:
+    if pa.types.is_timestamp(column.type) and column.type.tz is None and column.null_count == 0:
+        micros = column.cast(pa.timestamp("us")).to_numpy()
+        if not (micros.astype(np.int64) % 1_000_000).any():
+            return np.char.add(np.datetime_as_string(micros, unit="s"), "Z").tolist()
+    return column.to_pylist()
 
 
 def _csv_friendly(table: pa.Table) -> pa.Table:

@@ -73,6 +73,8 @@ def apply_retention(store: Store, days: float, now: datetime | None = None) -> i
             deleted = conn.execute("DELETE FROM crypto_prices WHERE timestamp < ?", [cutoff]).fetchall()[0][0]
             conn.execute("DROP TABLE expired")
             conn.execute("COMMIT")
+            if deleted:
+                store.generation += 1
         except duckdb.Error as exc:
             with contextlib.suppress(duckdb.Error):
                 conn.execute("ROLLBACK")

@@ -124,6 +124,8 @@ class Store:
         self._local = threading.local()
         self.write_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="duckdb-writer")
+        self.generation = 0
+        """Bumped after every commit that changes stored quotes: cached answers are valid within one."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.conn = duckdb.connect(str(self.path))
@@ -209,6 +211,8 @@ class Store:
                 duplicates = received - inserted
                 self._bump(conn, ingested=inserted, duplicates=duplicates, rejected=rejected)
                 conn.execute("COMMIT")
+                if inserted:
+                    self.generation += 1
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
                     conn.execute("ROLLBACK")
