@@ -83,14 +83,14 @@ def candle_chart(ohlc: pd.DataFrame, title: str, chosen: list[str], *, logy: boo
     frame = ohlc[["time"]].copy()
     if "SMA" in chosen:
         frame["SMA 20"] = indicators.sma(close, 20)
-        overlays.append(frame.hvplot.line(x="time", y="SMA 20", label="SMA 20", color="#ff7f0e"))
+        overlays.append(frame.hvplot.line(x="time", y="SMA 20", label="SMA 20", color="#ff7f0e", responsive=True))
     if "EMA" in chosen:
         frame["EMA 20"] = indicators.ema(close, 20)
-        overlays.append(frame.hvplot.line(x="time", y="EMA 20", label="EMA 20", color="#9467bd"))
+        overlays.append(frame.hvplot.line(x="time", y="EMA 20", label="EMA 20", color="#9467bd", responsive=True))
     if "Bollinger" in chosen:
         bands = indicators.bollinger(close, 20, 2.0)
         frame[["BB upper", "BB lower"]] = bands[["upper", "lower"]].to_numpy()
-        band = frame.hvplot.area(x="time", y="BB lower", y2="BB upper", alpha=0.15, color="#1f77b4")
+        band = frame.hvplot.area(x="time", y="BB lower", y2="BB upper", alpha=0.15, color="#1f77b4", responsive=True)
         overlays.append(band.relabel("Bollinger 20/2"))
     if not overlays:
         return main
@@ -113,8 +113,8 @@ def macd_chart(ohlc: pd.DataFrame, *, xlabel: str) -> hv.Element:
     frame = ohlc[["time"]].assign(MACD=m["macd"], signal=m["signal"], histogram=m["histogram"])
     plot = (
         frame.hvplot.area(x="time", y="histogram", alpha=0.3, color="#888888", label="histogram", **_opts(xlabel))
-        * frame.hvplot.line(x="time", y="MACD", label="MACD", color="#1f77b4")
-        * frame.hvplot.line(x="time", y="signal", label="signal", color="#ff7f0e")
+        * frame.hvplot.line(x="time", y="MACD", label="MACD", color="#1f77b4", responsive=True)
+        * frame.hvplot.line(x="time", y="signal", label="signal", color="#ff7f0e", responsive=True)
     )
     return plot.opts(
         title="MACD 12/26/9", height=SMALL_HEIGHT - 40, ylabel="MACD", legend_position="top_left", responsive=True
