@@ -18,7 +18,7 @@ from test_dev_support import (
     wait_for,
 )
 
-LIMIT = 30
+LIMIT = 24
 """Candle times replayed: enough to watch the dashboard move, few enough for the test budget."""
 
 

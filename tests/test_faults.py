@@ -94,7 +94,7 @@ FAULTS = [
 
 
 def test_provider_fault_matrix_keeps_running_counts_rejects_and_keeps_what_is_valid(tmp_path: Path, market_5m: Path):
-    limit = 30
+    limit = 24
     expected = expected_replay(market_5m, limit)
     args = ("--replay", str(market_5m), "--speed", "600", "--replay-limit", str(limit), "--no-dashboard")
     with dev_running(tmp_path / "state", *args, env=FAST_RECOVERY) as run:
