@@ -223,7 +223,9 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Page:
     """A dashboard tab, with the few probes the tests need (Playwright CSS pierces shadow DOM)."""
 
-    def __init__(self, browser: Any, url: str, width: int = 1400, height: int = 1000) -> None:
+    def __init__(
+        self, browser: Any, url: str, width: int = 1400, height: int = 1000, wait_for_chart: bool = True
+    ) -> None:
         self.context = browser.new_context(viewport={"width": width, "height": height}, timezone_id="Europe/Paris")
         self.page = self.context.new_page()
         self.dialogs: list[str] = []
@@ -231,7 +233,8 @@ class Page:
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.goto(url)
-        self.page.wait_for_selector("canvas", timeout=30_000)
+        if wait_for_chart:
+            self.page.wait_for_selector("canvas", timeout=30_000)
 
     def figures(self) -> list[dict[str, Any]]:
         """Every Bokeh figure of the page: title, y-axis labels, x-range and visible series names."""
@@ -464,6 +467,22 @@ def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None
     elapsed = time.monotonic() - started
     assert page.page.url == url
     assert elapsed < 4, f"new data took {elapsed:.1f}s to show"
+
+
+def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -> None:
+    with EmbeddedNats(tmp_path / "nats") as empty_nats:
+        ingester = Ingester(empty_nats.url, tmp_path / "empty.duckdb", tmp_path / "ingester.log").start()
+        board = DashboardProcess(ingester.url, tmp_path / "dashboard.log").start()
+        try:
+            tab = Page(browser, board.url, wait_for_chart=False)
+            tab.wait(lambda: tab.page.get_by_text("No data yet: the ingester has stored no quotes").count() > 0)
+            assert "No data yet" in tab.text("metric-status")
+            assert tab.text("metric-records") == "0"
+            assert tab.page.locator("canvas").count() == 0
+            tab.close()
+        finally:
+            board.stop()
+            ingester.stop()
 
 
 def test_status_turns_amber_then_red_when_data_stops(pipeline: Pipeline, browser: Any) -> None:

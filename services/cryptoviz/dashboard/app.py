@@ -590,7 +590,11 @@ class Dashboard:
             items.append(
                 pn.pane.Alert(
                     f"⚠️ The ingester at {esc(self.settings.ingester_url)} is unreachable{when}. "
-                    "Showing the last data received; this page reconnects by itself.",
+                    + (
+                        "Showing the last data received; this page reconnects by itself."
+                        if self.snap is not None
+                        else "No data received yet; this page connects by itself once it answers."
+                    ),
                     alert_type="danger",
                     css_classes=["cv-banner-unreachable"],
                 )
