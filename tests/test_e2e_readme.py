@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 from conftest import REPO_ROOT
-from test_dev_support import UNREACHABLE, pid_alive, wait_for
+from test_dev_support import CHROMIUM, CHROMIUM_ARGS, UNREACHABLE, pid_alive, wait_for
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():
@@ -93,6 +93,20 @@ class Run:
             raise
 
 
+def _assert_simulated_banner(url: str) -> None:
+    """In a real browser, the demo's prices are labelled as simulated."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            expect(page.locator(".cv-banner-simulated")).to_contain_text("Simulated data", timeout=60_000)
+        finally:
+            browser.close()
+
+
 def test_run_sh_demo_in_a_fresh_clone_serves_the_api_and_dashboard_and_a_second_run_reuses_the_data(tmp_path):
     import json
 
@@ -123,6 +137,7 @@ def test_run_sh_demo_in_a_fresh_clone_serves_the_api_and_dashboard_and_a_second_
         assert stats["simulated"] is True and stats["providers"] == ["demo"]
         page = requests.get(f"http://127.0.0.1:{dashboard_port}/", timeout=30)
         assert page.status_code == 200 and "CryptoViz" in page.text
+        _assert_simulated_banner(f"http://127.0.0.1:{dashboard_port}/")
         pids = [p for p in json.loads((state / "run.json").read_text())["pids"].values() if p]
     finally:
         code = first.interrupt()

@@ -54,9 +54,9 @@ def test_ingester_sigkilled_during_replay_loses_nothing_and_doubles_nothing(tmp_
 
 
 def test_nats_killed_during_scraping_then_back_every_scrape_stored_once(tmp_path: Path, market_5m: Path):
-    expected = expected_replay(market_5m, 24)
+    expected = expected_replay(market_5m, 18)
     env = {**FAST_RECOVERY, "PUBLISH_DEADLINE": "2"}
-    args = ("--replay", str(market_5m), "--speed", "600", "--replay-limit", "24", "--no-dashboard")
+    args = ("--replay", str(market_5m), "--speed", "600", "--replay-limit", "18", "--no-dashboard")
     with dev_running(tmp_path / "state", *args, env=env) as run:
         wait_for(lambda: run.stats()["records"] >= 3 * 14, 60, "a few candles stored")
         # 1. Killed and restarted at once by the supervisor: the scraper's publish retries ride it out.
@@ -94,7 +94,7 @@ FAULTS = [
 
 
 def test_provider_fault_matrix_keeps_running_counts_rejects_and_keeps_what_is_valid(tmp_path: Path, market_5m: Path):
-    limit = 24
+    limit = 20
     expected = expected_replay(market_5m, limit)
     args = ("--replay", str(market_5m), "--speed", "600", "--replay-limit", str(limit), "--no-dashboard")
     with dev_running(tmp_path / "state", *args, env=FAST_RECOVERY) as run:
