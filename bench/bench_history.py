@@ -116,23 +116,34 @@ def in_process(path: Path, symbols: list[str], start: datetime, repeat: int) -> 
         for _ in range(repeat):
             started = time.perf_counter()
             series = queries.select_series(conn, symbols, None)
-            json_rows(queries.history(conn, series, start, END, 1000)[1])
+            queries.history_json(conn, series, start, END, 1000)
             samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
 
 
-def encode_costs(path: Path, symbols: list[str], start: datetime, repeat: int) -> tuple[float, float]:
-    """p50 ms of turning the 20-symbol answer into JSON bytes: `to_pylist()` (before) vs `json_rows`
-    (now), interleaved in one process so machine noise hits both alike."""
+def encode_costs(path: Path, symbols: list[str], start: datetime, repeat: int) -> dict[str, float]:
+    """p50 ms of the ways to the 20-symbol JSON answer, interleaved in one process so machine noise
+    hits all alike: the Arrow query alone, then + `to_pylist()` + orjson (before), + `json_rows` +
+    orjson; and the query with DuckDB writing the JSON rows (`history_json`, what /history does now)."""
+    samples: dict[str, list[float]] = {"query": [], "to_pylist": [], "json_rows": [], "history_json": []}
     with duckdb.connect(str(path), read_only=True) as conn:
-        table = queries.history(conn, queries.select_series(conn, symbols, None), start, END, 1000)[1]
-    old, new = [], []
-    for _ in range(repeat):
-        for rows, samples in ((table.to_pylist, old), (lambda: json_rows(table), new)):
-            started = time.perf_counter()
-            orjson.dumps({"data": rows()}, option=JSON_OPTIONS)
-            samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(old), statistics.median(new)
+        series = queries.select_series(conn, symbols, None)
+        ways = {
+            "query": lambda: queries.history(conn, series, start, END, 1000),
+            "to_pylist": lambda: orjson.dumps(
+                queries.history(conn, series, start, END, 1000)[1].to_pylist(), option=JSON_OPTIONS
+            ),
+            "json_rows": lambda: orjson.dumps(
+                json_rows(queries.history(conn, series, start, END, 1000)[1]), option=JSON_OPTIONS
+            ),
+            "history_json": lambda: queries.history_json(conn, series, start, END, 1000),
+        }
+        for _ in range(repeat):
+            for name, way in ways.items():
+                started = time.perf_counter()
+                way()
+                samples[name].append((time.perf_counter() - started) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def rss_mb(pid: int) -> float:
@@ -173,7 +184,7 @@ def main() -> None:
                 base_all = baseline(path, all_symbols, month, 5)
                 ours_one = in_process(path, ["C7"], month, 10)
                 ours_all = in_process(path, all_symbols, month, 10)
-                encode_old, encode_new = encode_costs(path, all_symbols, month, 20)
+                encode = encode_costs(path, all_symbols, month, 15)
                 ingester = Ingester(server.url, path, work / f"h{size}.log", RETENTION_DAYS="0").start(timeout=300)
                 try:
                     window = {"start": format_ts(month), "end": format_ts(END), "points": "1000"}
@@ -210,8 +221,11 @@ def main() -> None:
                     f"    in-process, 30 days, 1000 points: ours 1 sym {ours_one:.1f} ms, 20 symbols {ours_all:.1f} ms;"
                     f" baseline (raw rows + pandas) 1 symbol {base_one:.1f} ms, 20 symbols {base_all:.1f} ms;"
                     f" ratio baseline/ours {base_one / ours_one:.1f}x and {base_all / ours_all:.1f}x\n"
-                    f"    JSON encoding of the 20-symbol answer ({twenty[2]} rows): to_pylist {encode_old:.1f} ms,"
-                    f" json_rows {encode_new:.1f} ms (×{encode_old / encode_new:.1f})",
+                    f"    20-symbol answer ({twenty[2]} rows) in-process, interleaved:"
+                    f" Arrow query {encode['query']:.1f} ms;"
+                    f" as JSON: + to_pylist + orjson (before) {encode['to_pylist']:.1f} ms,"
+                    f" + json_rows + orjson {encode['json_rows']:.1f} ms,"
+                    f" DuckDB-written rows (now) {encode['history_json']:.1f} ms",
                     flush=True,
                 )
         finally:

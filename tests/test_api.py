@@ -261,3 +261,17 @@ def test_history_answers_are_reused_until_the_next_commit(api):
     after = ingester.json("/api/v1/history", **query)
     assert before["end"] != format_ts(ts)
     assert after["end"] == format_ts(ts) and after["data"][-1]["close"] == 12345.0
+
+
+def test_history_json_equals_the_arrow_answer_row_for_row(api):
+    """JSON rows are written by DuckDB, the other formats from the Arrow table: same values."""
+    ingester, _, quotes = api
+    start = min(q.timestamp for q in quotes) + timedelta(microseconds=250_000)  # fractional bucket starts
+    fractional = {"symbols": "BTC,ETH,NOPE", "points": "97", "start": format_ts(start)}
+    for query in (fractional, {"points": "3000"}):
+        answer = ingester.json("/api/v1/history", **query)
+        table = pa.ipc.open_stream(ingester.get("/api/v1/history", **query, format="arrow").content).read_all()
+        assert len(answer["data"]) == table.num_rows > 0
+        assert answer["data"] == orjson.loads(orjson.dumps(table.to_pylist(), option=JSON_OPTIONS))
+        assert list(answer["data"][0]) == table.column_names
+    assert all("." in row["timestamp"] for row in ingester.json("/api/v1/history", **fractional)["data"])

@@ -25,7 +25,15 @@ from starlette.responses import FileResponse
 from cryptoviz import __version__
 from cryptoviz.ingester import metrics, params, queries
 from cryptoviz.ingester.cache import AnswerCache
-from cryptoviz.ingester.formats import FORMATS, JSON_OPTIONS, BadRequest, json_response, negotiate, table_response
+from cryptoviz.ingester.formats import (
+    FORMATS,
+    JSON_OPTIONS,
+    BadRequest,
+    json_response,
+    json_rows_response,
+    negotiate,
+    table_response,
+)
 
 if TYPE_CHECKING:
     from cryptoviz.ingester.service import Runtime
@@ -162,11 +170,15 @@ def create_app(runtime: Runtime) -> FastAPI:
             begin = start_ts or stop - DEFAULT_WINDOW
             if begin >= stop:
                 raise BadRequest("start must be before end (the default end is the newest data)")
-            step, table = queries.history(cur, series, begin, stop, count)
+            step = queries.bucket_seconds(begin, stop, count)
             meta = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
             if unknown:
                 meta["unknown_symbols"] = unknown
-            response = table_response(table, fmt, meta)  # encoded here, off the event loop
+            # Encoded here, off the event loop; JSON text written by DuckDB itself.
+            if fmt == "json":
+                response = json_rows_response(meta, queries.history_json(cur, series, begin, stop, count)[1])
+            else:
+                response = table_response(queries.history(cur, series, begin, stop, count)[1], fmt, meta)
             if series:  # without data the default end is "now", which a cache would freeze
                 history_cache.put(key, generation, response)
             return response

@@ -52,6 +52,12 @@ def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(body, option=JSON_OPTIONS), status_code=status_code, media_type=MEDIA_TYPES["json"])
 
 
+def json_rows_response(meta: dict[str, Any], rows_json: str) -> Response:
+    """`{**meta, "data": [rows]}` around rows already written as JSON text (see queries.history_json)."""
+    head = orjson.dumps(meta, option=JSON_OPTIONS)[:-1] + (b"," if meta else b"")
+    return Response(head + b'"data":[' + rows_json.encode() + b"]}", media_type=MEDIA_TYPES["json"])
+
+
 def table_response(table: pa.Table, fmt: str, meta: dict[str, Any] | None = None) -> Response:
     """List answers: JSON `{"data": rows, **meta}`; the other formats carry the data table only."""
     if fmt == "json":

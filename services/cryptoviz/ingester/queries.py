@@ -106,6 +106,27 @@ def history(
     counts a sample twice; bucket k starts at start + k * bucket_seconds. Symbol and name are the
     coin's current ones (from `coins`), not aggregated per bucket.
     """
+    step, sql, params = _history_query(cur, series, start, end, points)
+    return step, cur.sql(sql, params=params).to_arrow_table()
+
+
+def history_json(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
+) -> tuple[int, str]:
+    """`history`'s rows as the text of a JSON array's items, written by DuckDB.
+
+    The same rows and values as `history` encoded by orjson (timestamps ISO-8601 with `Z`,
+    non-finite numbers null), several times faster than making 20,000 Python dicts, and off the
+    GIL. Only the spelling of very large or small numbers can differ (`1e16` vs
+    `10000000000000000.0`): the same JSON values.
+    """
+    step, sql, params = _history_query(cur, series, start, end, points)
+    return step, cur.execute(_JSON_ROWS_SQL.format(answer=sql), params).fetchall()[0][0] or ""
+
+
+def _history_query(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
+) -> tuple[int, str, list]:
     step = bucket_seconds(start, end, points)
     where, series_params = _series_filter(series) if series else ("false", [])
     hour_start = start.replace(minute=0, second=0, microsecond=0)
@@ -113,11 +134,26 @@ def history(
         "SELECT count(*) > 0 FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ?", [hour_start, end]
     ).fetchall()[0][0]
     samples = (_RAW_SAMPLES + (_ROLLUP_SAMPLES if rolled else "")).format(where=where)
-    sql = _HISTORY_SQL.format(samples=samples)
     head = [_epoch_us(start), step * 1_000_000, points - 1]
     params = [*head, start, end, *series_params] + ([hour_start, end, *series_params] if rolled else [])
     params += [start, step]
-    return step, cur.sql(sql, params=params).to_arrow_table()
+    return step, _HISTORY_SQL.format(samples=samples), params
+
+
+def _finite(column: str) -> str:
+    return f"'{column}', CASE WHEN isfinite({column}) THEN {column} END"
+
+
+_JSON_ROWS_SQL = f"""
+SELECT string_agg(json_object(
+    'symbol', symbol, 'provider', provider, 'coin_id', coin_id, 'name', name,
+    'timestamp', CASE WHEN epoch_us(timestamp) % 1000000 = 0 THEN strftime(timestamp, '%Y-%m-%dT%H:%M:%SZ')
+                      ELSE strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%fZ') END,
+    {", ".join(_finite(c) for c in ("open", "high", "low", "close", "price", "volume_24h"))},
+    'samples', samples
+)::VARCHAR, ',' ORDER BY symbol, provider, coin_id, timestamp)
+FROM ({{answer}})
+"""
 
 
 def _epoch_us(naive_utc: datetime) -> int:
