@@ -19,7 +19,9 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import Quote, format_ts
+from cryptoviz.ingester.cache import AnswerCache
 from cryptoviz.ingester.formats import JSON_OPTIONS, json_rows
+from fastapi import Response
 from test_ingest_harness import Ingester, chunked, market_quotes, publish, scrapes
 
 pytestmark = pytest.mark.timeout(180)
@@ -275,3 +277,20 @@ def test_history_json_equals_the_arrow_answer_row_for_row(api):
         assert answer["data"] == orjson.loads(orjson.dumps(table.to_pylist(), option=JSON_OPTIONS))
         assert list(answer["data"][0]) == table.column_names
     assert all("." in row["timestamp"] for row in ingester.json("/api/v1/history", **fractional)["data"])
+
+
+def test_answer_cache_keeps_one_generation_within_its_byte_bound():
+    cache = AnswerCache(max_bytes=10)
+    cache.put("a", 1, Response(b"aaaa", media_type="text/csv", headers={"X-Cryptoviz-Start": "s"}))
+    cache.put("b", 1, Response(b"bbbb"))
+    assert cache.get("a", 1).response().body == b"aaaa"  # a is now the most recently used
+    cache.put("c", 1, Response(b"cccc"))  # 12 bytes > 10: the least recently used (b) goes
+    assert cache.get("b", 1) is None and cache.get("a", 1) is not None and cache.get("c", 1) is not None
+    hit = cache.get("a", 1).response()
+    assert hit.headers["x-cryptoviz-start"] == "s" and hit.headers["content-type"].startswith("text/csv")
+    assert cache.get("a", 2) is None  # a commit happened: nothing of generation 1 is served
+    cache.put("d", 2, Response(b"dd"))
+    cache.put("e", 1, Response(b"ee"))  # computed before that commit: not kept
+    assert cache.get("a", 1) is None and cache.get("e", 2) is None and cache.get("d", 2) is not None
+    cache.put("big", 2, Response(b"x" * 11))
+    assert cache.get("big", 2) is None and cache.get("d", 2) is not None
