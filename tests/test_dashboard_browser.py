@@ -475,7 +475,8 @@ def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -
         board = DashboardProcess(ingester.url, tmp_path / "dashboard.log").start()
         try:
             tab = Page(browser, board.url, wait_for_chart=False)
-            tab.wait(lambda: tab.page.get_by_text("No data yet: the ingester has stored no quotes").count() > 0)
+            help_text = tab.page.get_by_text("No data yet: the ingester has stored no quotes")
+            tab.wait(lambda: help_text.count() > 0, timeout=30, what="no-data help")
             assert "No data yet" in tab.text("metric-status")
             assert tab.text("metric-records") == "0"
             assert tab.page.locator("canvas").count() == 0

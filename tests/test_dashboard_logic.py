@@ -21,7 +21,6 @@ from cryptoviz.dashboard.logic import (
     default_selection,
     esc,
     format_age,
-    format_usd,
     latest_table,
     magnitude_span,
     needs_scale_advice,
@@ -188,15 +187,11 @@ def test_untrusted_text_is_escaped() -> None:
     assert esc(None) == ""
 
 
-def test_formatting() -> None:
+def test_age_formatting() -> None:
     assert format_age(45) == "45 s"
     assert format_age(300) == "5 min"
     assert format_age(7300) == "2 h 1 min"
     assert format_age(3 * 86400) == "3 d"
-    assert format_usd(97434.179) == "$97,434.18"
-    assert format_usd(0.31207) == "$0.3121"
-    assert format_usd(1.93e12) == "$1.93 T"
-    assert format_usd(None) == "–"
 
 
 # ---- the shared cache ---------------------------------------------------------------------------

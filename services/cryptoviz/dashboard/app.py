@@ -35,6 +35,7 @@ from cryptoviz.dashboard.logic import (
     format_age,
     latest_table,
     magnitude_span,
+    needs_scale_advice,
     percent_change,
     period_window,
     streaming_status,
@@ -139,6 +140,7 @@ class Dashboard:
         self.seen_reachable = True
         self.fetch_error = ""
         self._busy = False
+        self._defaulted = False
         self._status_html = ""
         self._stale_level = "green"
         self.timings: dict[str, float] = {"cards": 0.0, "views": 0.0}
@@ -167,7 +169,17 @@ class Dashboard:
 
         self.banners = pn.Column(sizing_mode="stretch_width")
         self.metrics = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
-        self.advice = pn.Column(sizing_mode="stretch_width", visible=False)
+        self.advice_text = pn.pane.Alert("", alert_type="warning", sizing_mode="stretch_width")
+        fixes = {
+            "Show percent change": lambda _e: setattr(self.mode, "value", "percent"),
+            "Use separate charts": lambda _e: setattr(self.mode, "value", "separate"),
+            "Use log scale": lambda _e: setattr(self.log_scale, "value", True),
+        }
+        buttons = []
+        for index, (label, fix) in enumerate(fixes.items()):
+            buttons.append(pn.widgets.Button(name=label, button_type="primary" if index == 0 else "default"))
+            buttons[-1].on_click(fix)
+        self.advice = pn.Column(self.advice_text, pn.FlexBox(*buttons), sizing_mode="stretch_width", visible=False)
         self.groups = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[CSS])
         self.help = pn.Column(sizing_mode="stretch_width")
         self.chart_area = pn.FlexBox(sizing_mode="stretch_width", flex_wrap="wrap")
@@ -349,13 +361,11 @@ class Dashboard:
                 self.coins.options = options
                 if keep != list(self.coins.value):
                     self.coins.value = keep
-            if not self.coins.value and self.seen_default is False:
+            if not self.coins.value and not self._defaulted:  # once: an emptied selection stays empty
                 self.coins.value = default_selection(latest, dict(zip(latest.symbol, latest.group, strict=True)))
-                self.seen_default = True
+                self._defaulted = True
         finally:
             self._busy = False
-
-    seen_default = False
 
     def _window(self) -> tuple[datetime | None, datetime | None]:
         stats = self.snap.stats if self.snap else {}
@@ -470,27 +480,14 @@ class Dashboard:
         self.chart_area.objects = [chart.pane for chart in self._charts.values()]
 
     def _render_advice(self, symbols: tuple[str, ...]) -> None:
+        """Shared linear scale over > 2 orders of magnitude: say so and offer the fixes."""
         latest = self._latest()
-        show = False
-        if self.mode.value == "shared" and not self.log_scale.value and not latest.empty:
-            prices = latest.loc[latest["symbol"].isin(symbols), "price"].tolist()
-            span = magnitude_span(prices)
-            show = span > 100
-        if show and not self.advice.objects:
-            buttons = [
-                pn.widgets.Button(name="Show percent change", button_type="primary"),
-                pn.widgets.Button(name="Use separate charts"),
-                pn.widgets.Button(name="Use log scale"),
-            ]
-            buttons[0].on_click(lambda _e: setattr(self.mode, "value", "percent"))
-            buttons[1].on_click(lambda _e: setattr(self.mode, "value", "separate"))
-            buttons[2].on_click(lambda _e: setattr(self.log_scale, "value", True))
-            self.advice_text = pn.pane.Alert("", alert_type="warning", sizing_mode="stretch_width")
-            self.advice.objects = [self.advice_text, pn.FlexBox(*buttons)]
+        prices = latest.loc[latest["symbol"].isin(symbols), "price"].tolist() if not latest.empty else []
+        show = self.mode.value == "shared" and not self.log_scale.value and needs_scale_advice(prices)
         if show:
             self.advice_text.object = (
-                f"The selected coins span {span:,.0f}× in price (more than two orders of magnitude): "
-                "on one linear scale the cheaper ones look flat. Switch view:"
+                f"The selected coins span {magnitude_span(prices):,.0f}× in price (more than two orders of "
+                "magnitude): on one linear scale the cheaper ones look flat. Switch view:"
             )
         self.advice.visible = show
 

@@ -133,18 +133,6 @@ def format_age(seconds: float) -> str:
     return f"{seconds // 86400} d"
 
 
-def format_usd(value: float | None) -> str:
-    """$97,434.18 / $0.3121 / $1.23 B: precise for small prices, compact for large amounts."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    for limit, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M")):
-        if abs(value) >= limit:
-            return f"${value / limit:,.2f} {suffix}"
-    if abs(value) >= 1:
-        return f"${value:,.2f}"
-    return f"${value:.4g}"
-
-
 def percent_change(history: pd.DataFrame, value: str = "close") -> pd.Series:
     """Change of each coin since its first point in the window, in percent."""
     first = history.groupby("symbol")[value].transform("first")
