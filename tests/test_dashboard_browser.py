@@ -108,7 +108,8 @@ class DashboardProcess:
 
     def __init__(self, ingester_url: str, log_path: Path, **env: str) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
+        prefix = env.get("DASHBOARD_PREFIX", "").rstrip("/")
+        self.url = f"http://127.0.0.1:{self.port}{prefix}/"
         self.env = {
             **os.environ,
             "INGESTER_URL": ingester_url,
@@ -487,7 +488,10 @@ def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -
 
 
 def test_status_turns_amber_then_red_when_data_stops(pipeline: Pipeline, browser: Any) -> None:
-    fast = pipeline.dashboard(SCRAPE_INTERVAL="2")  # green up to 4 s, amber up to 10 s, red after
+    # green up to 4 s, amber up to 10 s, red after; served under a prefix as behind an Ingress
+    fast = pipeline.dashboard(SCRAPE_INTERVAL="2", DASHBOARD_PREFIX="/cryptoviz")
+    assert fast.url.endswith("/cryptoviz/")
+    assert requests.get(fast.url + "liveness", timeout=5).json() == {"/cryptoviz/liveness": True}
     tab = Page(browser, fast.url)
     try:
         level = lambda: tab.page.locator("[data-testid=metric-status]").get_attribute("data-level")  # noqa: E731
