@@ -24,7 +24,7 @@ from bokeh.models import GlyphRenderer, Line, LogScale, Range1d
 from bokeh.models.widgets.tables import NumberFormatter
 
 from cryptoviz.dashboard import charts
-from cryptoviz.dashboard.data import IngesterUnavailable, SharedData, Snapshot, data_age
+from cryptoviz.dashboard.data import IngesterRejected, IngesterUnavailable, SharedData, Snapshot, data_age
 from cryptoviz.dashboard.logic import (
     CHANGE_COLUMNS,
     CUSTOM,
@@ -304,7 +304,7 @@ class Dashboard:
         try:
             self.snap = self.shared.snapshot()
             self.fetch_error = ""
-        except IngesterUnavailable as exc:
+        except (IngesterUnavailable, IngesterRejected) as exc:
             self.fetch_error = str(exc)  # keep showing the last data we had
         self._render_metrics()
         self._render_banners()
