@@ -488,8 +488,8 @@ def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -
 
 
 def test_status_turns_amber_then_red_when_data_stops(pipeline: Pipeline, browser: Any) -> None:
-    # green up to 4 s, amber up to 10 s, red after; served under a prefix as behind an Ingress
-    fast = pipeline.dashboard(SCRAPE_INTERVAL="2", DASHBOARD_PREFIX="/cryptoviz")
+    # green up to 6 s, amber up to 15 s, red after; served under a prefix as behind an Ingress
+    fast = pipeline.dashboard(SCRAPE_INTERVAL="3", DASHBOARD_PREFIX="/cryptoviz")
     assert fast.url.endswith("/cryptoviz/")
     assert requests.get(fast.url + "liveness", timeout=5).json() == {"/cryptoviz/liveness": True}
     tab = Page(browser, fast.url)
@@ -499,9 +499,9 @@ def test_status_turns_amber_then_red_when_data_stops(pipeline: Pipeline, browser
         pipeline.publish(
             [make_quote(provider="coingecko", coin_id="eth", symbol="ETH", name="Eth", price=2600.5, timestamp=now)]
         )
-        tab.wait(lambda: level() == "green", timeout=4, what="green status after fresh data")
-        tab.wait(lambda: level() == "amber", timeout=8, what="amber status")
-        tab.wait(lambda: level() == "red", timeout=10, what="red status")
+        tab.wait(lambda: level() == "green", timeout=6, what="green status after fresh data")
+        tab.wait(lambda: level() == "amber", timeout=10, what="amber status")
+        tab.wait(lambda: level() == "red", timeout=14, what="red status")
         assert "Stale" in tab.text("metric-status")
         assert tab.page.get_by_text("Data is stale").is_visible()
     finally:
