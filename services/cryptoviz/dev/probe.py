@@ -10,13 +10,8 @@ import os
 
 import requests
 
-DEFAULT_BASE_URLS: dict[str, str] = {
-    "coinmarketcap": "https://pro-api.coinmarketcap.com",
-    "coingecko": "https://api.coingecko.com",
-    "binance": "https://api.binance.com",
-    "kraken": "https://api.kraken.com",
-    "coinbase": "https://api.exchange.coinbase.com",
-}
+from cryptoviz.scraper.providers import DEFAULT_BASE_URLS
+
 BASE_URL_ENV: dict[str, str] = {
     "coinmarketcap": "CMC_BASE_URL",
     "coingecko": "COINGECKO_BASE_URL",
