@@ -148,3 +148,39 @@ def test_a_sigkilled_supervisor_leaves_no_service_behind_and_the_next_run_starts
     except BaseException:
         first.kill_everything()
         raise
+
+
+def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_once(tmp_path: Path, market_5m: Path):
+    """--speed 6000 = a candle every 0.05 s: the scraper polls that fast, and the pacing still loses nothing."""
+    import time
+
+    from test_dev_support import dev_running, expected_replay, stored_candles, wait_for
+
+    limit = 60
+    expected = expected_replay(market_5m, limit)
+    args = ("--replay", str(market_5m), "--speed", "6000", "--replay-limit", str(limit), "--no-dashboard")
+    with dev_running(tmp_path / "state", *args) as run:
+        assert "every 0.05s" in run.text  # the replay pace, no longer floored at one candle per second
+        started = time.monotonic()
+        wait_for(lambda: "Replay finished: 60 candle times" in run.text, 90, "the replay to finish")
+        elapsed = time.monotonic() - started
+        wait_for(lambda: run.stats()["records"] >= expected.rows, 30, f"{expected.rows} rows stored")
+        time.sleep(1.0)  # a duplicate would land now
+        assert run.stats()["records"] == expected.rows
+        assert stored_candles(run, expected) == expected.candles
+        scrapes = (run.state_dir / "logs" / "scraper.log").read_text().count("scrape provider=replay")
+        assert scrapes >= limit  # every candle went through `cryptoviz scrape`, none was published around it
+        assert elapsed < limit * 0.9, f"{limit} candles took {elapsed:.1f}s: the 1 s floor is back"
+        assert run.stop() == 0
+
+
+def test_sub_second_intervals_are_refused_for_live_providers(tmp_path: Path):
+    result = run_dev(tmp_path, "--scrape-interval", "0.5", "--no-demo-fallback")
+    assert result.returncode == 2 and "allowed only with --demo or --replay" in result.stderr
+    scrape = subprocess.run(
+        cryptoviz("scrape", "--loop", "--scrape-provider", "coingecko", "--scrape-interval", "0.5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert scrape.returncode == 2 and "allowed only for SCRAPE_PROVIDER=demo|replay" in scrape.stderr

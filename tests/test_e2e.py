@@ -19,7 +19,8 @@ from test_dev_support import (
 )
 
 LIMIT = 24
-"""Candle times replayed: enough to watch the dashboard move, few enough for the test budget."""
+"""Candle times replayed: enough to watch the dashboard move, few enough for the test budget.
+At --speed 300 (one a second) the replay outlasts the dashboard's start and first page load."""
 
 
 def _records(page) -> int:
@@ -34,7 +35,7 @@ def test_replay_flows_into_the_api_and_the_dashboard_exactly(tmp_path: Path, mar
 
     expected = expected_replay(market_5m, LIMIT)
     with dev_running(
-        tmp_path / "state", "--replay", str(market_5m), "--speed", "600", "--replay-limit", str(LIMIT)
+        tmp_path / "state", "--replay", str(market_5m), "--speed", "300", "--replay-limit", str(LIMIT)
     ) as run:
         assert "Provider   replay" in run.text
         with sync_playwright() as pw:

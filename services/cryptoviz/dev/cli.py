@@ -24,8 +24,9 @@ from cryptoviz.dev.supervisor import (
 REPLAY_CANDLE_SECONDS = 300
 """The shared CSVs hold 5-minute candles: at --speed S one is replayed every 300/S seconds."""
 DEMO_INTERVAL = 5.0
-MIN_SCRAPE_INTERVAL = 1.0
-"""`cryptoviz scrape --loop` accepts no shorter SCRAPE_INTERVAL; it bounds the replay pace (1 tick/s)."""
+MIN_LIVE_INTERVAL = 1.0
+MIN_LOCAL_INTERVAL = 0.05
+"""`cryptoviz scrape --loop`'s floors: 1 s for live providers, 0.05 s for the local market (demo/replay)."""
 LIVE_INTERVAL = 60.0
 
 
@@ -67,9 +68,10 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt(
     "--scrape-interval",
     "SCRAPE_INTERVAL",
-    type=click.FloatRange(min=MIN_SCRAPE_INTERVAL),
+    type=click.FloatRange(min=MIN_LOCAL_INTERVAL),
     default=None,
-    help=f"Seconds between scrapes [default: {LIVE_INTERVAL:g} live, {DEMO_INTERVAL:g} demo, 300/speed replay].",
+    help=f"Seconds between scrapes, at least {MIN_LIVE_INTERVAL:g} live, {MIN_LOCAL_INTERVAL:g} demo/replay "
+    f"[default: {LIVE_INTERVAL:g} live, {DEMO_INTERVAL:g} demo, 300/speed replay].",
 )
 @_opt(
     "--scraper-config",
@@ -134,7 +136,7 @@ def dev(
         market = None
         if replay:
             provider, note = "replay", f"replaying {replay} at {speed:g}x (market time)"
-            interval = scrape_interval or REPLAY_CANDLE_SECONDS / speed
+            interval = max(scrape_interval or REPLAY_CANDLE_SECONDS / speed, MIN_LOCAL_INTERVAL)
         elif demo:
             provider, note = "demo", "SIMULATED prices (--demo)"
             interval = scrape_interval or DEMO_INTERVAL
@@ -150,7 +152,7 @@ def dev(
             provider=provider,
             provider_note=note,
             scrape_interval=interval,
-            poll_interval=max(interval / 2, MIN_SCRAPE_INTERVAL) if local else interval,
+            poll_interval=max(interval / 2, MIN_LOCAL_INTERVAL) if local else interval,
             with_dashboard=not no_dashboard,
             scraper_config=config_path,
         )
@@ -194,6 +196,11 @@ def _choose_live(
 ) -> tuple[str, str, float]:
     """The live provider if it answers now; else the simulator, said plainly (or exit with the reason)."""
     live = scrape_provider or probe.default_provider(dict(os.environ))
+    if scrape_interval is not None and scrape_interval < MIN_LIVE_INTERVAL:
+        raise click.BadParameter(
+            f"{scrape_interval:g} s is below {MIN_LIVE_INTERVAL:g} s, allowed only with --demo or --replay",
+            param_hint="'--scrape-interval' / SCRAPE_INTERVAL",
+        )
     name = probe.DISPLAY_NAMES[live]
     click.echo(f"Checking that {name} can be reached …")
     reason = probe.probe(live)

@@ -115,7 +115,7 @@ class LocalMarket:
         seen_at_advance = self._requests()
         advanced_at = time.monotonic()
         patience = max(STALL_SECONDS, 10 * self.period)
-        while not self._stop.wait(min(self.period / 4, 0.25)):
+        while not self._stop.wait(min(max(self.period / 4, 0.01), 0.25)):
             # Advance when the period is up, the scraper has fetched this tick, and the ingester
             # has stored it (a repeated replay finds it stored already: the fetch still counts).
             waited = time.monotonic() - advanced_at

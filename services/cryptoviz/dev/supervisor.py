@@ -185,10 +185,18 @@ class Supervisor:
         )
 
     def _retention(self) -> dict[str, str]:
-        """Replayed candles are months old: the default 30-day retention would delete them as they land."""
+        """Replay defaults: old candles kept, and a batch not held longer than a scrape period.
+
+        Replayed candles are months old: the default 30-day retention would delete them as they land.
+        A local tick is one message, so the ingester would wait its whole BATCH_TIMEOUT (0.25 s) for
+        more before committing; with sub-second intervals that wait would be the replay's pace.
+        """
+        env: dict[str, str] = {}
         if self.plan.provider == "replay" and "RETENTION_DAYS" not in os.environ:
-            return {"RETENTION_DAYS": "0"}
-        return {}
+            env["RETENTION_DAYS"] = "0"
+        if self.plan.provider in ("demo", "replay") and "BATCH_TIMEOUT" not in os.environ:
+            env["BATCH_TIMEOUT"] = f"{min(0.25, self.plan.poll_interval / 2):g}"
+        return env
 
     def _build_scraper_and_dashboard(self) -> None:
         p = self.plan

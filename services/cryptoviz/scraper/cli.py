@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from cryptoviz.core.quote import ALL_PROVIDERS
+from cryptoviz.core.quote import ALL_PROVIDERS, LOCAL_PROVIDERS
 from cryptoviz.scraper.providers import DEFAULT_BASE_URLS
 from cryptoviz.scraper.run import EXIT_CODES, Settings, run_loop, run_once
 
@@ -21,6 +21,10 @@ def _option(name: str, **kwargs):
 
 
 DEFAULTS = Settings()
+MIN_INTERVAL_LIVE = 1.0
+"""Live providers are never polled faster than once a second (their rate limits are per minute anyway)."""
+MIN_INTERVAL_LOCAL = 0.05
+"""`demo`/`replay` read the local market server, so fast replays can poll it up to 20 times a second."""
 EXIT_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 
 
@@ -45,7 +49,13 @@ EXIT_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text i
 @_option("COINBASE_BASE_URL", default=DEFAULT_BASE_URLS["coinbase"])
 @_option("MARKET_BASE_URL", default=None, help="Local market server for providers demo/replay.")
 @_option("SCRAPER_CONFIG", default=None, help="YAML/JSON config file; without it, the provider's top coins.")
-@_option("SCRAPE_INTERVAL", type=click.FloatRange(min=1), default=DEFAULTS.scrape_interval, help="Seconds (--loop).")
+@_option(
+    "SCRAPE_INTERVAL",
+    type=click.FloatRange(min=MIN_INTERVAL_LOCAL),
+    default=DEFAULTS.scrape_interval,
+    help=f"Seconds between scrape starts (--loop); at least {MIN_INTERVAL_LIVE:g} "
+    f"(at least {MIN_INTERVAL_LOCAL:g} for the local providers demo/replay).",
+)
 @_option(
     "PUBLISH_DEADLINE",
     type=click.FloatRange(min=0.5),
@@ -71,6 +81,12 @@ EXIT_HELP = "\b\nExit codes:\n" + "\n".join(f"  {code}  {text}" for code, text i
 def scrape(mode: str, **options: object) -> None:
     """Scrape market data and publish validated quotes to NATS JetStream."""
     options["provider"] = options.pop("scrape_provider")
+    interval = float(options["scrape_interval"])  # type: ignore[arg-type]
+    if options["provider"] not in LOCAL_PROVIDERS and interval < MIN_INTERVAL_LIVE:
+        raise click.BadParameter(
+            f"{interval:g} s is below {MIN_INTERVAL_LIVE:g} s, allowed only for SCRAPE_PROVIDER=demo|replay",
+            param_hint="'--scrape-interval' / SCRAPE_INTERVAL",
+        )
     settings = Settings(**options)  # type: ignore[arg-type]
     if mode == "loop":
         asyncio.run(_loop(settings))
