@@ -403,6 +403,31 @@ def test_period_filter_changes_x_range(page: Page) -> None:
     page.click("7d")
 
 
+def test_custom_range_sets_x_range(page: Page, pipeline: Pipeline) -> None:
+    page.click("custom")
+    picker = page.page.locator(".cv-custom input.flatpickr-input").first
+    page.wait(lambda: picker.is_visible(), what="custom range picker")
+    # a one-day window two days before the newest data, picked in the (UTC) calendar
+    start = (pipeline.end - timedelta(days=3)).replace(minute=0, second=0, tzinfo=None)
+    end = start + timedelta(days=1)
+    picker.click()  # open the calendar, pick both ends, close it (Panel takes the value on close)
+    picker.evaluate(
+        "(input, dates) => { input._flatpickr.setDate(dates, true); input._flatpickr.close(); }",
+        [start.isoformat(sep=" "), end.isoformat(sep=" ")],
+    )
+    epoch = datetime(1970, 1, 1)
+    want = [(start - epoch).total_seconds() * 1000, (end - epoch).total_seconds() * 1000]
+
+    def follows() -> bool:
+        x = _shared_figure(page)["x"]
+        return abs(x[0] - want[0]) <= 600_000 and abs(x[1] - want[1]) <= 600_000  # within two 5-min buckets
+
+    page.wait(follows, what=f"x-range {start} – {end}")
+    assert page.page.locator(".cv-custom").first.is_visible()
+    page.click("7d")
+    page.wait(lambda: not page.page.locator(".cv-custom").first.is_visible(), what="picker hidden again")
+
+
 def test_provider_html_is_shown_as_text(page: Page, browser: Any, board: DashboardProcess) -> None:
     # the latest-prices table and the coin picker show the name literally
     page.wait(lambda: page.page.get_by_text(XSS).count() > 0, what="XSS name as text")

@@ -152,7 +152,7 @@ class Dashboard:
             name="Period", options=[*PERIODS, CUSTOM], value="7d", button_type="default", sizing_mode="stretch_width"
         )
         self.custom = pn.widgets.DatetimeRangePicker(
-            name="Custom range (UTC)", visible=False, sizing_mode="stretch_width"
+            name="Custom range (UTC)", visible=False, sizing_mode="stretch_width", css_classes=["cv-custom"]
         )
         self.mode = pn.widgets.RadioButtonGroup(
             name="Display", options=MODES, value="shared", orientation="vertical", sizing_mode="stretch_width"
