@@ -495,6 +495,37 @@ def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None
     assert elapsed < 4, f"new data took {elapsed:.1f}s to show"
 
 
+def test_basic_auth_login(pipeline: Pipeline, browser: Any) -> None:
+    password = "correct:horse"  # everything after the first colon is the password
+    guarded = pipeline.dashboard(DASHBOARD_BASIC_AUTH=f"trader:{password}")
+    tab = Page(browser, guarded.url, wait_for_chart=False)
+    try:
+        # /liveness stays open for probes (the fixture's start-up already polled it)
+        assert requests.get(guarded.url + "liveness", timeout=5, allow_redirects=False).status_code == 200
+        assert "/login" in requests.get(guarded.url, timeout=5, allow_redirects=False).headers.get("Location", "")
+
+        def log_in(user: str, secret: str) -> None:
+            tab.page.wait_for_selector("input[name=password]", timeout=15_000)
+            assert tab.page.locator("canvas").count() == 0
+            tab.page.fill("input[name=username]", user)
+            tab.page.fill("input[name=password]", secret)
+            tab.page.get_by_role("button", name="Login").click()
+            tab.page.wait_for_load_state()
+
+        log_in("trader", "wrong")
+        tab.wait(lambda: tab.page.locator("input[name=password]").count() == 1, what="login page again")
+        assert tab.page.locator(".errormessage").inner_text().strip(), "no error message after a wrong password"
+        assert tab.page.locator("canvas").count() == 0
+
+        log_in("trader", password)
+        tab.page.wait_for_selector("canvas", timeout=30_000)
+        tab.wait(lambda: tab.text("metric-records") == f"{pipeline.stats()['records']:,}", what="app after login")
+        assert password not in guarded.log()
+    finally:
+        tab.close()
+        guarded.stop()
+
+
 def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -> None:
     with EmbeddedNats(tmp_path / "nats") as empty_nats:
         ingester = Ingester(empty_nats.url, tmp_path / "empty.duckdb", tmp_path / "ingester.log").start()
