@@ -13,7 +13,7 @@ plus 6 scaled copies), shifted to end now, ≈167k quotes published over JetStre
 4. RSS of the real dashboard server with two open tabs while new data arrives every second
    (shortened from the issue's hour to --rss-seconds).
 
-    .venv/bin/python bench/bench_dashboard.py [--rss-seconds 60] [--sessions 50]
+    .venv/bin/python bench/bench_dashboard.py [--rss-seconds 60] [--sessions 50] [--loads 5] [--first-chart-only]
 """
 
 from __future__ import annotations
@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--rss-seconds", type=float, default=60.0)
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--first-chart-only", action="store_true", help="Measure only navigation → first chart.")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,9 +265,10 @@ def main() -> None:
             print(f"[setup] {len(quotes)} quotes of 20 coins published and ingested in {took:.1f} s")
             board = DashboardProcess(ingester.url, root / "dashboard.log", SCRAPE_INTERVAL="300").start()
             bench_first_chart(board.url, args.loads)
-            bench_refresh(ingester.url)
-            bench_sessions(ingester.url, nats_server.url, args.sessions)
-            bench_rss(board, nats_server.url, args.rss_seconds)
+            if not args.first_chart_only:
+                bench_refresh(ingester.url)
+                bench_sessions(ingester.url, nats_server.url, args.sessions)
+                bench_rss(board, nats_server.url, args.rss_seconds)
         finally:
             if board:
                 board.stop()

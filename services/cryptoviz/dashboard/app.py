@@ -264,7 +264,8 @@ class Dashboard:
         ]
         template = pn.template.FastListTemplate(
             title="CryptoViz",
-            sidebar=sidebar,
+            # one Bokeh root per template item, and each root re-walks the whole document: one Column
+            sidebar=[pn.Column(*sidebar, sizing_mode="stretch_width")],
             main=main,
             theme_toggle=True,
             accent="#0f766e",
