@@ -1,24 +1,23 @@
 """Accelerated soak of the whole local pipeline: is memory flat, is anything failing?
 
-Starts `cryptoviz dev --demo` (NATS, ingester, scraper loop, dashboard, supervisor) on free
-ports, then for `--minutes`:
-- replays the four weeks of shared 5-minute candles into JetStream as contract messages of
-  provider `replay` (one message per candle time, the scraper's own format; the scraper's loop
-  cannot go below one scrape per second, so the bench publishes itself), paced to finish at
-  ~80 % of the run;
-- runs `--sessions` browser-like clients, each reloading the dashboard page (a new Panel
-  session server-side) and reading the API (/stats, /latest, /history) every `--refresh` s.
-Reports errors, request latencies, the replay rows stored, and the RSS of every process after
-warm-up (25 % of the run), once the replay is over (85 %, data volume constant from here) and at
-the end; the ratios are end/warm and end/settled. Nothing is asserted: figures only.
+Starts `cryptoviz dev --replay` on the four weeks of shared 5-minute candles (NATS, ingester,
+scraper loop, local market server, dashboard, supervisor) on free ports, at a speed meant to end
+the replay at ~80 % of `--minutes` (at most one candle per 0.05 s, the scraper's floor for the
+local market). Every candle takes the real path: MarketServer -> `cryptoviz scrape --loop` ->
+JetStream -> ingester, paced by `cryptoviz dev` (the next candle only once this one is stored).
+Meanwhile `--sessions` browser-like clients each reload the dashboard page (a new Panel session
+server-side) and read the API (/stats, /latest, /history) every `--refresh` s.
+Reports errors, request latencies, the candles and quotes replayed and stored (each candle time
+is one message, so the stored rows must equal the rows of every candle up to the last stored
+one), and the RSS of every process after warm-up (25 % of the run), at 85 % and at the end; the
+ratios are end/warm and end/85 %. Nothing is asserted: figures only.
 
-    .venv/bin/python bench/bench_soak.py --minutes 5
+    .venv/bin/python bench/bench_soak.py --minutes 5 [--candles 2000]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import json
 import os
@@ -35,9 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import requests
-from cryptoviz.core import contract
-from cryptoviz.core.nats import connect, ensure_stream, free_port
-from cryptoviz.core.quote import make_quote
+from cryptoviz.core.nats import free_port
+from cryptoviz.dev.cli import MIN_LOCAL_INTERVAL
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKET_5M = Path(os.environ.get("CRYPTOVIZ_SHARED", ROOT.parent / "shared")) / "data" / "market" / "5m"
@@ -61,6 +59,7 @@ def rss_kib(pid: int | None) -> int | None:
 
 
 def load_ticks(directory: Path) -> list[tuple[datetime, list[tuple[str, float]]]]:
+    """The candles as the replay serves them: per candle time, (symbol, close) of every coin that has one."""
     by_time: dict[datetime, list[tuple[str, float]]] = {}
     for file in sorted(directory.glob("*.csv")):
         symbol = file.name.split("-")[0]
@@ -69,32 +68,6 @@ def load_ticks(directory: Path) -> list[tuple[datetime, list[tuple[str, float]]]
                 when = datetime.fromisoformat(row["Date"]).astimezone(UTC)
                 by_time.setdefault(when, []).append((symbol, float(row["Close"])))
     return sorted(by_time.items())
-
-
-async def publish_replay(nats_url: str, ticks, seconds: float, stop: threading.Event, done: dict) -> None:
-    """One contract message per candle time, paced to take `seconds`."""
-    nc = await connect(nats_url, name="bench-soak")
-    js = nc.jetstream()
-    await ensure_stream(js)
-    started = time.monotonic()
-    try:
-        for n, (when, rows) in enumerate(ticks):
-            if stop.is_set():
-                break
-            quotes = [
-                make_quote(
-                    provider="replay", coin_id=SYMBOLS.get(s, s.lower()), symbol=s, name=s, price=p, timestamp=when
-                )
-                for s, p in rows
-            ]
-            for message in contract.encode_scrape("replay", quotes):
-                await js.publish(message.subject, message.payload, headers=message.headers)
-            done["quotes"] += len(quotes)
-            ahead = started + seconds * (n + 1) / len(ticks) - time.monotonic()
-            if ahead > 0:
-                await asyncio.sleep(ahead)
-    finally:
-        await nc.close()
 
 
 def session(
@@ -125,15 +98,18 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--refresh", type=float, default=10.0, help="seconds between a session's reloads")
+    parser.add_argument("--candles", type=int, default=None, help="replay only the first N candle times [all]")
     args = parser.parse_args()
     seconds = args.minutes * 60
-    ticks = load_ticks(MARKET_5M)
+    ticks = load_ticks(MARKET_5M)[: args.candles]
     rows = sum(len(r) for _, r in ticks)
+    period = max(seconds * 0.8 / len(ticks), MIN_LOCAL_INTERVAL)  # market pacing on top of this
     ports = {"api": free_port(), "dashboard": free_port(), "nats": free_port()}
     state = Path(tempfile.mkdtemp(prefix="cryptoviz-soak-"))
-    env = {**os.environ, "RETENTION_DAYS": "0", "CMC_API_KEY": "", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CMC_API_KEY": "", "LOG_LEVEL": "WARNING"}
     command = [
-        sys.executable, "-c", "from cryptoviz.cli import main; main()", "dev", "--demo", "--state-dir", str(state),
+        sys.executable, "-c", "from cryptoviz.cli import main; main()", "dev", "--replay", str(MARKET_5M),
+        "--speed", f"{300 / period:g}", "--replay-limit", str(len(ticks)), "--state-dir", str(state),
         "--api-port", str(ports["api"]), "--dashboard-port", str(ports["dashboard"]), "--nats-port", str(ports["nats"]),
     ]  # fmt: skip
     dev = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -146,12 +122,8 @@ def main() -> None:
             if dev.poll() is not None or time.monotonic() > give_up:
                 raise SystemExit("cryptoviz dev did not come up:\n" + "".join(output))
             time.sleep(0.5)
-        info = json.loads((state / "run.json").read_text())
-        stop, stats, published, latencies = threading.Event(), Counter(), {"quotes": 0}, {}
-        publisher = threading.Thread(
-            target=lambda: asyncio.run(publish_replay(info["nats_url"], ticks, seconds * 0.8, stop, published))
-        )
-        publisher.start()
+        started = time.monotonic()
+        stop, stats, latencies = threading.Event(), Counter(), {}
         clients = [
             threading.Thread(
                 target=session, args=(n, dashboard, api, args.refresh, stop, stats, latencies), daemon=True
@@ -167,32 +139,41 @@ def main() -> None:
             return {"supervisor": rss_kib(dev.pid), **{name: rss_kib(pid) for name, pid in pids.items()}}
 
         warm = snapshot()
-        time.sleep(seconds * 0.6)  # the replay ends at 80 %: from here on the data volume is constant
+        time.sleep(seconds * 0.6)
         settled = snapshot()
         time.sleep(seconds * 0.15)
         stop.set()
-        publisher.join(timeout=60)
+        finished = "Replay finished" in "".join(output)
+        replay_seconds = time.monotonic() - started
         time.sleep(3)  # let the last batch commit
         end = snapshot()
         coins = requests.get(api + "/api/v1/coins", params={"provider": "replay"}, timeout=30).json()["data"]
         stored = sum(c["records"] for c in coins if c["provider"] == "replay")
+        last = max(datetime.fromisoformat(c["last_timestamp"].replace("Z", "+00:00")) for c in coins)
+        replayed = [r for when, r in ticks if when <= last]  # a candle time is one message: stored whole or not at all
+        duplicates = requests.get(api + "/api/v1/stats", timeout=30).json()["duplicates"]
         restarts = json.loads((state / "run.json").read_text())["restarts"]
     finally:
         dev.send_signal(signal.SIGINT)
         code = dev.wait(timeout=90)
         shutil.rmtree(state, ignore_errors=True)
 
+    expected = sum(len(r) for r in replayed)
     requests_ok = stats.pop("ok", 0)
     print(f"soak: {args.minutes:g} min, {args.sessions} sessions refreshing every ~{args.refresh:g}s")
-    print(f"replay: {published['quotes']:,} of {rows:,} quotes published ({len(ticks):,} candle times), "
-          f"{stored:,} stored (lost or doubled: {stored - published['quotes']:+,})")  # fmt: skip
+    print(
+        f"replay through MarketServer -> cryptoviz scrape -> JetStream -> ingester, a candle every >= {period:.3f}s: "
+        f"{len(replayed):,} of {len(ticks):,} candle times ({'finished' if finished else 'not finished'} "
+        f"after {replay_seconds:.0f}s of sessions), {stored:,} quotes stored for {expected:,} replayed of {rows:,} "
+        f"(lost or doubled: {stored - expected:+,}; redeliveries recognised as duplicates: {duplicates})"
+    )
     print(f"requests: {requests_ok:,} ok, errors: {dict(stats) or 'none'}; restarts: {restarts}; dev exit {code}")
     for name, values in sorted(latencies.items()):
         values.sort()
         p50, p99 = values[len(values) // 2], values[int(len(values) * 0.99)]
         print(f"  {name:<8} p50 {p50 * 1000:7.0f} ms   p99 {p99 * 1000:7.0f} ms")
-    print("RSS (MiB) after warm-up (25 %), once the replay is over (85 %), at the end (100 %):")
-    print(f"{'process':<12}{'warm':>9}{'settled':>9}{'end':>9}{'end/warm':>10}{'end/settled':>13}")
+    print("RSS (MiB) after warm-up (25 %), at 85 %, at the end (100 %):")
+    print(f"{'process':<12}{'warm':>9}{'85 %':>9}{'end':>9}{'end/warm':>10}{'end/85 %':>13}")
     for name, before in warm.items():
         mid, after = settled.get(name), end.get(name)
         if before and mid and after:

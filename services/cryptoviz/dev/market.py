@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 import zlib
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -304,12 +305,17 @@ class MarketServer:
         port: int = 0,
         speed: float | None = None,
         cmc_api_key: str | None = None,
+        keep_requests: int | None = None,
     ) -> None:
         self.feed = feed
         self.speed = speed
         self.cmc_api_key = cmc_api_key
         self.faults: list[Fault] = []
         self.requests: list[RequestRecord] = []
+        self.keep_requests = keep_requests
+        """Keep only about the last N in `requests` (a long fast replay would otherwise grow it without bound)."""
+        self.request_counts: Counter[str] = Counter()
+        """Requests per provider since the start, also for the records no longer kept."""
         self.lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -376,7 +382,7 @@ class MarketServer:
                 "time": _iso(self.feed.now()),
                 "coins": len(self.feed.snapshot()),
                 "faults": [asdict(f) for f in self.faults],
-                "requests": len(self.requests),
+                "requests": sum(self.request_counts.values()),
             }
 
     def _take_faults(self, provider: str) -> list[Fault]:
@@ -406,6 +412,9 @@ class MarketServer:
             return 404, json.dumps({"error": f"no such endpoint {method} {path}"}).encode(), {}
         with self.lock:
             self.requests.append(RequestRecord(time.monotonic(), provider, path, query, headers))
+            self.request_counts[provider] += 1
+            if self.keep_requests is not None and len(self.requests) > 2 * self.keep_requests:
+                del self.requests[: -self.keep_requests]
         faults = self._take_faults(provider)
         for fault in faults:
             if fault.kind == "timeout":
@@ -426,7 +435,7 @@ class MarketServer:
         if any(f.kind == "truncated" for f in faults):
             data = data[: len(data) // 2]
         if provider == "binance":
-            used = len(self.requests_for("binance")) * 2
+            used = self.request_counts["binance"] * 2
             used = max((f.weight for f in faults if f.kind == "binance_weight"), default=used)
             extra.setdefault("X-MBX-USED-WEIGHT-1m", str(used))
         return status, data, extra

@@ -89,7 +89,7 @@ class LocalMarket:
         self._on_end = on_end
         self._session = requests.Session()
         self._stop = threading.Event()
-        self.server = MarketServer(feed).start()
+        self.server = MarketServer(feed, keep_requests=1000).start()
         self._thread = threading.Thread(target=self._pace, name="market-pacer", daemon=True)
         self._thread.start()
 
@@ -98,7 +98,7 @@ class LocalMarket:
         return self.server.url
 
     def _requests(self) -> int:
-        return len(self.server.requests_for(SCRAPE_PROVIDER_PATH))
+        return self.server.request_counts[SCRAPE_PROVIDER_PATH]
 
     def _stored(self, tick: datetime, symbols: set[str]) -> bool:
         """Has the ingester committed this tick for every coin in it? (Its API is the only DuckDB reader.)"""
