@@ -335,11 +335,14 @@ def test_metrics_and_groups_match_the_api(page: Page, pipeline: Pipeline) -> Non
 
 def test_first_page_is_lean(page: Page) -> None:
     """What keeps navigation → first chart short: no 1.8 MB MathJax bundle (no pane renders math),
-    and a handful of Bokeh roots (the document is re-walked once per root while it is built)."""
+    a handful of Bokeh roots (the document is re-walked once per root while it is built), and the
+    prices table joining the page only after it has loaded."""
     scripts = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
     assert any("bokeh-widgets" in s for s in scripts), scripts  # the probe sees the bundles
     assert not [s for s in scripts if "mathjax" in s]
     assert page.page.evaluate("() => Bokeh.documents[0].roots().length") <= 8  # 17 with one root per sidebar item
+    # the prices table is added once the page has loaded (after the first chart)
+    page.wait(lambda: page.page.locator(".tabulator-row").count() > 0, what="prices table after load")
 
 
 def test_each_mode_renders(page: Page, shots: Path, board: DashboardProcess, browser: Any) -> None:

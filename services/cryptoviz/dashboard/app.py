@@ -221,6 +221,8 @@ class Dashboard:
             pagination=None,
         )
         self.table.style.map(_change_colour, subset=list(CHANGE_COLUMNS))
+        # the table joins the page once it has loaded (`on_load`): the first chart paints without waiting for it
+        self.table_slot = pn.Column(sizing_mode="stretch_width")
 
         for widget in (self.coins, self.mode, self.log_scale, self.tz):
             widget.param.watch(self._on_view_change, "value")
@@ -258,7 +260,7 @@ class Dashboard:
                 self.tabs,
                 self.alerts,
                 pn.pane.HTML("<h3>Latest prices</h3>"),
-                self.table,
+                self.table_slot,
                 sizing_mode="stretch_width",
             )
         ]
@@ -280,8 +282,9 @@ class Dashboard:
         self.refresh(defer_views=False)
         pn.state.add_periodic_callback(self._tick, period=TICK_MS)
 
-    def on_browser_info(self) -> None:
-        """The browser's time zone is known once the page has loaded: redraw if it is used."""
+    def on_load(self) -> None:
+        """The page has loaded: add the prices table; the browser's time zone is now known, redraw if used."""
+        self.table_slot.objects = [self.table]
         if self.tz.value == "Local":
             self._render_views()
 
@@ -676,5 +679,5 @@ def build(shared: SharedData, settings: Settings) -> pn.template.FastListTemplat
     dashboard = Dashboard(shared, settings)
     template = dashboard.template()
     dashboard.start()
-    pn.state.onload(dashboard.on_browser_info)
+    pn.state.onload(dashboard.on_load)
     return template
