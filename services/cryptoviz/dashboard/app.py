@@ -127,6 +127,20 @@ class Settings:
     scrape_interval: float = 300.0
 
 
+def _show_alerts(column: pn.Column, alerts: list[pn.pane.Alert]) -> None:
+    """Replace a column's alerts only when what they say changed.
+
+    Swapping in new Bokeh models on every tick raced with the browser's in-flight messages
+    ("reference pNNNN isn't known"); unchanged banners keep their models.
+    """
+
+    def shown(items: list[Any]) -> list[tuple[Any, ...]]:
+        return [(item.object, getattr(item, "alert_type", None), tuple(item.css_classes)) for item in items]
+
+    if shown(alerts) != shown(column.objects):
+        column.objects = alerts
+
+
 class Dashboard:
     """The widgets and views of one session."""
 
@@ -452,7 +466,7 @@ class Dashboard:
                     alert_type="info",
                 )
             )
-        self.help.objects = help_items
+        _show_alerts(self.help, help_items)
         self._render_advice(symbols)
         if view.empty:
             self.chart_area.objects, self._chart_shape = [], None
@@ -624,7 +638,7 @@ class Dashboard:
                     css_classes=["cv-banner-simulated"],
                 )
             )
-        self.banners.objects = items
+        _show_alerts(self.banners, items)
 
     # ---- export ------------------------------------------------------------------------------
     def _csv(self) -> io.StringIO:
