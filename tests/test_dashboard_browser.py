@@ -23,21 +23,12 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats, free_port
 from cryptoviz.core.quote import Quote, make_quote
+from test_dev_support import CHROMIUM, CHROMIUM_ARGS
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked
 from test_ingest_harness import publish as publish_in_loop
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 XSS = "<img src=x onerror=alert(1)>"
 SUPPLY = {
     "BTC": 19.8e6, "ETH": 120e6, "BNB": 145e6, "SOL": 480e6, "XRP": 57e9, "ADA": 35e9, "DOGE": 147e9,
