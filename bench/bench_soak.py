@@ -4,9 +4,11 @@ Starts `cryptoviz dev --replay` on the four weeks of shared 5-minute candles (NA
 scraper loop, local market server, dashboard, supervisor) on free ports, at a speed meant to end
 the replay at ~80 % of `--minutes` (at most one candle per 0.05 s, the scraper's floor for the
 local market). Every candle takes the real path: MarketServer -> `cryptoviz scrape --loop` ->
-JetStream -> ingester, paced by `cryptoviz dev` (the next candle only once this one is stored).
-Meanwhile `--sessions` browser-like clients each reload the dashboard page (a new Panel session
-server-side) and read the API (/stats, /latest, /history) every `--refresh` s.
+JetStream -> ingester, paced by `cryptoviz dev` (a candle is served only once the one `--window`
+candles back is stored). Meanwhile `--sessions` browser-like clients each hold a dashboard tab
+open (a Bokeh websocket session that receives every pushed update, as a browser's does, without
+drawing), reload it every ~`--reload` s (a new Panel session server-side, the old one closed) and
+read the API (/stats, /latest, /history) every ~`--refresh` s.
 Reports errors, request latencies, the candles and quotes replayed and stored (each candle time
 is one message, so the stored rows must equal the rows of every candle up to the last stored
 one), and the RSS of every process after warm-up (25 % of the run), at 85 % and at the end; the
@@ -18,6 +20,7 @@ ratios are end/warm and end/85 %. Nothing is asserted: figures only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -70,16 +73,62 @@ def load_ticks(directory: Path) -> list[tuple[datetime, list[tuple[str, float]]]
     return sorted(by_time.items())
 
 
+def _load_panel_models() -> None:
+    """A Python Bokeh client must know Panel's model types to apply the server's patches."""
+    import importlib
+    import pkgutil
+
+    import panel.models
+
+    for module in pkgutil.iter_modules(panel.models.__path__):
+        with contextlib.suppress(ImportError):  # optional extras (VTK, deck.gl…) this dashboard does not use
+            importlib.import_module(f"panel.models.{module.name}")
+
+
+def _open_page(dashboard: str):
+    """A dashboard tab as a browser holds it: a server session over the websocket, told the page has
+    loaded (Panel holds pushes until then), then kept in sync by every patch the server sends."""
+    from bokeh.client import pull_session
+    from bokeh.events import DocumentReady
+
+    page = pull_session(url=dashboard + "/")
+    page.document.callbacks.send_event(DocumentReady())
+    return page
+
+
 def session(
-    n: int, dashboard: str, api: str, refresh: float, stop: threading.Event, stats: Counter, latencies: dict
-) -> None:
-    """A browser-like client: reload the page, read the API, wait, again."""
+    n: int, dashboard: str, api: str, refresh: float, reload: float, stop: threading.Event, stats: Counter,
+    latencies: dict,
+) -> None:  # fmt: skip
+    """A browser-like client: a tab open on the dashboard receiving its pushed updates, reloaded every
+    ~`reload` s (a new server session, the old one closed), plus API reads every ~`refresh` s."""
+    import asyncio
+
+    asyncio.set_event_loop(asyncio.new_event_loop())  # this thread's Bokeh client loop
     rng = random.Random(n)
     http = requests.Session()
     symbols = ",".join(rng.sample(sorted(SYMBOLS), 5))
-    while not stop.wait(rng.uniform(0.5, 1.5) * refresh):
+    page, reload_at = None, 0.0
+    while not stop.is_set():
+        if page is None or time.monotonic() >= reload_at:
+            if page is not None:
+                page.close()
+                page = None
+            started = time.monotonic()
+            try:
+                page = _open_page(dashboard)
+                page.document.on_change(lambda _event: stats.update(["pushed changes"]))
+                stats["ok"] += 1
+            except Exception as exc:  # any failure to open the page is a reported error
+                stats[f"page: {type(exc).__name__} {str(exc)[-60:]}"] += 1
+            latencies.setdefault("page", []).append(time.monotonic() - started)
+            reload_at = time.monotonic() + rng.uniform(0.5, 1.5) * reload
+        wait_until = time.monotonic() + rng.uniform(0.5, 1.5) * refresh
+        if page is not None and page.connected:
+            page._connection._loop_until(lambda: stop.is_set() or time.monotonic() >= wait_until)  # noqa: B023
+        elif stop.wait(max(0.0, wait_until - time.monotonic())):
+            break
         for name, url, params in (
-            ("page", dashboard + "/", None),
             ("stats", api + "/api/v1/stats", None),
             ("latest", api + "/api/v1/latest", None),
             ("history", api + "/api/v1/history", {"symbols": symbols, "points": 500, "start": "2025-01-13T00:00:00Z"}),
@@ -91,13 +140,19 @@ def session(
             except requests.RequestException as exc:
                 stats[f"{name}: {type(exc).__name__} {str(exc)[-60:]}"] += 1
             latencies.setdefault(name, []).append(time.monotonic() - started)
+    if page is not None:
+        if not page.connected:
+            stats["page: disconnected by the server"] += 1
+        page.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--refresh", type=float, default=10.0, help="seconds between a session's reloads")
+    parser.add_argument("--refresh", type=float, default=10.0, help="seconds between a session's API reads")
+    parser.add_argument("--reload", type=float, default=60.0, help="seconds between a session's page reloads")
+    parser.add_argument("--window", type=int, default=4, help="candle times in flight (cryptoviz dev --replay-window)")
     parser.add_argument("--candles", type=int, default=None, help="replay only the first N candle times [all]")
     args = parser.parse_args()
     seconds = args.minutes * 60
@@ -109,7 +164,8 @@ def main() -> None:
     env = {**os.environ, "CMC_API_KEY": "", "LOG_LEVEL": "WARNING"}
     command = [
         sys.executable, "-c", "from cryptoviz.cli import main; main()", "dev", "--replay", str(MARKET_5M),
-        "--speed", f"{300 / period:g}", "--replay-limit", str(len(ticks)), "--state-dir", str(state),
+        "--speed", f"{300 / period:g}", "--replay-limit", str(len(ticks)), "--replay-window", str(args.window),
+        "--state-dir", str(state),
         "--api-port", str(ports["api"]), "--dashboard-port", str(ports["dashboard"]), "--nats-port", str(ports["nats"]),
     ]  # fmt: skip
     dev = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -126,10 +182,13 @@ def main() -> None:
         stop, stats, latencies = threading.Event(), Counter(), {}
         clients = [
             threading.Thread(
-                target=session, args=(n, dashboard, api, args.refresh, stop, stats, latencies), daemon=True
+                target=session,
+                args=(n, dashboard, api, args.refresh, args.reload, stop, stats, latencies),
+                daemon=True,
             )
             for n in range(args.sessions)
         ]
+        _load_panel_models()
         for client in clients:
             client.start()
         time.sleep(seconds * 0.25)
@@ -143,6 +202,8 @@ def main() -> None:
         settled = snapshot()
         time.sleep(seconds * 0.15)
         stop.set()
+        for client in clients:
+            client.join(timeout=30)
         finished = "Replay finished" in "".join(output)
         replay_seconds = time.monotonic() - started
         time.sleep(3)  # let the last batch commit
@@ -159,15 +220,21 @@ def main() -> None:
         shutil.rmtree(state, ignore_errors=True)
 
     expected = sum(len(r) for r in replayed)
-    requests_ok = stats.pop("ok", 0)
-    print(f"soak: {args.minutes:g} min, {args.sessions} sessions refreshing every ~{args.refresh:g}s")
+    requests_ok, pushed = stats.pop("ok", 0), stats.pop("pushed changes", 0)
+    print(
+        f"soak: {args.minutes:g} min, {args.sessions} dashboard tabs (Bokeh websocket sessions receiving pushed"
+        f" updates, reloaded every ~{args.reload:g}s) also reading the API every ~{args.refresh:g}s"
+    )
     print(
         f"replay through MarketServer -> cryptoviz scrape -> JetStream -> ingester, a candle every >= {period:.3f}s: "
         f"{len(replayed):,} of {len(ticks):,} candle times ({'finished' if finished else 'not finished'} "
         f"after {replay_seconds:.0f}s of sessions), {stored:,} quotes stored for {expected:,} replayed of {rows:,} "
         f"(lost or doubled: {stored - expected:+,}; redeliveries recognised as duplicates: {duplicates})"
     )
-    print(f"requests: {requests_ok:,} ok, errors: {dict(stats) or 'none'}; restarts: {restarts}; dev exit {code}")
+    print(
+        f"requests (page opens + API reads): {requests_ok:,} ok, errors: {dict(stats) or 'none'}; "
+        f"model changes pushed to the tabs: {pushed:,}; restarts: {restarts}; dev exit {code}"
+    )
     for name, values in sorted(latencies.items()):
         values.sort()
         p50, p99 = values[len(values) // 2], values[int(len(values) * 0.99)]

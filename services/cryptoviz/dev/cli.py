@@ -53,6 +53,13 @@ def _opt(name: str, envvar: str, **kwargs):
     help="Replay only the first N candle times [default: all].",
 )
 @_opt(
+    "--replay-window",
+    "REPLAY_WINDOW",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Candle times fetched but not yet confirmed stored (1: each is stored before the next; more is faster).",
+)
+@_opt(
     "--no-demo-fallback",
     "NO_DEMO_FALLBACK",
     is_flag=True,
@@ -97,6 +104,7 @@ def dev(
     replay: Path | None,
     speed: float,
     replay_limit: int | None,
+    replay_window: int,
     no_demo_fallback: bool,
     scrape_provider: str | None,
     scrape_interval: float | None,
@@ -171,6 +179,7 @@ def dev(
                 api_url=plan.api_url,
                 replay_dir=replay,
                 limit=replay_limit,
+                window=replay_window,
                 start_prices=_last_demo_prices(plan.api_url) if provider == "demo" else None,
                 on_end=lambda m: click.echo(
                     f"Replay finished: {m.ticks} candle times replayed (up to {m.feed.now():%Y-%m-%d %H:%M} UTC);"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,7 +69,13 @@ class SimulatorFeed:
 
 
 class LocalMarket:
-    """A started MarketServer plus the pacer thread that advances its feed."""
+    """A started MarketServer plus the pacer thread that advances its feed.
+
+    `window` ticks may be fetched but not yet stored: 1 (the default) waits for each tick to be
+    stored before the next; more pipelines the replay (the scraper fetches tick N while the
+    ingester commits N-1), for soaks. Every tick is still fetched once; a tick lost in flight
+    (NATS down with `window` > 1) is only noticed after the stall patience.
+    """
 
     def __init__(
         self,
@@ -78,6 +85,7 @@ class LocalMarket:
         provider: str,
         api_url: str,
         limit: int | None = None,
+        window: int = 1,
         on_end: Callable[[LocalMarket], None] | None = None,
     ) -> None:
         self.feed = feed
@@ -85,6 +93,7 @@ class LocalMarket:
         self.api_url = api_url
         self.period = period
         self.limit = limit
+        self.window = max(1, window)
         self.ticks = 1
         self._on_end = on_end
         self._session = requests.Session()
@@ -115,23 +124,38 @@ class LocalMarket:
         seen_at_advance = self._requests()
         advanced_at = time.monotonic()
         patience = max(STALL_SECONDS, 10 * self.period)
+        in_flight: deque[tuple[datetime, set[str], float]] = deque()  # fetched, not yet seen stored
         while not self._stop.wait(min(max(self.period / 4, 0.01), 0.25)):
             # Advance when the period is up, the scraper has fetched this tick, and the ingester
-            # has stored it (a repeated replay finds it stored already: the fetch still counts).
-            waited = time.monotonic() - advanced_at
-            if waited < self.period or self._requests() <= seen_at_advance:
+            # has stored all but `window - 1` of the fetched ticks (a repeated replay finds them
+            # stored already: the fetch still counts).
+            if time.monotonic() - advanced_at < self.period or self._requests() <= seen_at_advance:
                 continue
-            tick = self.feed.now()
-            if not self._stored(tick, {row.symbol for row in self.feed.snapshot()}):
-                if waited < patience:
-                    continue
-                log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, waited)
+            if not in_flight or in_flight[-1][0] != self.feed.now():
+                in_flight.append((self.feed.now(), {row.symbol for row in self.feed.snapshot()}, time.monotonic()))
+            if len(in_flight) >= self.window:
+                tick, symbols, fetched_at = in_flight[0]
+                if not self._stored(tick, symbols):
+                    if time.monotonic() - fetched_at < patience:
+                        continue
+                    log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, patience)
+                in_flight.popleft()
             if (self.limit is not None and self.ticks >= self.limit) or not self.server.advance():
+                self._drain(in_flight, patience)
                 if self._on_end:
                     self._on_end(self)
                 return
             self.ticks += 1
             seen_at_advance, advanced_at = self._requests(), time.monotonic()
+
+    def _drain(self, in_flight: deque[tuple[datetime, set[str], float]], patience: float) -> None:
+        """Wait (up to the patience) until the last fetched tick is stored, so "finished" means stored."""
+        if not in_flight:
+            return
+        tick, symbols, fetched_at = in_flight[-1]
+        while not self._stored(tick, symbols) and time.monotonic() - fetched_at < patience:
+            if self._stop.wait(0.05):
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -147,6 +171,7 @@ def start_market(
     api_url: str,
     replay_dir: Path | None = None,
     limit: int | None = None,
+    window: int = 1,
     start_prices: dict[str, float] | None = None,
     on_end: Callable[[LocalMarket], None] | None = None,
 ) -> LocalMarket:
@@ -157,4 +182,4 @@ def start_market(
         feed: Feed = CsvReplayFeed(replay_dir)
     else:
         feed = SimulatorFeed(MarketSimulator(start_prices=start_prices))
-    return LocalMarket(feed, period, provider=provider, api_url=api_url, limit=limit, on_end=on_end)
+    return LocalMarket(feed, period, provider=provider, api_url=api_url, limit=limit, window=window, on_end=on_end)
