@@ -150,15 +150,20 @@ def test_a_sigkilled_supervisor_leaves_no_service_behind_and_the_next_run_starts
         raise
 
 
-def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_once(tmp_path: Path, market_5m: Path):
-    """--speed 6000 = a candle every 0.05 s: the scraper polls that fast, and the pacing still loses nothing."""
+@pytest.mark.parametrize("window", ["1", "4"])
+def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_once(
+    tmp_path: Path, market_5m: Path, window: str
+):
+    """--speed 6000 = a candle every 0.05 s: the scraper polls that fast, and the pacing still loses
+    nothing, whether each candle is stored before the next (window 1) or four are in flight."""
     import time
 
     from test_dev_support import dev_running, expected_replay, stored_candles, wait_for
 
     limit = 60
     expected = expected_replay(market_5m, limit)
-    args = ("--replay", str(market_5m), "--speed", "6000", "--replay-limit", str(limit), "--no-dashboard")
+    args = ("--replay", str(market_5m), "--speed", "6000", "--replay-limit", str(limit), "--replay-window", window)
+    args += ("--no-dashboard",)
     with dev_running(tmp_path / "state", *args) as run:
         assert "every 0.05s" in run.text  # the replay pace, no longer floored at one candle per second
         started = time.monotonic()
