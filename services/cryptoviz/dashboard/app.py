@@ -303,13 +303,14 @@ class Dashboard:
             self._render_views()
 
     def _tick(self) -> None:
-        if self.shared.version != self.seen_version or self.shared.reachable != self.seen_reachable:
-            self.refresh()
-        else:
-            level = self._stale_level
-            self._render_metrics()
-            if self._stale_level != level:  # e.g. amber → red: the stale-data banner appears
-                self._render_banners()
+        with pn.io.hold():  # cards and banners reach the browser together (red status with its banner)
+            if self.shared.version != self.seen_version or self.shared.reachable != self.seen_reachable:
+                self.refresh()
+            else:
+                level = self._stale_level
+                self._render_metrics()
+                if self._stale_level != level:  # e.g. amber → red: the stale-data banner appears
+                    self._render_banners()
 
     def refresh(self, defer_views: bool = True) -> None:
         """New data (or reachability) from the shared cache → every view of this session.
@@ -351,10 +352,14 @@ class Dashboard:
     def _on_period(self, event: Any) -> None:
         self.custom.visible = event.new == CUSTOM
         if event.new == CUSTOM and not self.custom.value and not self.history.empty:
-            self.custom.value = (
-                self.history["timestamp"].min().to_pydatetime().replace(tzinfo=None),
-                self.history["timestamp"].max().to_pydatetime().replace(tzinfo=None),
-            )
+            self._busy = True  # one render below, not a second one from the range's own watcher
+            try:
+                self.custom.value = (
+                    self.history["timestamp"].min().to_pydatetime().replace(tzinfo=None),
+                    self.history["timestamp"].max().to_pydatetime().replace(tzinfo=None),
+                )
+            finally:
+                self._busy = False
         self._on_view_change()
 
     def _render_candles_cb(self, *_: Any) -> None:
@@ -404,7 +409,15 @@ class Dashboard:
         return "UTC", "Time (UTC)"
 
     def _render_views(self) -> None:
-        """Fetch the history of the selection (from the shared cache) and draw the charts."""
+        """Fetch the history of the selection (from the shared cache) and draw the charts.
+
+        The changes go to the browser as one batch: replaced figures arriving in several messages
+        raced with Bokeh's client, which then reported models as unknown ("reference pNNNN isn't known").
+        """
+        with pn.io.hold():
+            self._render_views_now()
+
+    def _render_views_now(self) -> None:
         symbols = tuple(sorted(self.coins.value))
         if self.snap is not None and symbols:
             try:
@@ -473,8 +486,8 @@ class Dashboard:
             return
         logy, mode = self.log_scale.value, self.mode.value
         parts = dict(tuple(view.groupby("symbol", sort=True)))
-        shape = (mode, logy, xlabel, self.period.value, self.custom.value, tuple(view["coin"].unique()))
-        if shape == self._chart_shape:  # same charts, new data: update them in place
+        shape = (mode, logy, xlabel, tuple(view["coin"].unique()))
+        if shape == self._chart_shape:  # same charts, new data or period: update them in place
             if mode == "separate":
                 for symbol, part in parts.items():
                     self._charts[symbol].send(part)
@@ -520,7 +533,7 @@ class Dashboard:
         zone, xlabel = self._tzinfo()
         ohlc = ohlc.assign(time=ohlc["timestamp"].dt.tz_convert(zone).dt.tz_localize(None)).reset_index(drop=True)
         chosen = list(self.indicators.value)
-        shape = (symbol, tuple(chosen), self.log_scale.value, xlabel, self.period.value, self.custom.value)
+        shape = (symbol, tuple(chosen), self.log_scale.value, xlabel)
         if shape == self._candle_shape:
             for chart in self._candles:
                 chart.send(ohlc)
