@@ -22,7 +22,6 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats, free_port
 from cryptoviz.core.quote import Quote, make_quote
-from test_dev_support import CHROMIUM, CHROMIUM_ARGS
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked
 from test_ingest_harness import publish as publish_in_loop
 
@@ -190,18 +189,6 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, market_5m: Path) -> Itera
 @pytest.fixture(scope="module")
 def board(pipeline: Pipeline) -> DashboardProcess:
     return pipeline.dashboard(SCRAPE_INTERVAL="300", CACHE_TTL="30")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture(scope="module")
