@@ -296,3 +296,12 @@ def test_cache_drops_entries_of_old_versions() -> None:
         cache.get(("latest", version), 60, lambda version=version: version)
     cache.drop(lambda key: key[1] < 3)
     assert sorted(k[1] for k in cache._entries) == [3, 4]
+
+
+def test_refresh_spacing_is_immediate_at_a_normal_cadence_and_shares_the_server_under_a_flood():
+    from cryptoviz.dashboard.logic import refresh_spacing
+
+    assert refresh_spacing(0.08, 1, floor=0.5) == 0.5  # one tab: every tick with new data redraws
+    assert refresh_spacing(0.08, 5, floor=0.5) == pytest.approx(0.8)  # still well inside 2 s
+    assert refresh_spacing(0.08, 20, floor=0.5) == pytest.approx(3.2)  # 20 tabs × 80 ms: half of one core
+    assert refresh_spacing(0.0, 0, floor=0.5) == 0.5

@@ -11,11 +11,12 @@ from __future__ import annotations
 import io
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import holoviews as hv
 import pandas as pd
@@ -38,6 +39,7 @@ from cryptoviz.dashboard.logic import (
     needs_scale_advice,
     percent_change,
     period_window,
+    refresh_spacing,
     streaming_status,
 )
 
@@ -87,6 +89,14 @@ class LiveChart:
     def send(self, data: pd.DataFrame) -> None:
         if not _update_lines(self.figure.object, data):
             self.figure.object = self._render(data)
+
+
+def _watched() -> bool:
+    """Is a browser connected to this session? Bokeh keeps a session a while after its tab closes
+    (in case it reconnects) and discards it only while none of its callbacks is pending."""
+    context = getattr(pn.state.curdoc, "session_context", None)
+    session = getattr(context, "_session", None)  # Bokeh's ServerSession; absent outside a server
+    return session is None or session.connection_count > 0
 
 
 def _update_lines(figure: Any, data: pd.DataFrame) -> bool:
@@ -144,7 +154,13 @@ def _show_alerts(column: pn.Column, alerts: list[pn.pane.Alert]) -> None:
 class Dashboard:
     """The widgets and views of one session."""
 
+    live: ClassVar[weakref.WeakSet[Dashboard]] = weakref.WeakSet()
+    """The sessions of this process, to share the server's time between their refreshes."""
+
     def __init__(self, shared: SharedData, settings: Settings) -> None:
+        Dashboard.live.add(self)
+        self.next_refresh = 0.0
+        self.watched = True
         self.shared = shared
         self.settings = settings
         self.snap: Snapshot | None = None
@@ -303,9 +319,16 @@ class Dashboard:
             self._render_views()
 
     def _tick(self) -> None:
+        self.watched = _watched()
+        if not self.watched:
+            return  # the tab is gone: an idle tick lets Bokeh discard the session (a busy one blocks that)
+        new_data = self.shared.version != self.seen_version and time.monotonic() >= self.next_refresh
         with pn.io.hold():  # cards and banners reach the browser together (red status with its banner)
-            if self.shared.version != self.seen_version or self.shared.reachable != self.seen_reachable:
+            if new_data or self.shared.reachable != self.seen_reachable:
                 self.refresh()
+                cost = self.timings["cards"] + self.timings["views"]  # the charts' share: the previous refresh's
+                watched = sum(1 for session in Dashboard.live if session.watched)
+                self.next_refresh = time.monotonic() + refresh_spacing(cost, watched, TICK_MS / 1000)
             else:
                 level = self._stale_level
                 self._render_metrics()

@@ -122,6 +122,20 @@ def streaming_status(age_seconds: float | None, interval: float, reachable: bool
     return StreamStatus("red", f"Stale (last data: {age} ago)")
 
 
+RENDER_SHARE = 0.5
+"""At most this share of the server's one event-loop thread goes to chart refreshes of all sessions."""
+
+
+def refresh_spacing(cost_seconds: float, sessions: int, floor: float, share: float = RENDER_SHARE) -> float:
+    """Seconds a session waits after a refresh before drawing newer data again.
+
+    At a normal cadence (a scrape a minute) every refresh is immediate. When data arrives faster than
+    all sessions can redraw (a fast replay, many tabs), each session redraws less often instead of
+    the server falling behind: late page loads, and closed sessions not cleaned up in time.
+    """
+    return max(floor, cost_seconds * max(sessions, 1) / share)
+
+
 def format_age(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 120:
