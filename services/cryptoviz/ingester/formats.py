@@ -52,10 +52,10 @@ def json_response(body: Any, status_code: int = 200) -> Response:
     return Response(orjson.dumps(body, option=JSON_OPTIONS), status_code=status_code, media_type=MEDIA_TYPES["json"])
 
 
-def json_rows_response(meta: dict[str, Any], rows_json: str) -> Response:
+def json_rows_response(meta: dict[str, Any], rows_json: bytes) -> Response:
     """`{**meta, "data": [rows]}` around rows already written as JSON text (see queries.history_json)."""
     head = orjson.dumps(meta, option=JSON_OPTIONS)[:-1] + (b"," if meta else b"")
-    return Response(head + b'"data":[' + rows_json.encode() + b"]}", media_type=MEDIA_TYPES["json"])
+    return Response(b"".join((head, b'"data":[', rows_json, b"]}")), media_type=MEDIA_TYPES["json"])
 
 
 def table_response(table: pa.Table, fmt: str, meta: dict[str, Any] | None = None) -> Response:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cryptoviz.ingester.schema import LATEST_FIELDS
 
@@ -107,21 +108,25 @@ def history(
     coin's current ones (from `coins`), not aggregated per bucket.
     """
     step, sql, params = _history_query(cur, series, start, end, points)
-    return step, cur.sql(sql, params=params).to_arrow_table()
+    return step, cur.sql(f"{sql} ORDER BY {_HISTORY_ORDER}", params=params).to_arrow_table()
 
 
 def history_json(
     cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
-) -> tuple[int, str]:
-    """`history`'s rows as the text of a JSON array's items, written by DuckDB.
+) -> tuple[int, bytes]:
+    """`history`'s rows as the UTF-8 text of a JSON array's items, written by DuckDB.
 
     The same rows and values as `history` encoded by orjson (timestamps ISO-8601 with `Z`,
     non-finite numbers null), several times faster than making 20,000 Python dicts, and off the
-    GIL. Only the spelling of very large or small numbers can differ (`1e16` vs
-    `10000000000000000.0`): the same JSON values.
+    GIL: each row is encoded in parallel before the sort, then Arrow joins them in one copy. Only
+    the spelling of very large or small numbers can differ (`1e16` vs `10000000000000000.0`).
     """
     step, sql, params = _history_query(cur, series, start, end, points)
-    return step, cur.execute(_JSON_ROWS_SQL.format(answer=sql), params).fetchall()[0][0] or ""
+    rows = cur.sql(_JSON_ROWS_SQL.format(answer=sql), params=params).to_arrow_table().column(0).combine_chunks()
+    if len(rows) == 0:
+        return step, b""
+    one_list = pa.ListArray.from_arrays(pa.array([0, len(rows)], pa.int32()), rows)
+    return step, pc.binary_join(one_list, b",")[0].as_py()
 
 
 def _history_query(
@@ -145,14 +150,15 @@ def _finite(column: str) -> str:
 
 
 _JSON_ROWS_SQL = f"""
-SELECT string_agg(json_object(
+SELECT encode(json_object(
     'symbol', symbol, 'provider', provider, 'coin_id', coin_id, 'name', name,
     'timestamp', CASE WHEN epoch_us(timestamp) % 1000000 = 0 THEN strftime(timestamp, '%Y-%m-%dT%H:%M:%SZ')
                       ELSE strftime(timestamp, '%Y-%m-%dT%H:%M:%S.%fZ') END,
     {", ".join(_finite(c) for c in ("open", "high", "low", "close", "price", "volume_24h"))},
     'samples', samples
-)::VARCHAR, ',' ORDER BY symbol, provider, coin_id, timestamp)
+)::VARCHAR) AS row
 FROM ({{answer}})
+ORDER BY symbol, provider, coin_id, timestamp
 """
 
 
@@ -182,8 +188,8 @@ buckets AS (
 SELECT c.symbol, b.provider, b.coin_id, c.name, ?::TIMESTAMP + to_seconds(b.bucket * ?) AS timestamp,
        b.open, b.high, b.low, b.close, b.close AS price, b.volume_24h, b.samples
 FROM buckets b JOIN coins c ON b.provider = c.provider AND b.coin_id = c.coin_id
-ORDER BY c.symbol, b.provider, b.coin_id, b.bucket
 """
+_HISTORY_ORDER = "c.symbol, b.provider, b.coin_id, b.bucket"
 
 
 def alerts(cur: duckdb.DuckDBPyConnection, since: datetime | None, limit: int) -> pa.Table:
