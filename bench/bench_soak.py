@@ -198,9 +198,11 @@ def main() -> None:
             return {"supervisor": rss_kib(dev.pid), **{name: rss_kib(pid) for name, pid in pids.items()}}
 
         warm = snapshot()
-        time.sleep(seconds * 0.6)
-        settled = snapshot()
-        time.sleep(seconds * 0.15)
+        series = [(time.monotonic() - started, warm)]
+        while time.monotonic() - started < seconds:  # every 5 % of the run, for the RSS curve
+            time.sleep(min(seconds * 0.05, seconds - (time.monotonic() - started)))
+            series.append((time.monotonic() - started, snapshot()))
+        settled = min(series, key=lambda point: abs(point[0] - seconds * 0.85))[1]
         stop.set()
         for client in clients:
             client.join(timeout=30)
@@ -239,6 +241,10 @@ def main() -> None:
         values.sort()
         p50, p99 = values[len(values) // 2], values[int(len(values) * 0.99)]
         print(f"  {name:<8} p50 {p50 * 1000:7.0f} ms   p99 {p99 * 1000:7.0f} ms")
+    print("RSS (MiB) over the run (every 5 % after warm-up):")
+    for name in warm:
+        curve = " ".join(f"{point[name] / 1024:.0f}" if point.get(name) else "-" for _, point in series)
+        print(f"  {name:<11} {curve}")
     print("RSS (MiB) after warm-up (25 %), at 85 %, at the end (100 %):")
     print(f"{'process':<12}{'warm':>9}{'85 %':>9}{'end':>9}{'end/warm':>10}{'end/85 %':>13}")
     for name, before in warm.items():
