@@ -9,6 +9,7 @@ come last. Screenshots of each mode at desktop and phone widths go to DASHBOARD_
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -365,6 +366,30 @@ def test_each_mode_renders(page: Page, shots: Path, board: DashboardProcess, bro
         assert width <= 380, f"page is {width}px wide on a 360px phone"
     finally:
         phone.close()
+
+
+def _luminance(css_color: str) -> float:
+    """Relative luminance (0 black … 1 white) of a CSS `rgb(…)`/`rgba(…)` or `#rrggbb` colour."""
+    if css_color.startswith("#"):
+        channels = [int(css_color[i : i + 2], 16) for i in (1, 3, 5)]
+    else:
+        channels = [float(v) for v in re.findall(r"[\d.]+", css_color)[:3]]
+    r, g, b = (c / 255 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_dark_theme_darkens_page_and_charts(page: Page, browser: Any, board: DashboardProcess, shots: Path) -> None:
+    background = "() => getComputedStyle(document.body).backgroundColor"
+    figure_fill = """() => [...Bokeh.index.all_views()].map(v => v.model)
+        .filter(m => m.type === 'Figure').map(m => m.background_fill_color)[0]"""
+    assert _luminance(page.page.evaluate(background)) > 0.8
+    dark = Page(browser, board.url + "?theme=dark")
+    try:
+        assert _luminance(dark.page.evaluate(background)) < 0.25
+        assert _luminance(dark.page.evaluate(figure_fill)) < 0.25  # the charts follow the theme
+        dark.shot(shots / "desktop-dark.png")
+    finally:
+        dark.close()
 
 
 def test_selecting_and_deselecting_coins_changes_series(page: Page) -> None:
