@@ -131,14 +131,16 @@ class LocalMarket:
             # stored already: the fetch still counts).
             if time.monotonic() - advanced_at < self.period or self._requests() <= seen_at_advance:
                 continue
-            if not in_flight or in_flight[-1][0] != self.feed.now():
-                in_flight.append((self.feed.now(), {row.symbol for row in self.feed.snapshot()}, time.monotonic()))
+            now = self.feed.now()
+            if not in_flight or in_flight[-1][0] != now:
+                in_flight.append((now, {row.symbol for row in self.feed.snapshot()}, time.monotonic()))
             if len(in_flight) >= self.window:
                 tick, symbols, fetched_at = in_flight[0]
                 if not self._stored(tick, symbols):
-                    if time.monotonic() - fetched_at < patience:
+                    waited = time.monotonic() - fetched_at
+                    if waited < patience:
                         continue
-                    log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, patience)
+                    log.warning("market: moving past %s after %.0fs although not every coin was stored", tick, waited)
                 in_flight.popleft()
             if (self.limit is not None and self.ticks >= self.limit) or not self.server.advance():
                 self._drain(in_flight, patience)
