@@ -20,7 +20,6 @@ ratios are end/warm and end/85 %. Nothing is asserted: figures only.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import os
@@ -39,6 +38,10 @@ from pathlib import Path
 import requests
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.cli import MIN_LOCAL_INTERVAL
+from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from dashboard_tabs import load_panel_models, open_tab
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKET_5M = Path(os.environ.get("CRYPTOVIZ_SHARED", ROOT.parent / "shared")) / "data" / "market" / "5m"
@@ -73,29 +76,6 @@ def load_ticks(directory: Path) -> list[tuple[datetime, list[tuple[str, float]]]
     return sorted(by_time.items())
 
 
-def _load_panel_models() -> None:
-    """A Python Bokeh client must know Panel's model types to apply the server's patches."""
-    import importlib
-    import pkgutil
-
-    import panel.models
-
-    for module in pkgutil.iter_modules(panel.models.__path__):
-        with contextlib.suppress(ImportError):  # optional extras (VTK, deck.gl…) this dashboard does not use
-            importlib.import_module(f"panel.models.{module.name}")
-
-
-def _open_page(dashboard: str):
-    """A dashboard tab as a browser holds it: a server session over the websocket, told the page has
-    loaded (Panel holds pushes until then), then kept in sync by every patch the server sends."""
-    from bokeh.client import pull_session
-    from bokeh.events import DocumentReady
-
-    page = pull_session(url=dashboard + "/")
-    page.document.callbacks.send_event(DocumentReady())
-    return page
-
-
 def session(
     n: int, dashboard: str, api: str, refresh: float, reload: float, stop: threading.Event, stats: Counter,
     latencies: dict,
@@ -116,7 +96,7 @@ def session(
                 page = None
             started = time.monotonic()
             try:
-                page = _open_page(dashboard)
+                page = open_tab(dashboard + "/")
                 page.document.on_change(lambda _event: stats.update(["pushed changes"]))
                 stats["ok"] += 1
             except Exception as exc:  # any failure to open the page is a reported error
@@ -188,7 +168,7 @@ def main() -> None:
             )
             for n in range(args.sessions)
         ]
-        _load_panel_models()
+        load_panel_models()
         for client in clients:
             client.start()
         time.sleep(seconds * 0.25)
@@ -197,11 +177,26 @@ def main() -> None:
             pids = json.loads((state / "run.json").read_text())["pids"]
             return {"supervisor": rss_kib(dev.pid), **{name: rss_kib(pid) for name, pid in pids.items()}}
 
+        def held() -> str:
+            """The dashboard's sessions, open tabs/closed ones not yet discarded (its /metrics)."""
+            try:
+                text = requests.get(dashboard + "/metrics", timeout=30).text
+            except requests.RequestException:
+                return "?"
+            counts = {
+                sample.labels["state"]: int(sample.value)
+                for family in text_string_to_metric_families(text)
+                if family.name == "cryptoviz_dashboard_sessions"
+                for sample in family.samples
+            }
+            return f"{counts.get('connected', '?')}/{counts.get('disconnected', '?')}"
+
         warm = snapshot()
-        series = [(time.monotonic() - started, warm)]
+        series, sessions_held = [(time.monotonic() - started, warm)], [held()]
         while time.monotonic() - started < seconds:  # every 5 % of the run, for the RSS curve
             time.sleep(min(seconds * 0.05, seconds - (time.monotonic() - started)))
             series.append((time.monotonic() - started, snapshot()))
+            sessions_held.append(held())
         settled = min(series, key=lambda point: abs(point[0] - seconds * 0.85))[1]
         stop.set()
         for client in clients:
@@ -245,6 +240,7 @@ def main() -> None:
     for name in warm:
         curve = " ".join(f"{point[name] / 1024:.0f}" if point.get(name) else "-" for _, point in series)
         print(f"  {name:<11} {curve}")
+    print(f"  dashboard sessions, open/closed not yet discarded: {' '.join(sessions_held)}")
     print("RSS (MiB) after warm-up (25 %), at 85 %, at the end (100 %):")
     print(f"{'process':<12}{'warm':>9}{'85 %':>9}{'end':>9}{'end/warm':>10}{'end/85 %':>13}")
     for name, before in warm.items():

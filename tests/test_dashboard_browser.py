@@ -23,6 +23,8 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats, free_port
 from cryptoviz.core.quote import Quote, make_quote
+from dashboard_tabs import Tab, load_panel_models
+from prometheus_client.parser import text_string_to_metric_families
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked
 from test_ingest_harness import publish as publish_in_loop
 
@@ -510,13 +512,58 @@ def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None
     assert elapsed < 4, f"new data took {elapsed:.1f}s to show"
 
 
+def _sessions(board: DashboardProcess) -> dict[str, float]:
+    text = requests.get(board.url + "metrics", timeout=5).text
+    return {
+        sample.labels["state"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "cryptoviz_dashboard_sessions"
+        for sample in family.samples
+    }
+
+
+def test_closed_tabs_are_discarded_while_other_tabs_update(pipeline: Pipeline) -> None:
+    """Reloading tabs must not grow the server: a closed tab's session is discarded after
+    DASHBOARD_SESSION_EXPIRY even while the other tabs keep redrawing new data. (Panel's busy
+    spinner follows one process-wide flag, so every tick of any tab queued an update on every other
+    tab's document; closed tabs were never idle long enough to be discarded: +1.6 GiB in the soak.)"""
+    board = pipeline.dashboard(SCRAPE_INTERVAL="300", DASHBOARD_SESSION_EXPIRY="1")
+    load_panel_models()
+    tabs = [Tab(board.url) for _ in range(24)]
+    try:
+        for tab in tabs:
+            tab.start()
+        for tab in tabs:
+            assert tab.opened.wait(60) and tab.error is None, tab.error
+        assert _sessions(board) == {"connected": 24, "disconnected": 0}
+        for tab in tabs[:12]:
+            tab.close()
+        seen: list[dict[str, float]] = []
+        give_up = time.monotonic() + 15
+        while time.monotonic() < give_up:
+            now = datetime.now(UTC).replace(microsecond=0)
+            pipeline.publish([make_quote(provider="coingecko", coin_id="btc", symbol="BTC", name="Btc",
+                                         price=100000 + len(seen), timestamp=now, received_at=now)])  # fmt: skip
+            seen.append(_sessions(board))
+            if len(seen) > 4 and seen[-1] == {"connected": 12, "disconnected": 0}:
+                break
+            time.sleep(0.25)
+        assert seen[-1] == {"connected": 12, "disconnected": 0}, seen
+        assert all(tab.pushed > 0 for tab in tabs[12:]), "the open tabs received no updates"
+    finally:
+        for tab in tabs:
+            tab.close()
+        board.stop()
+
+
 def test_basic_auth_login(pipeline: Pipeline, browser: Any) -> None:
     password = "correct:horse"  # everything after the first colon is the password
     guarded = pipeline.dashboard(DASHBOARD_BASIC_AUTH=f"trader:{password}")
     tab = Page(browser, guarded.url, wait_for_chart=False)
     try:
-        # /liveness stays open for probes (the fixture's start-up already polled it)
+        # /liveness and /metrics stay open for probes and Prometheus (the fixture's start-up polled /liveness)
         assert requests.get(guarded.url + "liveness", timeout=5, allow_redirects=False).status_code == 200
+        assert _sessions(guarded) == {"connected": 0, "disconnected": 0}
         assert "/login" in requests.get(guarded.url, timeout=5, allow_redirects=False).headers.get("Location", "")
 
         def log_in(user: str, secret: str) -> None:

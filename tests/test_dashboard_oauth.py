@@ -111,9 +111,12 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Dashboar
             ingester.stop()
 
 
-def test_the_app_needs_a_login_but_liveness_does_not(guarded: tuple[DashboardProcess, IdentityProvider]) -> None:
+def test_the_app_needs_a_login_but_liveness_and_metrics_do_not(
+    guarded: tuple[DashboardProcess, IdentityProvider],
+) -> None:
     board, _ = guarded
     assert requests.get(board.url + "liveness", timeout=5).status_code == 200
+    assert "cryptoviz_dashboard_sessions" in requests.get(board.url + "metrics", timeout=5, allow_redirects=False).text
     answer = requests.get(board.url, timeout=5, allow_redirects=False)
     assert answer.status_code in (302, 303) and "/login" in answer.headers["Location"]
 

@@ -296,6 +296,9 @@ class Dashboard:
         ]
         template = pn.template.FastListTemplate(
             title="CryptoViz",
+            # Panel's busy spinner follows one process-wide flag: every tick of any tab queued an update on
+            # every other tab's document, and the queue kept closed tabs' sessions from being discarded
+            busy_indicator=None,
             # one Bokeh root per template item, and each root re-walks the whole document: one Column
             sidebar=[pn.Column(*sidebar, sizing_mode="stretch_width")],
             main=main,

@@ -57,6 +57,13 @@ def _opt(name: str, envvar: str, **kwargs: object):
     help="Expected data cadence (s): status is green up to 2×, amber up to 5×, red after.",
 )
 @_opt("--dashboard-basic-auth", "DASHBOARD_BASIC_AUTH", default="", help="Optional user:password for basic auth.")
+@_opt(
+    "--session-expiry",
+    "DASHBOARD_SESSION_EXPIRY",
+    default=15.0,
+    type=click.FloatRange(0.5),
+    help="Seconds a closed tab's session is kept for a reconnect before it is discarded.",
+)
 def dashboard(
     ingester_url: str,
     dashboard_port: int,
@@ -66,8 +73,9 @@ def dashboard(
     cache_ttl: float,
     scrape_interval: float,
     dashboard_basic_auth: str,
+    session_expiry: float,
 ) -> None:
-    """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness).
+    """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness, metrics at /metrics).
 
     OAuth uses Panel's own PANEL_OAUTH_PROVIDER, PANEL_OAUTH_KEY, PANEL_OAUTH_SECRET and
     PANEL_COOKIE_SECRET environment variables.
@@ -76,6 +84,7 @@ def dashboard(
 
     from cryptoviz.dashboard.app import Settings, build
     from cryptoviz.dashboard.data import IngesterClient, SharedData
+    from cryptoviz.dashboard.metrics import MetricsHandler
 
     auth = _basic_auth(dashboard_basic_auth) if dashboard_basic_auth else None
     oauth_provider = os.environ.get("PANEL_OAUTH_PROVIDER") or None
@@ -110,7 +119,10 @@ def dashboard(
         basic_auth=auth,
         oauth_provider=oauth_provider,
         cookie_secret=cookie_secret,
-        oauth_guest_endpoints=["/liveness"] if (auth or oauth_provider) else None,
+        oauth_guest_endpoints=["/liveness", "/metrics"] if (auth or oauth_provider) else None,
+        extra_patterns=[("/metrics", MetricsHandler, {"shared": shared})],
+        unused_session_lifetime_milliseconds=int(session_expiry * 1000),
+        check_unused_sessions_milliseconds=int(session_expiry * 1000),
         admin=False,
         verbose=False,
     )
