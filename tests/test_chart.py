@@ -505,13 +505,18 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", f"{FULLNAME}-dashboard")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert one(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")["spec"]["minAvailable"] == 1
-    monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")
-    assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s"}]
-    # Exactly one Service matches the ServiceMonitor (not the headless one too: no double scrapes).
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    matching = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
-    assert [s["metadata"]["name"] for s in matching] == [f"{FULLNAME}-ingester"]
+    for component, path in (("ingester", "/metrics"), ("dashboard", "/cryptoviz/metrics")):
+        monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-{component}")
+        assert monitor["metadata"]["labels"]["release"] == "prom"
+        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": path, "interval": "30s"}]
+        # Exactly one Service matches each ServiceMonitor (not the headless one too: no double scrapes).
+        selector = monitor["spec"]["selector"]["matchLabels"]
+        matching = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+        assert [s["metadata"]["name"] for s in matching] == [f"{FULLNAME}-{component}"]
+    assert env["DASHBOARD_SESSION_EXPIRY"] == "15"
+    prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    for component in ("ingester", "dashboard"):  # Prometheus may reach both /metrics
+        assert prometheus in one(docs, "NetworkPolicy", f"{FULLNAME}-{component}")["spec"]["ingress"][0]["from"]
     test_pod = one(docs, "Pod", f"{FULLNAME}-test")
     assert test_pod["spec"]["containers"][0]["args"][2] == f"http://{FULLNAME}-dashboard:5006/cryptoviz/liveness"
 

@@ -244,7 +244,9 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         processes.append(start([str(VENV_BIN / "cryptoviz"), *dashboard["args"]], env, tmp_path / "dashboard.log"))
         paths = probe_paths(dashboard)
         assert paths == {"/cryptoviz/liveness"}
-        for path in paths:
+        metrics = one(docs, "ServiceMonitor", f"{FULLNAME}-dashboard")["spec"]["endpoints"][0]["path"]
+        assert metrics == "/cryptoviz/metrics"
+        for path in paths | {metrics}:
             wait_ok(f"http://127.0.0.1:{port}{path}", processes[-1], seconds=90)
 
         # With basic auth (settings from the chart's Secret), probes still pass and pages need a login.
@@ -255,7 +257,7 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         port = free_port()
         env |= {"DASHBOARD_PORT": str(port), "INGESTER_URL": f"http://127.0.0.1:{api_port}"}
         processes.append(start([str(VENV_BIN / "cryptoviz"), *dashboard["args"]], env, tmp_path / "dashboard-auth.log"))
-        for path in probe_paths(dashboard):
+        for path in probe_paths(dashboard) | {"/metrics"}:  # Prometheus scrapes without a login
             wait_ok(f"http://127.0.0.1:{port}{path}", processes[-1], seconds=90)
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
         assert page.status_code in (302, 401, 403), page.status_code
