@@ -256,7 +256,10 @@ def bench_rss(board: DashboardProcess, nats_url: str, seconds: float, reload: fl
                 reloaded, reloads = time.monotonic(), reloads + 1
             samples.append((time.monotonic() - started, rss_kib(pid)))
             time.sleep(max(0.0, 5 - (time.monotonic() - started) % 5))
-        sessions = requests.get(board.url + "metrics", timeout=10).text
+        try:
+            sessions = requests.get(board.metrics_url, timeout=30).text
+        except requests.RequestException as exc:
+            sessions = f"cryptoviz_dashboard_sessions unknown: {exc}"
         stop.set()
         feeder.join(5)
         browser.close()

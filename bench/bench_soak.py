@@ -139,9 +139,9 @@ def main() -> None:
     ticks = load_ticks(MARKET_5M)[: args.candles]
     rows = sum(len(r) for _, r in ticks)
     period = max(seconds * 0.8 / len(ticks), MIN_LOCAL_INTERVAL)  # market pacing on top of this
-    ports = {"api": free_port(), "dashboard": free_port(), "nats": free_port()}
+    ports = {"api": free_port(), "dashboard": free_port(), "nats": free_port(), "metrics": free_port()}
     state = Path(tempfile.mkdtemp(prefix="cryptoviz-soak-"))
-    env = {**os.environ, "CMC_API_KEY": "", "LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "CMC_API_KEY": "", "LOG_LEVEL": "WARNING", "DASHBOARD_METRICS_PORT": str(ports["metrics"])}
     command = [
         sys.executable, "-c", "from cryptoviz.cli import main; main()", "dev", "--replay", str(MARKET_5M),
         "--speed", f"{300 / period:g}", "--replay-limit", str(len(ticks)), "--replay-window", str(args.window),
@@ -180,7 +180,7 @@ def main() -> None:
         def held() -> str:
             """The dashboard's sessions, open tabs/closed ones not yet discarded (its /metrics)."""
             try:
-                text = requests.get(dashboard + "/metrics", timeout=30).text
+                text = requests.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=30).text
             except requests.RequestException:
                 return "?"
             counts = {

@@ -505,18 +505,24 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", f"{FULLNAME}-dashboard")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert one(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")["spec"]["minAvailable"] == 1
-    for component, path in (("ingester", "/metrics"), ("dashboard", "/cryptoviz/metrics")):
+    for component, port in (("ingester", "http"), ("dashboard", "metrics")):
         monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-{component}")
         assert monitor["metadata"]["labels"]["release"] == "prom"
-        assert monitor["spec"]["endpoints"] == [{"port": "http", "path": path, "interval": "30s"}]
+        assert monitor["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "30s"}]
         # Exactly one Service matches each ServiceMonitor (not the headless one too: no double scrapes).
         selector = monitor["spec"]["selector"]["matchLabels"]
         matching = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
         assert [s["metadata"]["name"] for s in matching] == [f"{FULLNAME}-{component}"]
-    assert env["DASHBOARD_SESSION_EXPIRY"] == "15"
+    assert (env["DASHBOARD_SESSION_EXPIRY"], env["DASHBOARD_METRICS_PORT"]) == ("15", "9464")
+    # Prometheus may reach the ingester's API port and only the dashboard's metrics port (the Ingress
+    # publishes the app's port, never the metrics one).
     prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
-    for component in ("ingester", "dashboard"):  # Prometheus may reach both /metrics
-        assert prometheus in one(docs, "NetworkPolicy", f"{FULLNAME}-{component}")["spec"]["ingress"][0]["from"]
+    ingester_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-ingester")["spec"]["ingress"]
+    assert prometheus in ingester_rules[0]["from"]
+    dashboard_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["ingress"]
+    assert [(rule["from"], rule["ports"]) for rule in dashboard_rules if prometheus in rule["from"]] == [
+        ([prometheus], [{"port": 9464, "protocol": "TCP"}])
+    ]
     test_pod = one(docs, "Pod", f"{FULLNAME}-test")
     assert test_pod["spec"]["containers"][0]["args"][2] == f"http://{FULLNAME}-dashboard:5006/cryptoviz/liveness"
 

@@ -240,14 +240,22 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         env = {k: v for k, v in env_of(dashboard).items() if isinstance(v, str)}
         assert int(env["DASHBOARD_PORT"]) == named_port(dashboard) == dashboard["ports"][0]["containerPort"]
         port = free_port()
-        env |= {"DASHBOARD_PORT": str(port), "INGESTER_URL": f"http://127.0.0.1:{api_port}"}
+        ports = {p["name"]: p["containerPort"] for p in dashboard["ports"]}
+        assert int(env["DASHBOARD_METRICS_PORT"]) == ports["metrics"]
+        monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-dashboard")["spec"]["endpoints"][0]
+        assert monitor["port"] == "metrics"
+        metrics_port = free_port()
+        env |= {
+            "DASHBOARD_PORT": str(port),
+            "DASHBOARD_METRICS_PORT": str(metrics_port),
+            "INGESTER_URL": f"http://127.0.0.1:{api_port}",
+        }
         processes.append(start([str(VENV_BIN / "cryptoviz"), *dashboard["args"]], env, tmp_path / "dashboard.log"))
         paths = probe_paths(dashboard)
         assert paths == {"/cryptoviz/liveness"}
-        metrics = one(docs, "ServiceMonitor", f"{FULLNAME}-dashboard")["spec"]["endpoints"][0]["path"]
-        assert metrics == "/cryptoviz/metrics"
-        for path in paths | {metrics}:
+        for path in paths:
             wait_ok(f"http://127.0.0.1:{port}{path}", processes[-1], seconds=90)
+        wait_ok(f"http://127.0.0.1:{metrics_port}{monitor['path']}", processes[-1])
 
         # With basic auth (settings from the chart's Secret), probes still pass and pages need a login.
         auth_docs = load(renders, "auth-basic")
@@ -255,10 +263,16 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         env = resolved_env(dashboard, auth_docs)
         assert set(env) >= {"DASHBOARD_BASIC_AUTH", "PANEL_COOKIE_SECRET"}
         port = free_port()
-        env |= {"DASHBOARD_PORT": str(port), "INGESTER_URL": f"http://127.0.0.1:{api_port}"}
+        metrics_port = free_port()
+        env |= {
+            "DASHBOARD_PORT": str(port),
+            "DASHBOARD_METRICS_PORT": str(metrics_port),
+            "INGESTER_URL": f"http://127.0.0.1:{api_port}",
+        }
         processes.append(start([str(VENV_BIN / "cryptoviz"), *dashboard["args"]], env, tmp_path / "dashboard-auth.log"))
-        for path in probe_paths(dashboard) | {"/metrics"}:  # Prometheus scrapes without a login
+        for path in probe_paths(dashboard):
             wait_ok(f"http://127.0.0.1:{port}{path}", processes[-1], seconds=90)
+        wait_ok(f"http://127.0.0.1:{metrics_port}/metrics", processes[-1])  # Prometheus scrapes without a login
         page = requests.get(f"http://127.0.0.1:{port}/", timeout=10, allow_redirects=False)
         assert page.status_code in (302, 401, 403), page.status_code
     finally:

@@ -116,7 +116,7 @@ def test_the_app_needs_a_login_but_liveness_and_metrics_do_not(
 ) -> None:
     board, _ = guarded
     assert requests.get(board.url + "liveness", timeout=5).status_code == 200
-    assert "cryptoviz_dashboard_sessions" in requests.get(board.url + "metrics", timeout=5, allow_redirects=False).text
+    assert "cryptoviz_dashboard_sessions" in requests.get(board.metrics_url, timeout=5).text  # on its own port
     answer = requests.get(board.url, timeout=5, allow_redirects=False)
     assert answer.status_code in (302, 303) and "/login" in answer.headers["Location"]
 

@@ -58,6 +58,13 @@ def _opt(name: str, envvar: str, **kwargs: object):
 )
 @_opt("--dashboard-basic-auth", "DASHBOARD_BASIC_AUTH", default="", help="Optional user:password for basic auth.")
 @_opt(
+    "--metrics-port",
+    "DASHBOARD_METRICS_PORT",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="Port of the Prometheus /metrics endpoint, apart from the app's (0: off).",
+)
+@_opt(
     "--session-expiry",
     "DASHBOARD_SESSION_EXPIRY",
     default=15.0,
@@ -73,9 +80,11 @@ def dashboard(
     cache_ttl: float,
     scrape_interval: float,
     dashboard_basic_auth: str,
+    metrics_port: int,
     session_expiry: float,
 ) -> None:
-    """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness, metrics at /metrics).
+    """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness; Prometheus
+    /metrics on --metrics-port).
 
     OAuth uses Panel's own PANEL_OAUTH_PROVIDER, PANEL_OAUTH_KEY, PANEL_OAUTH_SECRET and
     PANEL_COOKIE_SECRET environment variables.
@@ -84,7 +93,7 @@ def dashboard(
 
     from cryptoviz.dashboard.app import Settings, build
     from cryptoviz.dashboard.data import IngesterClient, SharedData
-    from cryptoviz.dashboard.metrics import MetricsHandler
+    from cryptoviz.dashboard.metrics import serve_metrics
 
     auth = _basic_auth(dashboard_basic_auth) if dashboard_basic_auth else None
     oauth_provider = os.environ.get("PANEL_OAUTH_PROVIDER") or None
@@ -107,7 +116,7 @@ def dashboard(
     def app() -> pn.template.FastListTemplate:
         return build(shared, settings)
 
-    pn.serve(
+    server = pn.serve(
         {"/": app},
         port=dashboard_port,
         address=dashboard_address,
@@ -119,10 +128,19 @@ def dashboard(
         basic_auth=auth,
         oauth_provider=oauth_provider,
         cookie_secret=cookie_secret,
-        oauth_guest_endpoints=["/liveness", "/metrics"] if (auth or oauth_provider) else None,
-        extra_patterns=[("/metrics", MetricsHandler, {"shared": shared})],
+        oauth_guest_endpoints=["/liveness"] if (auth or oauth_provider) else None,
         unused_session_lifetime_milliseconds=int(session_expiry * 1000),
-        check_unused_sessions_milliseconds=int(session_expiry * 1000),
+        # checked often enough that a closed tab's session goes at most min(expiry/2, 5 s) late
+        check_unused_sessions_milliseconds=int(min(session_expiry / 2, 5.0) * 1000),
         admin=False,
         verbose=False,
+        start=False,
     )
+    if metrics_port:
+        try:
+            serve_metrics(server, shared, metrics_port, dashboard_address)
+        except OSError as exc:
+            raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc.strerror}") from exc
+        log.info("metrics on %s:%s/metrics", dashboard_address, metrics_port)
+    server.start()
+    server.io_loop.start()
