@@ -41,7 +41,7 @@ ENV PATH=/opt/cryptoviz/bin:$PATH \
     LOG_FORMAT=json
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8000 5006 8080
+EXPOSE 8000 5006 8080 9464
 # Health is per component (HTTP probes in the Helm chart), so the image itself declares none.
 HEALTHCHECK NONE
 ENTRYPOINT ["cryptoviz"]

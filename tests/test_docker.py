@@ -91,7 +91,7 @@ def test_runtime_stage_is_slim_non_root_and_runs_cryptoviz() -> None:
     values = yaml.safe_load((REPO / "charts" / "cryptoviz" / "values.yaml").read_text())["securityContext"]
     assert uid >= 10000 and (uid, gid) == (values["runAsUser"], values["runAsGroup"])
     assert dict(runtime)["ENTRYPOINT"] == '["cryptoviz"]'
-    assert {int(p) for p in dict(runtime)["EXPOSE"].split()} == {8000, 5006, 8080}
+    assert {int(p) for p in dict(runtime)["EXPOSE"].split()} == {8000, 5006, 8080, 9464}  # API, app, operator, metrics
     labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]+)"', dict(runtime)["LABEL"]))
     assert {"title", "version", "revision", "created", "source", "licenses"} <= {k.rsplit(".", 1)[1] for k in labels}
     env = dict(runtime)["ENV"]
