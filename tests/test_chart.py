@@ -456,6 +456,7 @@ def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) ->
     assert test_pod["spec"]["containers"][0]["args"][1:] == [
         f"http://{FULLNAME}-ingester:8000/readyz",
         f"http://{FULLNAME}-dashboard:5006/liveness",
+        f"http://{FULLNAME}-dashboard:9464/metrics",
     ]
 
 
@@ -520,9 +521,8 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     ingester_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-ingester")["spec"]["ingress"]
     assert prometheus in ingester_rules[0]["from"]
     dashboard_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["ingress"]
-    assert [(rule["from"], rule["ports"]) for rule in dashboard_rules if prometheus in rule["from"]] == [
-        ([prometheus], [{"port": 9464, "protocol": "TCP"}])
-    ]
+    prometheus_ports = [rule["ports"] for rule in dashboard_rules if prometheus in rule["from"]]
+    assert prometheus_ports == [[{"port": 9464, "protocol": "TCP"}]]
     test_pod = one(docs, "Pod", f"{FULLNAME}-test")
     assert test_pod["spec"]["containers"][0]["args"][2] == f"http://{FULLNAME}-dashboard:5006/cryptoviz/liveness"
 
@@ -726,7 +726,7 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
     # Every pod is covered by a policy (default deny for anything not listed).
     for comp, own in labels.items():
         assert any(_selects(p["spec"]["podSelector"], own) for p in policies), comp
-    ports = {4222, 8222, 8000, 5006, 8080}
+    ports = {4222, 8222, 8000, 5006, 8080, 9464}
     allowed = {
         (src, dst, port)
         for src, src_labels in labels.items()
@@ -739,6 +739,7 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
     expected = {
         ("scraper", "nats", 4222), ("ingester", "nats", 4222), ("dashboard", "ingester", 8000),
         ("operator", "ingester", 8000), ("test", "ingester", 8000), ("test", "dashboard", 5006),
+        ("test", "dashboard", 9464),
     }  # fmt: skip
     if scenario == "backup-on":
         expected.add(("backup", "ingester", 8000))
