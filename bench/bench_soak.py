@@ -38,10 +38,9 @@ from pathlib import Path
 import requests
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.cli import MIN_LOCAL_INTERVAL
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from dashboard_tabs import load_panel_models, open_tab
+from dashboard_tabs import load_panel_models, open_tab, read_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKET_5M = Path(os.environ.get("CRYPTOVIZ_SHARED", ROOT.parent / "shared")) / "data" / "market" / "5m"
@@ -180,16 +179,11 @@ def main() -> None:
         def held() -> str:
             """The dashboard's sessions, open tabs/closed ones not yet discarded (its /metrics)."""
             try:
-                text = requests.get(f"http://127.0.0.1:{ports['metrics']}/metrics", timeout=30).text
+                counts = read_metric(f"http://127.0.0.1:{ports['metrics']}/metrics", "cryptoviz_dashboard_sessions", 30)
             except requests.RequestException:
                 return "?"
-            counts = {
-                sample.labels["state"]: int(sample.value)
-                for family in text_string_to_metric_families(text)
-                if family.name == "cryptoviz_dashboard_sessions"
-                for sample in family.samples
-            }
-            return f"{counts.get('connected', '?')}/{counts.get('disconnected', '?')}"
+            open_, closed = (f"{counts[s]:.0f}" if s in counts else "?" for s in ("connected", "disconnected"))
+            return f"{open_}/{closed}"
 
         warm = snapshot()
         series, sessions_held = [(time.monotonic() - started, warm)], [held()]

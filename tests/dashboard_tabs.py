@@ -1,6 +1,6 @@
 """Dashboard tabs without a browser: Bokeh's Python client holds a server session over the websocket
-and applies every patch the server pushes, as a browser's page does, without drawing anything.
-Shared by the session tests and bench/bench_soak.py."""
+and applies every patch the server pushes, as a browser's page does, without drawing anything; and
+the dashboard's /metrics, which counts them. Shared by the session tests and bench/bench_soak.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,20 @@ import importlib
 import pkgutil
 import threading
 from typing import Any
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def read_metric(metrics_url: str, name: str, timeout: float = 15) -> dict[str, float]:
+    """One family of the dashboard's /metrics: each sample's value by its `state` label ('' if none)."""
+    text = requests.get(metrics_url, timeout=timeout).text
+    return {
+        sample.labels.get("state", ""): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == name
+        for sample in family.samples
+    }
 
 
 def load_panel_models() -> None:

@@ -23,8 +23,7 @@ import pytest
 import requests
 from cryptoviz.core.nats import EmbeddedNats, free_port
 from cryptoviz.core.quote import Quote, make_quote
-from dashboard_tabs import Tab, load_panel_models
-from prometheus_client.parser import text_string_to_metric_families
+from dashboard_tabs import Tab, load_panel_models, read_metric
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked
 from test_ingest_harness import publish as publish_in_loop
 
@@ -516,23 +515,11 @@ def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None
 
 
 def _sessions(board: DashboardProcess) -> dict[str, float]:
-    text = requests.get(board.metrics_url, timeout=15).text
-    return {
-        sample.labels["state"]: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "cryptoviz_dashboard_sessions"
-        for sample in family.samples
-    }
+    return read_metric(board.metrics_url, "cryptoviz_dashboard_sessions")
 
 
 def _cpu_seconds(board: DashboardProcess) -> float:
-    text = requests.get(board.metrics_url, timeout=15).text
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name == "process_cpu_seconds"
-        for sample in family.samples
-    )
+    return read_metric(board.metrics_url, "process_cpu_seconds")[""]
 
 
 def test_idle_tabs_cost_little_and_closed_ones_are_discarded(pipeline: Pipeline) -> None:
