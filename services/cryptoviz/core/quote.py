@@ -107,7 +107,10 @@ def parse_ts(value: Any, field: str = "timestamp") -> datetime:
         if not math.isfinite(value) or value <= 0:
             raise InvalidQuote(f"invalid_{field}", repr(value))
         seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, UTC)
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):  # beyond year 9999, e.g. microseconds sent as ms
+            raise InvalidQuote(f"invalid_{field}", repr(value)) from None
     if isinstance(value, str):
         text = value.strip()
         if text.endswith("Z"):

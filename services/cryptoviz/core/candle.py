@@ -1,0 +1,141 @@
+"""The normalised OHLCV candle every provider's history maps into, and its validation.
+
+Candles are first-class data beside quotes: a provider's history (klines, OHLC, market charts)
+becomes candles, a scrape's present becomes quotes. `make_candle` is the trust boundary for
+candles as `make_quote` is for quotes: it coerces, checks and either returns a `Candle` or raises
+`InvalidQuote` with a short machine-readable reason that callers count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptoviz.core.quote import (
+    ALL_PROVIDERS,
+    MAX_AMOUNT_USD,
+    MAX_PRICE_USD,
+    InvalidQuote,
+    _text,
+    format_ts,
+    parse_ts,
+    to_number,
+)
+
+CANDLE_INTERVALS: tuple[int, ...] = (60, 300, 900, 3600, 14400, 86400)
+"""Candle lengths in seconds that providers offer and we store (1m, 5m, 15m, 1h, 4h, 1d)."""
+
+MAX_CLOCK_SKEW = timedelta(minutes=5)
+"""A candle may not open later than this after it was received: a future candle is a feed error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """One provider's OHLCV summary of one coin over [open_time, open_time + interval).
+
+    Identity: (provider, coin_id, interval, open_time). Prices in USD; `volume` is the traded value
+    in USD over the candle (None when the provider does not say).
+    """
+
+    provider: str
+    coin_id: str
+    symbol: str
+    name: str
+    interval: int
+    open_time: datetime
+    open: float
+    high: float
+    low: float
+    close: float
+    received_at: datetime
+    volume: float | None = None
+
+    @property
+    def identity(self) -> tuple[str, str, int, datetime]:
+        return (self.provider, self.coin_id, self.interval, self.open_time)
+
+    @property
+    def close_time(self) -> datetime:
+        return self.open_time + timedelta(seconds=self.interval)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        data["open_time"] = format_ts(self.open_time)
+        data["received_at"] = format_ts(self.received_at)
+        return data
+
+    @classmethod
+    def from_json_dict(cls, data: Any, *, now: datetime | None = None) -> Candle:
+        if not isinstance(data, dict):
+            raise InvalidQuote("not_an_object", type(data).__name__)
+        return make_candle(**{name: data.get(name) for name in _FIELD_NAMES}, now=now)
+
+
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Candle))
+
+
+def _price(value: Any, field: str) -> float:
+    number = to_number(value, field, required=True)
+    if number is None or number <= 0:
+        raise InvalidQuote("nonpositive_price", f"{field}={value!r}")
+    if number > MAX_PRICE_USD:
+        raise InvalidQuote("out_of_range_price", f"{field}={value!r}")
+    return number
+
+
+def make_candle(
+    *,
+    provider: Any,
+    coin_id: Any,
+    symbol: Any,
+    name: Any,
+    interval: Any,
+    open_time: Any,
+    open: Any,
+    high: Any,
+    low: Any,
+    close: Any,
+    volume: Any = None,
+    received_at: Any = None,
+    now: datetime | None = None,
+) -> Candle:
+    """Build a validated candle, or raise `InvalidQuote` naming what is wrong.
+
+    `now` (default: the wall clock) bounds `open_time`: a candle opening more than MAX_CLOCK_SKEW
+    after it was received (or after now) is refused as `future_open_time`.
+    """
+    provider_name = _text(provider, "provider", required=True)
+    if provider_name not in ALL_PROVIDERS:
+        raise InvalidQuote("unknown_provider", provider_name[:32])
+    coin = _text(coin_id, "coin_id", required=True)
+    symbol_text = _text(symbol, "symbol", required=True, limit=32).upper()
+    seconds = to_number(interval, "interval", required=True)
+    if seconds not in CANDLE_INTERVALS:
+        raise InvalidQuote("invalid_interval", repr(interval))
+    prices = {f: _price(v, f) for f, v in (("open", open), ("high", high), ("low", low), ("close", close))}
+    body_low, body_high = sorted((prices["open"], prices["close"]))
+    if not prices["low"] <= body_low <= body_high <= prices["high"]:
+        raise InvalidQuote("inconsistent_ohlc", repr(prices))
+    volume_value = to_number(volume, "volume")
+    if volume_value is not None and not 0.0 <= volume_value <= MAX_AMOUNT_USD:
+        raise InvalidQuote("out_of_range_volume", repr(volume))
+    opened = parse_ts(open_time, "open_time")
+    received = parse_ts(received_at, "received_at") if received_at is not None else datetime.now(UTC)
+    limit = min(received, now or datetime.now(UTC)) + MAX_CLOCK_SKEW
+    if opened > limit:
+        raise InvalidQuote("future_open_time", format_ts(opened))
+    return Candle(
+        provider=provider_name,
+        coin_id=coin,
+        symbol=symbol_text,
+        name=_text(name, "name", required=False) or symbol_text,
+        interval=int(seconds),
+        open_time=opened,
+        open=prices["open"],
+        high=prices["high"],
+        low=prices["low"],
+        close=prices["close"],
+        received_at=received,
+        volume=volume_value,
+    )

@@ -1,0 +1,112 @@
+"""The candle model and the candles message contract (provider history → JetStream → ingester)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from cryptoviz.core import contract
+from cryptoviz.core.candle import Candle, make_candle
+from cryptoviz.core.quote import InvalidQuote, parse_ts
+
+OPEN = datetime(2025, 1, 13, 0, 5, tzinfo=UTC)
+NOW = datetime(2025, 2, 1, tzinfo=UTC)
+
+
+def candle(**overrides) -> Candle:
+    fields = dict(
+        provider="binance",
+        coin_id="BTCUSDT",
+        symbol="btc",
+        name="Bitcoin",
+        interval=300,
+        open_time=OPEN,
+        open="94519.75",
+        high=94564.5,
+        low=94446.9,
+        close=94446.98,
+        volume=45852672,
+        received_at=NOW,
+    )
+    fields.update(overrides)
+    return make_candle(**fields, now=NOW)
+
+
+def test_candle_is_coerced_and_round_trips_on_the_wire():
+    c = candle()
+    assert c.symbol == "BTC" and c.open == pytest.approx(94519.75) and c.interval == 300
+    assert c.close_time == OPEN + timedelta(minutes=5)
+    assert Candle.from_json_dict(orjson.loads(orjson.dumps(c.to_json_dict())), now=NOW) == c
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"open": 0}, "nonpositive_price"),
+        ({"low": -1}, "nonpositive_price"),
+        ({"close": math.nan}, "nonfinite_close"),
+        ({"high": 94000.0}, "inconsistent_ohlc"),
+        ({"low": 94500.0}, "inconsistent_ohlc"),
+        ({"interval": 7}, "invalid_interval"),
+        ({"volume": -3}, "out_of_range_volume"),
+        ({"open_time": NOW + timedelta(hours=1)}, "future_open_time"),
+        ({"open_time": 1.7e15}, "invalid_open_time"),
+        ({"provider": "evil"}, "unknown_provider"),
+    ],
+)
+def test_invalid_candles_are_refused_with_a_stable_reason(overrides, reason):
+    with pytest.raises(InvalidQuote) as info:
+        candle(**overrides)
+    assert info.value.reason == reason
+
+
+def test_numeric_timestamps_beyond_year_9999_are_invalid_not_a_crash():
+    with pytest.raises(InvalidQuote) as info:
+        parse_ts(1.7e15)
+    assert info.value.reason == "invalid_timestamp"
+
+
+def test_candles_are_chunked_per_coin_and_interval_with_stable_ids():
+    candles = [candle(open_time=OPEN + timedelta(minutes=5 * i)) for i in range(2500)]
+    candles += [candle(coin_id="ETHUSDT", symbol="ETH", open=3300, high=3310, low=3290, close=3301)]
+    messages = contract.encode_candles("binance", candles, scraped_at=NOW)
+    sizes = [len(contract.decode_candles(m.payload, now=NOW).candles) for m in messages]
+    assert sizes == [1000, 1000, 500, 1]
+    assert {m.subject for m in messages} == {"cryptoviz.candles.binance"}
+    again = contract.encode_candles("binance", list(reversed(candles)), scraped_at=NOW + timedelta(hours=1))
+    assert [m.msg_id for m in again] == [m.msg_id for m in messages]
+    assert len({m.msg_id for m in messages}) == 4
+    assert "cryptoviz.candles.>" in contract.STREAM_SUBJECTS
+
+
+def test_a_bad_candle_spoils_nothing_else_in_its_message():
+    good = candle().to_json_dict()
+    body = {
+        "schema": 1,
+        "kind": "candles",
+        "provider": "binance",
+        "scraped_at": "2025-02-01T00:00:00Z",
+        "candles": [good, {**good, "high": 1.0}, {**good, "provider": "kraken"}, "junk"],
+    }
+    decoded = contract.decode_candles(orjson.dumps(body), now=NOW)
+    assert len(decoded.candles) == 1
+    assert decoded.rejected == {"inconsistent_ohlc": 1, "provider_mismatch": 1, "not_an_object": 1}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"[]", "not_an_object"),
+        (b'{"schema": 2, "kind": "candles"}', "unknown_schema"),
+        (b'{"schema": 1, "provider": "binance", "quotes": []}', "not_candles"),
+        (b'{"schema": 1, "kind": "candles", "provider": "evil", "candles": []}', "unknown_provider"),
+        (b'{"schema": 1, "kind": "candles", "provider": "binance"}', "missing_candles"),
+    ],
+)
+def test_unusable_candle_envelopes_are_contract_errors(payload, reason):
+    with pytest.raises(contract.ContractError) as info:
+        contract.decode_candles(payload, now=NOW)
+    assert info.value.reason == reason
