@@ -197,9 +197,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             ),
             ingest_rate=runtime.ingest_rate(),
             consumer_lag=runtime.consumer_lag(),
+            candle_lag=runtime.candle_lag(),
             db_bytes=runtime.store.db_bytes(),
             rejected=counters.get("rejected", 0),
             duplicates=counters.get("duplicates", 0),
+            candle_duplicates=counters.get("candle_duplicates", 0),
         )
         return json_response(body)
 

@@ -38,7 +38,7 @@ def coins(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     return cur.sql(
         f"""
         SELECT symbol, name, provider, coin_id, records, first_timestamp, timestamp AS last_timestamp,
-               price AS last_price, {_simulated_sql()} AS simulated
+               price AS last_price, {_simulated_sql()} AS simulated, coalesce(candles, 0)::BIGINT AS candles
         FROM coins ORDER BY symbol, provider, coin_id
         """
     ).to_arrow_table()
@@ -204,12 +204,13 @@ def stats(cur: duckdb.DuckDBPyConnection) -> dict:
     row = cur.execute(
         f"""SELECT coalesce(sum(records), 0)::BIGINT, count(*), min(first_timestamp), max(timestamp),
                    max(received_at), list(DISTINCT provider ORDER BY provider),
-                   coalesce(bool_or({_simulated_sql()}), false)
+                   coalesce(bool_or({_simulated_sql()}), false), coalesce(sum(candles), 0)::BIGINT
             FROM coins"""
     ).fetchall()[0]
-    records, coin_count, first, last, last_received, providers, simulated = row
+    records, coin_count, first, last, last_received, providers, simulated, candles = row
     return {
         "records": records,
+        "candles": candles,
         "coins": coin_count,
         "first_update": first,
         "last_update": last,

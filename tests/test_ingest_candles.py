@@ -1,0 +1,177 @@
+"""Candles end to end: real nats-server, real `cryptoviz ingest` subprocess, real DuckDB file.
+
+Candles are published with the contract's own encoder, as `cryptoviz backfill` does, then mixed
+with duplicates, overlapping and out-of-order ranges, invalid candles and poison envelopes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from cryptoviz.core import contract
+from cryptoviz.core.candle import Candle, make_candle
+from cryptoviz.core.quote import format_ts
+from test_ingest_harness import (
+    Ingester,
+    kill_while_publishing,
+    market_candles,
+    publish,
+    publish_raw,
+    synthetic_quotes,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+IDENTITY = "(provider, coin_id, interval, open_time)"
+
+
+@pytest.fixture
+def ingester(nats_server, tmp_path: Path) -> Iterator[Ingester]:
+    process = Ingester(nats_server.url, tmp_path / "db" / "cryptoviz.duckdb", tmp_path / "ingester.log").start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def hourly(candles: list[Candle]) -> list[Candle]:
+    """The provider's own 1-hour candles of the same market (12 five-minute rows each)."""
+    result = []
+    for start in range(0, len(candles) - 11, 12):
+        hour = candles[start : start + 12]
+        result.append(
+            make_candle(
+                provider=hour[0].provider,
+                coin_id=hour[0].coin_id,
+                symbol=hour[0].symbol,
+                name=hour[0].name,
+                interval=3600,
+                open_time=hour[0].open_time,
+                open=hour[0].open,
+                high=max(c.high for c in hour),
+                low=min(c.low for c in hour),
+                close=hour[-1].close,
+                received_at=hour[0].received_at,
+                now=hour[0].received_at,
+            )
+        )
+    return result
+
+
+def renamed(messages: list[contract.OutgoingMessage], suffix: str) -> list[contract.OutgoingMessage]:
+    """The same content under new message ids: JetStream's duplicate window cannot help."""
+    return [
+        contract.OutgoingMessage(m.subject, m.payload, {**m.headers, contract.MSG_ID_HEADER: m.msg_id + suffix})
+        for m in messages
+    ]
+
+
+def stored(db: Path) -> tuple[int, int, dict]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        total, distinct = conn.execute(f"SELECT count(*), count(DISTINCT {IDENTITY}) FROM candles").fetchone()
+        rows = conn.execute(
+            "SELECT coin_id, interval, epoch(open_time)::BIGINT, open, high, low, close, volume FROM candles"
+        ).fetchall()
+    return total, distinct, {r[:3]: r[3:] for r in rows}
+
+
+def key(c: Candle) -> tuple:
+    return (c.coin_id, c.interval, int(c.open_time.timestamp()))
+
+
+def test_candles_are_stored_exactly_once_whatever_the_delivery(nats_server, tmp_path: Path, market_5m: Path):
+    five = market_candles(market_5m, rows=800, symbols=["BTC", "ETH", "SOL"])
+    by_coin = {s: [c for c in five if c.symbol == s] for s in ("BTC", "ETH", "SOL")}
+    btc_a, btc_b = by_coin["BTC"][:600], by_coin["BTC"][400:]  # overlapping ranges, chunked differently
+    eth, sol = by_coin["ETH"][:600], by_coin["SOL"][:600]
+    btc_hours = hourly(by_coin["BTC"][:600])
+    bad = contract.encode_candles("binance", by_coin["ETH"][700:705])[0]
+    body = orjson.loads(bad.payload)
+    body["candles"][1]["high"] = body["candles"][1]["low"] / 2  # high below low
+    body["candles"][3]["close"] = -1  # negative price
+    first = contract.encode_candles("binance", btc_a + eth + sol + btc_hours)
+
+    db = tmp_path / "db.duckdb"
+    ingester = Ingester(nats_server.url, db, tmp_path / "ingester.log").start()
+    try:
+        subject = contract.candles_subject_for("binance")
+        publish(nats_server.url, contract.encode_candles("binance", btc_b))  # the later range first
+        publish(nats_server.url, first)
+        publish(nats_server.url, renamed(first, "-again"))  # everything once more
+        publish_raw(nats_server.url, subject, orjson.dumps(body), {contract.MSG_ID_HEADER: "partly-bad"})
+        publish_raw(nats_server.url, subject, b'{"schema": 1, "kind": "candles", "candles": [')
+        quotes = contract.encode_scrape("binance", synthetic_quotes(2, provider="binance"))[0]
+        publish_raw(nats_server.url, subject, quotes.payload)  # quotes on the candles subject
+        publish_raw(nats_server.url, subject, orjson.dumps({"schema": 7, "kind": "candles", "provider": "binance"}))
+        expected = 800 + 600 + 3 + 600 + len(btc_hours)
+        stats = ingester.wait_records(expected, key="candles")
+        stats = ingester.wait_records(len(btc_a + eth + sol + btc_hours), key="candle_duplicates")
+        time.sleep(2.5)  # past ACK_WAIT: redeliveries would land now, and must add nothing
+        stats = ingester.json("/api/v1/stats")
+        coins = {row["symbol"]: row for row in ingester.json("/api/v1/coins")["data"]}
+        latest = {row["symbol"]: row for row in ingester.json("/api/v1/latest")["data"]}
+        metrics = ingester.get("/metrics").text
+    finally:
+        ingester.stop()
+
+    assert stats["candles"] == expected and stats["records"] == 0
+    assert stats["candle_duplicates"] == len(btc_a + eth + sol + btc_hours) + 200  # 200: the overlap
+    assert stats["rejected"] == 2 + 3 and stats["consumer_lag"] == 0
+    assert 'cryptoviz_rejected_total{reason="inconsistent_ohlc"} 1.0' in metrics
+    assert 'cryptoviz_rejected_total{reason="not_candles"} 1.0' in metrics
+    total, distinct, values = stored(db)
+    assert total == distinct == expected
+    for c in btc_a + btc_b + eth + sol + btc_hours:
+        assert values[key(c)] == (c.open, c.high, c.low, c.close, c.volume)
+    eth_bad = [c for i, c in enumerate(by_coin["ETH"][700:705]) if i not in (1, 3)]
+    assert all(key(c) in values for c in eth_bad) and len(values) == expected
+
+    # a coin known only from candles is listed, its newest close stands for its price
+    assert set(coins) == {"BTC", "ETH", "SOL"}
+    assert coins["BTC"]["candles"] == 800 + len(btc_hours) and coins["BTC"]["records"] == 0
+    assert coins["BTC"]["first_timestamp"] == format_ts(by_coin["BTC"][0].open_time)
+    assert latest["BTC"]["price"] == by_coin["BTC"][-1].close
+    assert latest["BTC"]["timestamp"] == format_ts(by_coin["BTC"][-1].open_time + timedelta(minutes=5))
+
+
+def test_republishing_a_backfill_stores_nothing(nats_server, ingester: Ingester, market_5m: Path):
+    candles = market_candles(market_5m, rows=1500, symbols=["ADA", "DOT"])
+    messages = contract.encode_candles("binance", candles)
+    publish(nats_server.url, messages)
+    ingester.wait_records(len(candles), key="candles")
+    publish(nats_server.url, messages)  # dropped by JetStream (same Nats-Msg-Id)
+    publish(nats_server.url, renamed(messages, "-rerun"))  # a re-run outside the duplicate window
+    stats = ingester.wait_records(len(candles), key="candle_duplicates")
+    time.sleep(1)
+    stats = ingester.json("/api/v1/stats")
+    assert stats["candles"] == len(candles) and stats["candle_duplicates"] == len(candles)
+
+
+def test_sigkill_during_a_large_candle_load_loses_and_doubles_nothing(nats_server, tmp_path: Path, market_5m: Path):
+    """All 14 coins × four weeks (~117k candles) flow while the ingester is killed again and again."""
+    candles = market_candles(market_5m)
+    messages = contract.encode_candles("binance", candles)
+    random.Random(3).shuffle(messages)
+    db = tmp_path / "kill.duckdb"
+    ingester = Ingester(nats_server.url, db, tmp_path / "kill.log", CANDLE_BATCH_SIZE="5000", BATCH_TIMEOUT="0.05")
+    try:
+        kills = kill_while_publishing(
+            ingester, nats_server.url, messages, seconds=3.0, kills=4, seed=11, pause=(0.1, 0.6)
+        )
+        ingester.wait_records(len(candles), timeout=90, key="candles")
+        time.sleep(2.5)  # longer than ACK_WAIT: straggling redeliveries must not add rows
+        stats = ingester.json("/api/v1/stats")
+    finally:
+        ingester.stop()
+    assert kills >= 4
+    assert stats["candles"] == len(candles)
+    total, distinct, values = stored(db)
+    assert total == distinct == len(candles)
+    assert values == {key(c): (c.open, c.high, c.low, c.close, c.volume) for c in candles}
