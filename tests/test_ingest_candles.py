@@ -6,6 +6,7 @@ with duplicates, overlapping and out-of-order ranges, invalid candles and poison
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Iterator
@@ -22,8 +23,10 @@ from test_ingest_harness import (
     Ingester,
     kill_while_publishing,
     market_candles,
+    market_quotes,
     publish,
     publish_raw,
+    scrapes,
     synthetic_quotes,
 )
 
@@ -175,3 +178,91 @@ def test_sigkill_during_a_large_candle_load_loses_and_doubles_nothing(nats_serve
     total, distinct, values = stored(db)
     assert total == distinct == len(candles)
     assert values == {key(c): (c.open, c.high, c.low, c.close, c.volume) for c in candles}
+
+
+def test_coverage_and_history_of_a_backfilled_series_with_a_hole(ingester: Ingester, nats_server, market_5m: Path):
+    """Backfilled 5-minute candles with a 2-hour hole, then live quotes of the same series overlapping
+    the newest candles: coverage names the hole, /history draws real OHLC where only candles are and
+    the quotes where both are, never both."""
+    history = market_candles(market_5m, symbols=["BTC"])[:2000]
+    hole = history[1000:1024]
+    candles = history[:1000] + history[1024:]
+    live = market_quotes(market_5m, provider="binance", rows=2000)
+    live = [q for q in live if q.symbol == "BTC"][1900:]
+    live = [dataclasses.replace(q, coin_id="BTCUSDT") for q in live]
+    publish(nats_server.url, contract.encode_candles("binance", candles))
+    publish(nats_server.url, scrapes(live))
+    ingester.wait_records(len(candles), key="candles")
+    ingester.wait_records(len(live))
+
+    since, until = history[0].open_time, history[-1].close_time
+    window = {"symbols": "BTC", "since": format_ts(since), "until": format_ts(until)}
+    answer = ingester.json("/api/v1/coverage", **window)
+    assert (answer["since"], answer["until"], answer["min_gap_seconds"]) == (format_ts(since), format_ts(until), 900)
+    (series,) = answer["data"]
+    assert (series["symbol"], series["provider"], series["coin_id"]) == ("BTC", "binance", "BTCUSDT")
+    assert (series["first"], series["last"]) == (format_ts(since), format_ts(until))
+    assert (series["candles"], series["quotes"]) == (len(candles), len(live))
+    start, end = hole[0].open_time, hole[-1].close_time
+    assert series["gaps"] == [{"start": format_ts(start), "end": format_ts(end), "seconds": 7200.0}]
+    assert series["gaps_truncated"] is False
+    assert ingester.json("/api/v1/coverage", **window, min_gap="7200")["data"][0]["gaps"] == []
+    other = ingester.json("/api/v1/coverage", symbols="BTC,DOGE", provider="coingecko")
+    assert other["data"] == [] and other["unknown_symbols"] == ["BTC", "DOGE"]
+
+    # 5-minute buckets aligned on the candles: one source per bucket
+    rows = ingester.json(
+        "/api/v1/history",
+        symbols="BTC",
+        start=format_ts(since),
+        end=format_ts(until - timedelta(seconds=1)),
+        points=str(len(history)),
+    )["data"]
+    assert len(rows) == len(candles)  # the hole has no bucket; quote buckets replace candle ones
+    by_time = {row["timestamp"]: row for row in rows}
+    for c in candles[:1800]:  # candles only: the provider's own OHLC
+        row = by_time[format_ts(c.open_time)]
+        assert (row["open"], row["high"], row["low"], row["close"], row["samples"]) == (
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            1,
+        )
+        assert row["volume_24h"] is None
+    for q in live:  # both: the live quote, not the candle as well
+        row = by_time[format_ts(q.timestamp)]
+        assert row["open"] == row["high"] == row["low"] == row["close"] == q.price and row["samples"] == 1
+    assert all(format_ts(c.open_time) not in by_time for c in hole)
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"min_gap": "5"}, "min_gap must be between 60"),
+        ({"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since must be before until"),
+        ({"symbols": "BTC;DROP"}, "invalid symbol"),
+        ({"provider": "nyse"}, "unknown provider"),
+        ({"since": "2024-01-01T00:00:00Z", "until": "2025-06-01T00:00:00Z"}, "at most 400 days"),
+        ({"until": "soon"}, "until must be ISO-8601"),
+    ],
+)
+def test_coverage_refuses_bad_parameters_with_a_clear_400(ingester: Ingester, query: dict, message: str):
+    response = ingester.get("/api/v1/coverage", **query)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_coverage_is_documented_in_openapi(ingester: Ingester):
+    spec = ingester.json("/openapi.json")
+    answer = spec["paths"]["/api/v1/coverage"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    model = spec["components"]["schemas"][answer["$ref"].rsplit("/", 1)[-1]]
+    assert {"since", "until", "min_gap_seconds", "data"} <= set(model["required"])
+    series = spec["components"]["schemas"]["SeriesCoverage"]["properties"]
+    assert {"symbol", "provider", "coin_id", "first", "last", "quotes", "candles", "gaps"} <= set(series)
+    assert {p["name"] for p in spec["paths"]["/api/v1/coverage"]["get"]["parameters"]} == {
+        "symbols",
+        "provider",
+        "since",
+        "until",
+        "min_gap",
+    }

@@ -4,9 +4,7 @@ the `coins` summary they feed, and retention rolling sub-hour candles up into ho
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import queries
@@ -35,15 +33,6 @@ def candle(minute: int, price: float, interval: int = 300, start: datetime = OLD
         **fields,
     }
     return make_candle(**values, now=NOW)
-
-
-@pytest.fixture
-def store(tmp_path: Path):
-    opened = Store(tmp_path / "db.duckdb")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def rows(store: Store, sql: str) -> list[tuple]:
@@ -122,3 +111,31 @@ def test_retention_rolls_sub_hour_candles_into_hours_once(store: Store):
     merged = rows(store, "SELECT open, high, low, close, volume, candles FROM candles_hourly ORDER BY hour")[2]
     assert merged == (124.0, 1002.0, 123.0, 1001.0, 70.0, 7)
     assert apply_retention(store, 30, now=NOW) == 0  # quotes' retention is untouched by candles
+
+
+def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Store):
+    """Hour 0: quotes and 5 m and 1 h candles; hour 1: 5 m and 1 h candles; hour 2: the 1 h candle
+    only. Hourly buckets show the quotes, the 5 m candles, the 1 h candle: one source each."""
+    start = OLD.replace(tzinfo=None)
+    five = [candle(5 * i, 100.0 + i) for i in range(24)]
+    hours = [candle(60 * h, 500.0 + h, interval=3600) for h in range(3)]
+    quotes = [
+        Quote("binance", "BTCUSDT", "BTC", "Bitcoin", 900.0 + m, OLD + timedelta(minutes=m), NOW)
+        for m in range(0, 60, 10)
+    ]
+    store.write_candles(candles_to_arrow(five + hours))
+    store.write_batch(quotes_to_arrow(quotes))
+    cur = store.reader()
+    series = queries.select_series(cur, ["BTC"], None)
+    step, table = queries.history(cur, series, start, start + timedelta(hours=3), 3)
+    assert step == 3600
+    got = [(r["open"], r["high"], r["low"], r["close"], r["samples"]) for r in table.to_pylist()]
+    assert got == [
+        (900.0, 950.0, 900.0, 950.0, 6),  # the quotes
+        (112.0, 125.0, 111.0, 124.0, 12),  # the 5-minute candles, not the hourly one as well
+        (502.0, 504.0, 501.0, 503.0, 1),  # only the hourly candle
+    ]
+    _, text = queries.history_json(cur, series, start, start + timedelta(hours=3), 3)
+    assert text.count(b'"samples"') == 3
+    bounds = queries.data_bounds(cur, series, start, start + timedelta(hours=3))
+    assert bounds == {("binance", "BTCUSDT"): (start, start + timedelta(hours=2))}
