@@ -251,6 +251,15 @@ class Ingester:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def wait_lag_zero(self, timeout: float = 30.0) -> dict:
+        """/stats once every message fetched has been acked (nothing pending, nothing in flight)."""
+        give_up = time.monotonic() + timeout
+        while True:
+            stats = self.json("/api/v1/stats")
+            if stats["consumer_lag"] == 0 or time.monotonic() > give_up:
+                return stats
+            time.sleep(0.2)
+
     def wait_records(self, count: int, timeout: float = 60.0, key: str = "records") -> dict:
         """/stats once its `key` (records, candles, duplicates, ...) reaches `count`."""
         give_up = time.monotonic() + timeout
