@@ -6,6 +6,7 @@ with duplicates, overlapping and out-of-order ranges, invalid candles and poison
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 import time
@@ -21,6 +22,7 @@ from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.quote import format_ts
 from test_ingest_harness import (
     Ingester,
+    dead_letters,
     kill_while_publishing,
     market_candles,
     market_quotes,
@@ -125,9 +127,16 @@ def test_candles_are_stored_exactly_once_whatever_the_delivery(nats_server, tmp_
         coins = {row["symbol"]: row for row in ingester.json("/api/v1/coins")["data"]}
         latest = {row["symbol"]: row for row in ingester.json("/api/v1/latest")["data"]}
         metrics = ingester.get("/metrics").text
+        letters = asyncio.run(dead_letters(nats_server.url, 3))
     finally:
         ingester.stop()
 
+    assert sorted(m.subject for m in letters) == [
+        "cryptoviz.deadletter.malformed_json",
+        "cryptoviz.deadletter.not_candles",
+        "cryptoviz.deadletter.unknown_schema",
+    ]
+    assert {m.headers["Cryptoviz-Original-Subject"] for m in letters} == {subject}
     assert stats["candles"] == expected and stats["records"] == 0
     assert stats["candle_duplicates"] == len(btc_a + eth + sol + btc_hours) + 200  # 200: the overlap
     assert stats["rejected"] == 2 + 3 and stats["consumer_lag"] == 0

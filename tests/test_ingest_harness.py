@@ -4,6 +4,7 @@ subprocess on free ports, quotes built from the shared market CSVs, JetStream pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
 import random
@@ -181,6 +182,21 @@ def kill_while_publishing(
         ingester.start()
     publisher.join()
     return made
+
+
+async def dead_letters(url: str, expected: int) -> list:
+    """Up to `expected` messages parked on `cryptoviz.deadletter.>` (waits at most 20 s for them)."""
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(f"{contract.DEADLETTER_PREFIX}.>", stream=contract.STREAM_NAME)
+        messages = []
+        give_up = time.monotonic() + 20
+        while len(messages) < expected and time.monotonic() < give_up:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                messages.extend(await sub.fetch(10, timeout=1))
+        return messages
+    finally:
+        await nc.close()
 
 
 class Ingester:
