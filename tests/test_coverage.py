@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptoviz.core.candle import make_candle
 from cryptoviz.core.quote import Quote
+from cryptoviz.ingester import coverage as coverage_module
 from cryptoviz.ingester.candle_decode import candles_to_arrow
-from cryptoviz.ingester.coverage import MAX_GAPS, Window, coverage, stored_series
+from cryptoviz.ingester.coverage import MAX_GAPS, Window, answer, coverage, stored_series
 from cryptoviz.ingester.formats import BadRequest
 from cryptoviz.ingester.retention import apply_retention
 from cryptoviz.ingester.store import Store, quotes_to_arrow
@@ -146,3 +147,14 @@ def test_window_limits_are_clear_400s(since, until, min_gap, message):
 def test_window_defaults_to_the_last_30_days():
     assert Window.of(None, None, 900, NOW) == Window(NOW - timedelta(days=30), NOW, 900)
     assert Window.of(None, T0 + timedelta(days=40), 900, NOW).since == T0 + timedelta(days=10)
+
+
+def test_the_answer_caps_its_series_and_says_so(store: Store, monkeypatch):
+    store.write_batch(quotes_to_arrow([quote(T0, coin=f"c{i}", symbol=f"C{i}") for i in range(4)]))
+    window = Window(T0 - timedelta(days=1), NOW, 900)
+    full = answer(store.reader(), ["C0", "C1", "X"], None, window)
+    assert [r.symbol for r in full.data] == ["C0", "C1"] and full.unknown_symbols == ["X"]
+    assert not full.series_truncated and full.since.tzinfo is not None
+    monkeypatch.setattr(coverage_module, "MAX_SERIES", 3)
+    capped = answer(store.reader(), None, None, window)
+    assert len(capped.data) == 3 and capped.series_truncated

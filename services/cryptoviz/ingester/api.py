@@ -205,17 +205,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         now = datetime.now(UTC).replace(tzinfo=None)
         window = coverage.Window.of(params.timestamp(since, "since"), params.timestamp(until, "until"), gap, now)
 
-        def run(cur) -> coverage.CoverageResponse:
-            series = coverage.stored_series(cur, wanted, source)
-            return coverage.CoverageResponse(
-                since=_utc(window.since),
-                until=_utc(window.until),
-                min_gap_seconds=window.min_gap,
-                data=coverage.coverage(cur, series, window),
-                unknown_symbols=sorted(set(wanted or []) - {s[0] for s in series}),
-            )
-
-        return await read(run)
+        return await read(coverage.answer, wanted, source, window)
 
     @app.get("/api/v1/stats", responses={400: _ERROR}, tags=["data"])
     async def stats() -> Response:

@@ -24,6 +24,8 @@ from cryptoviz.ingester.formats import BadRequest
 
 MAX_GAPS = 500
 """Gaps listed per series at most (`gaps_truncated` tells when there were more)."""
+MAX_SERIES = 1000
+"""Series per answer at most (without `symbols` a store of many coins could be all of them)."""
 MAX_SPAN = timedelta(days=400)
 MAX_CELLS = 200_000
 """`(until - since) / min_gap` at most: the folded cells per series and source."""
@@ -81,6 +83,7 @@ class CoverageResponse(BaseModel):
     min_gap_seconds: int
     data: list[SeriesCoverage]
     unknown_symbols: list[str] = Field(default_factory=list, description="Requested symbols with no stored series.")
+    series_truncated: bool = Field(False, description=f"More than {MAX_SERIES} series: ask for fewer symbols.")
 
 
 _SPANS = """
@@ -134,8 +137,8 @@ def stored_series(
     return cur.execute(
         """SELECT symbol, provider, coin_id FROM coins
            WHERE ($symbols IS NULL OR list_contains($symbols, symbol)) AND ($provider IS NULL OR provider = $provider)
-           ORDER BY symbol, provider, coin_id""",
-        {"symbols": list(symbols) if symbols is not None else None, "provider": provider},
+           ORDER BY symbol, provider, coin_id LIMIT $limit""",
+        {"symbols": list(symbols) if symbols is not None else None, "provider": provider, "limit": MAX_SERIES + 1},
     ).fetchall()
 
 
@@ -177,6 +180,23 @@ def coverage(
             )
         )
     return result
+
+
+def answer(
+    cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, provider: str | None, window: Window
+) -> CoverageResponse:
+    """The whole `/api/v1/coverage` answer."""
+    series = stored_series(cur, symbols, provider)
+    truncated = len(series) > MAX_SERIES
+    series = series[:MAX_SERIES]
+    return CoverageResponse(
+        since=utc(window.since),
+        until=utc(window.until),
+        min_gap_seconds=window.min_gap,
+        data=coverage(cur, series, window),
+        unknown_symbols=[] if truncated else sorted(set(symbols or []) - {s[0] for s in series}),
+        series_truncated=truncated,
+    )
 
 
 def _gap(start: datetime, end: datetime) -> CoverageGap:
