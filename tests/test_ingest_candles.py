@@ -11,7 +11,7 @@ import dataclasses
 import random
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -278,3 +278,45 @@ def test_coverage_is_documented_in_openapi(ingester: Ingester):
         "until",
         "min_gap",
     }
+
+
+def test_live_quotes_are_not_queued_behind_a_backfill_flood(nats_server, ingester: Ingester):
+    """400,000 candles are in the stream when a scrape arrives: its quotes are stored while most of the
+    history is still waiting (each has its own consumer), not after it."""
+    publish(nats_server.url, flood(coins=40, candles=10_000))
+    live = synthetic_quotes(20, coins=20, provider="coingecko")
+    publish(nats_server.url, contract.encode_scrape("coingecko", live))
+    stats = ingester.wait_records(len(live), timeout=30)
+    assert stats["candles"] < 200_000, stats
+    assert ingester.wait_records(400_000, timeout=120, key="candles")["records"] == len(live)
+
+
+def flood(coins: int, candles: int) -> list[contract.OutgoingMessage]:
+    """Canonical candle messages (what `encode_candles` writes), built directly: 1,000 per message."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    received = format_ts(start + timedelta(days=60))
+    messages = []
+    for k in range(coins):
+        rows = [
+            {
+                "provider": "binance",
+                "coin_id": f"C{k}USDT",
+                "symbol": f"C{k}",
+                "name": f"Coin {k}",
+                "interval": 300,
+                "open_time": format_ts(start + timedelta(minutes=5 * i)),
+                "open": 100.0,
+                "high": 101.0,
+                "low": 99.0,
+                "close": 100.5,
+                "received_at": received,
+                "volume": None,
+            }
+            for i in range(candles)
+        ]
+        for chunk in range(0, candles, contract.MAX_CANDLES_PER_MESSAGE):
+            body = {"schema": 1, "kind": "candles", "provider": "binance", "scraped_at": received}
+            payload = orjson.dumps({**body, "candles": rows[chunk : chunk + contract.MAX_CANDLES_PER_MESSAGE]})
+            headers = {contract.MSG_ID_HEADER: f"flood-{k}-{chunk}", contract.SCHEMA_HEADER: "1"}
+            messages.append(contract.OutgoingMessage(contract.candles_subject_for("binance"), payload, headers))
+    return messages
