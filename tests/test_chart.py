@@ -631,6 +631,7 @@ def test_backfill_hook_job_runs_the_scraper_pod_after_install_and_upgrade(render
     operator_env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-operator"))["containers"][0])
     assert (operator_env["BACKFILL_DAYS"], operator_env["BACKFILL_TTL_SECONDS"]) == ("30", "86400")
     assert (operator_env["BACKFILL_ACTIVE_DEADLINE_SECONDS"], operator_env["BACKFILL_BACKOFF_LIMIT"]) == ("1200", "2")
+    assert operator_env["BACKFILL_CONCURRENCY"] == "2"
 
     off = docs_of(helm_template({"backfill": {"enabled": False}}).stdout)
     assert not find(off, "Job")

@@ -550,7 +550,8 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
             await asyncio.sleep(0.2)
         first = (await get_json(f"{ingester.url}/api/v1/coins"))["data"][0]["first_timestamp"]
         cluster.ingester_url = ingester.url
-        operator = await start_operator(BACKFILL_DAYS="30", BACKFILL_TTL_SECONDS="600")
+        settings = {"BACKFILL_DAYS": "30", "BACKFILL_TTL_SECONDS": "600", "BACKFILL_CONCURRENCY": "1"}
+        operator = await start_operator(**settings)
 
         btc = example("btc", "2026-01-01T00:00:00Z", "uid-btc")  # spec.backfill: 90d
         eth = example("eth", "2026-01-02T00:00:00Z", "uid-eth")  # none: the chart's 30 days
@@ -559,8 +560,11 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         for obj in (btc, eth, usdt):
             await cluster.apply(obj)
         names = {"btc": job_name(btc, 90), "eth": job_name(eth, 30)}
-        jobs = await eventually(lambda: len(cluster.jobs()) == 2 and cluster.jobs(), what="two backfill Jobs")
-        assert set(jobs) == set(names.values())
+        # one Job at a time (BACKFILL_CONCURRENCY=1): the older object first, the other one queued
+        jobs = await eventually(lambda: cluster.jobs(), what="a backfill Job")
+        assert set(jobs) == {names["btc"]}
+        queued = await eventually(lambda: cluster.condition("eth", "Backfilled"), what="eth Backfilled")
+        assert (queued["status"], queued["reason"]) == ("False", "Queued")
         job = jobs[names["btc"]]
         assert job["metadata"]["ownerReferences"] == [
             {
@@ -582,7 +586,6 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "backfill"
-        assert env_of(jobs[names["eth"]])["BACKFILL_DAYS"] == "30"
 
         # Running, with the coverage the ingester reports
         since = first.removesuffix("Z")[:10]
@@ -599,12 +602,8 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         paused = await eventually(lambda: cluster.condition("usdt", "Backfilled"), what="usdt Backfilled")
         assert (paused["status"], paused["reason"]) == ("False", "Paused")
 
-        # the Job completes
-        complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
-        assert (
-            await cluster.request("PATCH", f"/apis/batch/v1/namespaces/{NS}/jobs/{names['btc']}/status", complete)
-            == 200
-        )
+        # the Job completes; the queued one starts
+        await complete_job(cluster, names["btc"])
         done = await eventually(
             lambda: (
                 cluster.condition("btc", "Backfilled")["status"] == "True" and cluster.condition("btc", "Backfilled")
@@ -612,10 +611,14 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
             what="btc Backfilled=True",
         )
         assert done["reason"] == "Complete" and f"history from {since}, 28 of 90 days" in done["message"]
+        await eventually(lambda: names["eth"] in cluster.jobs(), what="eth's Job after btc's")
+        assert env_of(cluster.jobs()[names["eth"]])["BACKFILL_DAYS"] == "30"
 
-        # deeper: a second Job; shallower: nothing
+        # deeper: a second Job (once eth's is done); shallower: nothing
         await cluster.change("btc", 2, backfill="120d")
         await cluster.change("eth", 2, backfill="7d")
+        await eventually(lambda: cluster.condition("btc", "Backfilled")["reason"] == "Queued", what="btc queued")
+        await complete_job(cluster, names["eth"])
         await eventually(lambda: job_name(btc, 120) in cluster.jobs(), what="btc's 120-day Job")
         await asyncio.sleep(2)  # refresh rounds
         assert set(cluster.jobs()) == {*names.values(), job_name(btc, 120)}
@@ -624,7 +627,7 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         # the TTL removes a finished Job: nothing is started again, even after a restart
         assert await cluster.request("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/{names['btc']}") == 200
         await stop(operator)
-        await start_operator(BACKFILL_DAYS="30")
+        await start_operator(**settings)
         await asyncio.sleep(3)
         assert set(cluster.jobs()) == {names["eth"], job_name(btc, 120)}
         creates = [
@@ -633,6 +636,12 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         assert len(creates) == 3
     finally:
         ingester.stop()
+
+
+async def complete_job(cluster: Cluster, name: str) -> None:
+    """What the Job controller would write when the backfill pod exits 0."""
+    complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
+    assert await cluster.request("PATCH", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status", complete) == 200
 
 
 def env_of(job: dict[str, Any]) -> dict[str, Any]:

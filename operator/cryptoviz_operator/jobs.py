@@ -60,10 +60,13 @@ class Backfills:
     async def sync(
         self, objects: list[dict[str, Any]], decisions: Mapping[ObjectKey, Decision]
     ) -> dict[ObjectKey, backfill.Plan]:
-        """Each object's backfill plan; starts the Jobs the plans ask for (at most once: idempotent names)."""
+        """Each object's backfill plan; starts the Jobs the plans ask for (at most once: idempotent names),
+        at most `BACKFILL_CONCURRENCY` running at a time (the others are Queued, oldest first), so a
+        hundred TrackedCryptos applied at once do not start a hundred pods against the providers' limits."""
         plans: dict[ObjectKey, backfill.Plan] = {}
         now = _now()
         cronjob: Mapping[str, Any] | None = None
+        waiting: list[tuple[dict[str, Any], backfill.Plan, dict[str, Any]]] = []
         for obj in objects:
             key = object_key(obj)
             decision = decisions[key]
@@ -90,9 +93,20 @@ class Backfills:
                 now=now,
             )
             if plan.create_days is not None:
-                cronjob = cronjob or await self.kube.read_cronjob(self.jobs.namespace, self.settings.cronjob_name)
-                plan = await self._start_backfill(obj, plan, cronjob, history)
+                waiting.append((obj, plan, history))
             plans[key] = plan
+        running = sum(
+            1 for p in plans.values() if p.create_days is None and p.condition and p.condition[1] == "Running"
+        )
+        waiting.sort(key=lambda item: (str(item[0]["metadata"].get("creationTimestamp") or ""), *object_key(item[0])))
+        for obj, plan, history in waiting:  # oldest first: a fair queue
+            if running >= self.settings.backfill_concurrency:
+                message = f"waiting: {running} backfill Jobs are running (at most {self.settings.backfill_concurrency})"
+                plans[object_key(obj)] = backfill.Plan(("False", "Queued", message), history)
+                continue
+            cronjob = cronjob or await self.kube.read_cronjob(self.jobs.namespace, self.settings.cronjob_name)
+            plans[object_key(obj)] = await self._start_backfill(obj, plan, cronjob, history)
+            running += 1
         return plans
 
     async def _start_backfill(

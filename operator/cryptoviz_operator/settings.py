@@ -54,6 +54,8 @@ class Settings:
     backfill_ttl_seconds: int = 86400
     backfill_active_deadline_seconds: int = 3600
     backfill_backoff_limit: int = 2
+    backfill_concurrency: int = 2
+    """Backfill Jobs running at once at most."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -77,4 +79,5 @@ class Settings:
                 env, "BACKFILL_ACTIVE_DEADLINE_SECONDS", cls.backfill_active_deadline_seconds, 60, 7 * 86400
             ),
             backfill_backoff_limit=_int(env, "BACKFILL_BACKOFF_LIMIT", cls.backfill_backoff_limit, 0, 20),
+            backfill_concurrency=_int(env, "BACKFILL_CONCURRENCY", cls.backfill_concurrency, 1, 100),
         )
