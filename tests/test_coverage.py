@@ -3,6 +3,7 @@ rollups and candles, gaps against a plain reference sweep, parameter limits."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -98,26 +99,35 @@ def test_gaps_are_capped_and_say_so(store: Store):
 SPAN = st.tuples(st.integers(0, 5000), st.sampled_from([0, 0, 60, 300, 3600]))
 
 
+@pytest.fixture(scope="module")
+def sweep_store(tmp_path_factory) -> Iterator[Store]:
+    """One store for every example (emptied before each): migrating a new file per example is slow."""
+    opened = Store(tmp_path_factory.mktemp("sweep") / "db.duckdb")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(SPAN, max_size=30), st.sampled_from([60, 120, 900]))
-def test_gaps_equal_a_plain_sweep_over_the_spans(tmp_path_factory, spans, min_gap):
+def test_gaps_equal_a_plain_sweep_over_the_spans(sweep_store, spans, min_gap):
     """Quotes are points, candles intervals: the folded SQL finds exactly the holes a sweep does."""
-    store = Store(tmp_path_factory.mktemp("sweep") / "db.duckdb")
-    try:
-        base = T0
-        points = [base + timedelta(seconds=s) for s, length in spans if length == 0]
-        bars = [(base + timedelta(seconds=s), length) for s, length in spans if length]
-        if points:
-            store.write_batch(quotes_to_arrow([quote(t, coin="x", provider="binance") for t in points]))
-        if bars:
-            store.write_candles(candles_to_arrow([candle(t, length, coin="x") for t, length in bars]))
-        since, until = base + timedelta(seconds=500), base + timedelta(seconds=4000)
-        rows = covered(store, since=since, until=until, min_gap=min_gap)
-        expected = sweep([(t, t) for t in points] + [(t, t + timedelta(seconds=n)) for t, n in bars], since, until)
-        got = [(naive(g.start), naive(g.end)) for r in rows for g in r.gaps]
-        assert got == [g for g in expected if (g[1] - g[0]).total_seconds() > min_gap]
-    finally:
-        store.close()
+    store = sweep_store
+    for table in ("crypto_prices", "candles", "coins"):
+        store.conn.execute(f"DELETE FROM {table}")
+    base = T0
+    points = [base + timedelta(seconds=s) for s, length in spans if length == 0]
+    bars = [(base + timedelta(seconds=s), length) for s, length in spans if length]
+    if points:
+        store.write_batch(quotes_to_arrow([quote(t, coin="x", provider="binance") for t in points]))
+    if bars:
+        store.write_candles(candles_to_arrow([candle(t, length, coin="x") for t, length in bars]))
+    since, until = base + timedelta(seconds=500), base + timedelta(seconds=4000)
+    rows = covered(store, since=since, until=until, min_gap=min_gap)
+    expected = sweep([(t, t) for t in points] + [(t, t + timedelta(seconds=n)) for t, n in bars], since, until)
+    got = [(naive(g.start), naive(g.end)) for r in rows for g in r.gaps]
+    assert got == [g for g in expected if (g[1] - g[0]).total_seconds() > min_gap]
 
 
 def sweep(spans: list[tuple[datetime, datetime]], since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
