@@ -16,6 +16,7 @@ import pytest
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import queries
 from cryptoviz.ingester.retention import apply_retention
+from cryptoviz.ingester.schema import MIGRATIONS
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked, publish, synthetic_quotes
 
@@ -42,7 +43,7 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         )
     store = Store(path)
     try:
-        assert store.version == 3
+        assert store.version == MIGRATIONS[-1][0]
         cur = store.reader()
         # The original README's queries, unchanged.
         rows = cur.execute("SELECT name, symbol, price FROM crypto_prices ORDER BY timestamp DESC LIMIT 10").fetchall()
@@ -58,8 +59,8 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         store.close()
     again = Store(path)
     try:
-        assert again.version == 3
-        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == 3
+        assert again.version == MIGRATIONS[-1][0]
+        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == len(MIGRATIONS)
     finally:
         again.close()
 
