@@ -45,6 +45,9 @@ class Receiver:
         self.script: dict[str, list[int]] = {}
         self.lock = threading.Lock()
         self.on_request: Callable[[dict], None] | None = None
+        self._open = threading.Event()
+        self._open.set()
+        self._epoch = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -54,6 +57,12 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                epoch = receiver._epoch
+                if not receiver._open.is_set():
+                    receiver._open.wait(60)
+                    if receiver._epoch != epoch:  # arrived while paused and its sender was killed: never accepted
+                        self.close_connection = True
+                        return
                 with receiver.lock:
                     codes = receiver.script.get(self.path)
                     status = codes.pop(0) if codes else 200
@@ -82,6 +91,16 @@ class Receiver:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def pause(self) -> None:
+        """Hold every new request before it is accepted (the sender waits for an answer)."""
+        self._open.clear()
+
+    def resume(self, drop_held: bool) -> None:
+        """Let requests in again; `drop_held` drops those held meanwhile, unaccepted (their sender died)."""
+        if drop_held:
+            self._epoch += 1
+        self._open.set()
 
     # -- what each fake service received (accepted requests only) --------------------------------
     def on(self, path: str) -> list[dict]:

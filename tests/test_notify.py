@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,3 +207,78 @@ def test_a_recorded_price_path_fires_exactly_the_expected_alerts_each_delivered_
     assert sorted(refs) == sorted(f"Ref: {a['alert_id']}" for a in alerts)  # each exactly once
     rise = next(a for a in alerts if a["condition"] == "change_above")
     assert rise["window_seconds"] == 1800 and rise["change_pct"] >= 0.5
+
+
+def _refs(posts: list[dict]) -> Counter:
+    return Counter(line for post in posts for line in post["message"].splitlines() if line.startswith("Ref: "))
+
+
+def test_sigkilled_notifier_and_ingester_during_a_burst_lose_and_double_nothing(nats_server, tmp_path: Path):
+    """1,000 alerts (5 batches × 20 coins × 10 rules) to two targets. The ingester is SIGKILLed right after
+    committing batch 3 (its alerts stored, not yet published: the outbox must publish them after the
+    restart); the notifier is SIGKILLed in the middle of the deliveries, with requests in flight that the
+    targets never accepted, and restarted: every alert reaches each target exactly once.
+
+    The kill lands where every accepted delivery has been recorded: between a target's 2xx and our record
+    (about a millisecond) a kill cannot be told from a lost answer, and that one message is sent again."""
+    rules = ", ".join(f"{{above: {t}, cooldown: 0s}}" for t in range(1, 11))
+    coins = "".join(f"  - symbol: C{c}\n    notify: [team]\n    alerts: [{rules}]\n" for c in range(20))
+    config = _config(tmp_path, coins)
+    db = tmp_path / "db.duckdb"
+    with Receiver() as receiver:
+        targets = _targets(tmp_path, f"team: '{receiver.json_url('/team')}'\n")
+        env = {"NOTIFY_URLS": receiver.json_url(), "NOTIFY_TARGETS_FILE": str(targets), "NOTIFY_CONCURRENCY": "8"}
+        notifier = NotifyProcess(nats_server.url, tmp_path / "n1.log", receiver.base, **env)
+        paused = threading.Event()
+
+        def pause_midway(_: dict) -> None:
+            if len(receiver.requests) >= 600 and not paused.is_set():
+                paused.set()
+                receiver.pause()
+
+        receiver.on_request = pause_midway
+        killed: list[int] = []
+
+        def kill_and_restart() -> None:
+            paused.wait(120)
+            receiver.wait(
+                lambda: metric_value(notifier.metrics(), "cryptoviz_notify_delivered_total") == len(receiver.requests),
+                what="every accepted delivery recorded",
+            )
+            killed.append(len(receiver.requests))
+            notifier.kill()
+            receiver.resume(drop_held=True)
+            notifier.__init__(nats_server.url, tmp_path / "n2.log", receiver.base, **env)
+            notifier.start()
+
+        crashing = Ingester(
+            nats_server.url, db, tmp_path / "i1.log", SCRAPER_CONFIG=str(config), CRYPTOVIZ_CRASH_AFTER_COMMIT="3"
+        )
+        ingester = Ingester(nats_server.url, db, tmp_path / "i2.log", SCRAPER_CONFIG=str(config))
+        killer = threading.Thread(target=kill_and_restart, daemon=True)
+        try:
+            crashing.start()
+            notifier.start()
+            killer.start()
+            base = datetime(2025, 6, 1, tzinfo=UTC)
+            for batch in range(5):
+                ts = base + timedelta(minutes=batch)
+                publish(nats_server.url, chunked([_quote(f"C{c}", 100.0 + batch, ts) for c in range(20)]))
+                if batch == 2:
+                    assert crashing.process.wait(30) == -9
+                    ingester.start()
+                (crashing if batch < 2 else ingester).wait_records(20 * (batch + 1))
+            alerts = _settled_alerts(ingester, 1000, 2, timeout=120)
+            killer.join(60)
+        finally:
+            receiver.resume(drop_held=False)
+            notifier.stop()
+            ingester.stop()
+            crashing.kill()
+    assert killed and 600 <= killed[0] < 2000, killed  # the notifier really died mid-burst
+    ids = {f"Ref: {a['alert_id']}" for a in alerts}
+    for path in ("/hook", "/team"):
+        refs = _refs(receiver.json_posts(path))
+        assert set(refs) == ids, path  # none lost
+        assert max(refs.values()) == 1, [r for r, n in refs.items() if n > 1][:5]  # none doubled
+    assert all(a["delivery"] == "delivered" and a["published"] for a in alerts)
