@@ -91,7 +91,7 @@ ORDER BY p.fired_at DESC, p.alert_id
 
 
 def alerts_table(cur: duckdb.DuckDBPyConnection, since: datetime | None, limit: int) -> pa.Table:
-    return cur.execute(_ALERTS_SQL, {"since": since, "limit": limit}).to_arrow_table()
+    return cur.sql(_ALERTS_SQL, params={"since": since, "limit": limit}).to_arrow_table()
 
 
 def _flat_for_csv(table: pa.Table) -> pa.Table:
