@@ -119,7 +119,7 @@ def test_every_cel_rule_compiles_and_has_a_message() -> None:
         return found
 
     all_rules = rules(SCHEMA)
-    assert len(all_rules) == 3
+    assert len(all_rules) == 6
     for rule in all_rules:
         CEL.compile(rule["rule"])
         assert rule["message"]
@@ -140,12 +140,23 @@ def test_examples_are_valid(path: Path) -> None:
         {"ids": {"coinmarketcap": "1"}},
         {"providers": ["binance", "kraken"], "paused": True, "displayName": "Bitcoin"},
         {"alerts": [{"below": 10}, {"above": 20}, {"change24hAbove": 5, "cooldown": "1d"}]},
+        {
+            "alerts": [
+                {"changeAbove": {"percent": 5, "window": "1h"}},
+                {"changeBelow": {"percent": 2.5, "window": "720h"}},
+            ]
+        },
+        {"alerts": [{"staleAfter": "15m", "cooldown": "2h"}], "notify": ["team-telegram", "ops_mail"]},
     ],
 )
 def test_valid_specs(spec: dict[str, Any]) -> None:
     assert validation_errors(manifest(**spec)) == []
 
 
+ONE_CONDITION = (
+    ".spec.alerts[0]: an alert must set exactly one of "
+    "above, below, change24hAbove, changeAbove, changeBelow, staleAfter"
+)
 INVALID = {
     "lower-case symbol": (manifest(symbol="btc"), "spec.symbol: 'btc' does not match"),
     "no symbol": (
@@ -169,11 +180,11 @@ INVALID = {
     "paused not bool": (manifest(paused="yes"), "spec.paused: 'yes' is not of type 'boolean'"),
     "alert with two conditions": (
         manifest(alerts=[{"above": 10, "below": 5}]),
-        ".spec.alerts[0]: an alert must set exactly one of above, below, change24hAbove",
+        ONE_CONDITION,
     ),
     "alert with no condition": (
         manifest(alerts=[{"cooldown": "1h"}]),
-        ".spec.alerts[0]: an alert must set exactly one of above, below, change24hAbove",
+        ONE_CONDITION,
     ),
     "below not under above": (
         manifest(alerts=[{"above": 100}, {"below": 100}]),
@@ -186,6 +197,33 @@ INVALID = {
         "spec.alerts.0.cooldown: 'soon' does not match",
     ),
     "too many alerts": (manifest(alerts=[{"above": i + 1} for i in range(11)]), "is too long"),
+    "change without window": (
+        manifest(alerts=[{"changeAbove": {"percent": 5}}]),
+        "spec.alerts.0.changeAbove: 'window' is a required property",
+    ),
+    "change of zero": (
+        manifest(alerts=[{"changeBelow": {"percent": 0, "window": "1h"}}]),
+        "spec.alerts.0.changeBelow.percent: 0 is less than or equal",
+    ),
+    "window too short": (
+        manifest(alerts=[{"changeAbove": {"percent": 5, "window": "30s"}}]),
+        ".spec.alerts[0].changeAbove: window must be between 1m and 720h",
+    ),
+    "window too long": (
+        manifest(alerts=[{"changeBelow": {"percent": 5, "window": "721h"}}]),
+        ".spec.alerts[0].changeBelow: window must be between 1m and 720h",
+    ),
+    "window in days": (
+        manifest(alerts=[{"changeAbove": {"percent": 5, "window": "1d"}}]),
+        "spec.alerts.0.changeAbove.window: '1d' does not match",
+    ),
+    "stale too short": (
+        manifest(alerts=[{"staleAfter": "59s"}]),
+        ".spec.alerts[0].staleAfter: staleAfter must be at least 1m",
+    ),
+    "stale and above": (manifest(alerts=[{"staleAfter": "5m", "above": 1}]), ONE_CONDITION),
+    "notify bad name": (manifest(notify=["Team Telegram"]), "spec.notify.0: 'Team Telegram' does not match"),
+    "notify twice": (manifest(notify=["ops", "ops"]), "has non-unique elements"),
 }
 
 
