@@ -66,7 +66,13 @@ class Receiver:
                 with receiver.lock:
                     codes = receiver.script.get(self.path)
                     status = codes.pop(0) if codes else 200
-                    entry = {"path": self.path, "status": status, "body": raw, "headers": dict(self.headers)}
+                    entry = {
+                        "path": self.path,
+                        "status": status,
+                        "body": raw,
+                        "headers": dict(self.headers),
+                        "at": time.time(),
+                    }
                     if status < 300:
                         receiver.requests.append(entry)
                 if receiver.on_request is not None:

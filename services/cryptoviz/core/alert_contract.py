@@ -4,14 +4,13 @@ Stream `CRYPTOVIZ_ALERTS` holds:
 - `cryptoviz.alerts.<SYMBOL>`: one fired alert (JSON, see `AlertMessage`), published by the ingester
   from its outbox after the alert row is committed, with `Nats-Msg-Id` = the alert id (rule and
   trigger time), so re-publishing after a crash stores nothing twice;
-- `cryptoviz.receipts.<alert id>`: one delivery receipt per target and attempt (`Receipt`), published
-  by the notifier and consumed by the ingester into DuckDB, so the API (and through it the
-  dashboard and the operator) shows delivery state without anyone talking to the notifier;
+- `cryptoviz.receipts.<alert id>.<target key>`: one delivery receipt per target and attempt
+  (`Receipt`), published by the notifier and consumed by the ingester into DuckDB, so the API (and
+  through it the dashboard and the operator) shows delivery state without anyone talking to the
+  notifier. The last receipt on that subject is also the notifier's own record of what it has
+  delivered: a redelivered or re-published alert skips every target whose last receipt is final;
 - `cryptoviz.notify.deadletter.<target>`: the alert and the reason, for a target that refused it for
   good (a 4xx, an unknown target name, retries exhausted).
-
-The key-value bucket `CRYPTOVIZ_NOTIFIED` holds `<alert id>.<target key>` for each delivery made: the
-notifier's memory across restarts and redeliveries.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from datetime import timedelta
 from typing import Literal
 
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,11 +36,9 @@ RECEIPTS_PREFIX = "cryptoviz.receipts"
 DEADLETTER_PREFIX = "cryptoviz.notify.deadletter"
 STREAM_SUBJECTS = (f"{ALERTS_PREFIX}.>", f"{RECEIPTS_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
 DUPLICATE_WINDOW = timedelta(hours=24)
-"""Longer than any outage after which the outbox re-publishes; the notifier's KV catches the rest."""
+"""Longer than any outage after which the outbox re-publishes; the receipts catch the rest."""
 MAX_AGE = timedelta(days=7)
-KV_BUCKET = "CRYPTOVIZ_NOTIFIED"
-KV_TTL = timedelta(days=8)
-"""Outlives the stream, so no message still in it can be delivered twice."""
+"""Alerts and receipts age out together, so no alert still in the stream lacks its receipts."""
 SCHEMA_VERSION = 1
 
 ReceiptStatus = Literal["delivered", "retrying", "failed"]
@@ -98,8 +95,8 @@ def alert_subject(symbol: str) -> str:
     return f"{ALERTS_PREFIX}.{symbol}"  # tickers are [A-Z0-9.-]: valid subject tokens
 
 
-def receipt_subject(alert_id: str) -> str:
-    return f"{RECEIPTS_PREFIX}.{alert_id}"
+def receipt_subject(alert_id: str, target: str) -> str:
+    return f"{RECEIPTS_PREFIX}.{alert_id}.{target_key(target)}"
 
 
 def deadletter_subject(target: str) -> str:
@@ -111,7 +108,7 @@ def receipt_msg_id(receipt: Receipt) -> str:
 
 
 def target_key(target: str) -> str:
-    """A target name as a KV key / message-id token: `team/2` → `team_2-<hash>` (unambiguous, safe)."""
+    """A target name as a subject / message-id token: `team/2` → `team_2-<hash>` (unambiguous, safe)."""
     safe = _SUBJECT_UNSAFE.sub("_", target)
     if safe == target:
         return target
@@ -142,13 +139,3 @@ async def ensure_alerts_stream(js: JetStreamContext) -> None:
         except Exception:  # another process created it between the two calls
             log.debug("add_stream raced; updating instead")
     await js.update_stream(wanted)
-
-
-async def notified_bucket(js: JetStreamContext):
-    """The notifier's record of deliveries made (created on first use)."""
-    try:
-        return await js.key_value(KV_BUCKET)
-    except NotFoundError:
-        return await js.create_key_value(
-            KeyValueConfig(bucket=KV_BUCKET, ttl=KV_TTL.total_seconds(), storage=StorageType.FILE, history=1)
-        )

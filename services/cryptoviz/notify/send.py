@@ -80,7 +80,9 @@ class Sender:
         self._idle.append(first)
 
     def _make(self) -> apprise.Apprise:
-        instance = apprise.Apprise()
+        # async_mode off: send in the calling worker thread (we run sends in parallel ourselves), no
+        # hop through Apprise's own thread pool for a single service.
+        instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
         if not instance.add(self.target.url):
             raise TargetError(f"target {self.target.name}: not a valid Apprise URL (scheme {self.target.scheme}://)")
         plugin = instance[0]

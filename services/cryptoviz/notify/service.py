@@ -1,15 +1,16 @@
 """The delivery loop: a durable pull consumer on `cryptoviz.alerts.>`, each alert to each of its targets.
 
 Exactly once per (alert, target), as far as a remote service allows:
-- a delivery is recorded in the KV bucket `CRYPTOVIZ_NOTIFIED` right after the target accepted it,
-  and a redelivered or re-published alert skips every target recorded there;
+- a delivery is recorded right after the target accepted it, by its receipt
+  (`cryptoviz.receipts.<alert id>.<target>`, in the stream); a redelivered or re-published alert
+  skips every target whose last receipt is final (delivered, or failed for good);
 - the alert is acked only when every target is settled (delivered, or failed for good and
   dead-lettered); a temporary failure naks it with a growing delay, so retries survive restarts;
 - what cannot be closed: a crash after the remote accepted and before the record landed sends that
   one notification again on redelivery (at-least-once inside that window, never lost).
 
-Every outcome is also published as a receipt (`cryptoviz.receipts.<alert id>`), which the ingester
-stores and serves, so the dashboard and the operator see delivery state without talking to us.
+Every outcome is a receipt, which the ingester also stores and serves, so the dashboard and the
+operator see delivery state without talking to us.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import FetchTimeoutError, KeyNotFoundError
+from nats.js.errors import FetchTimeoutError, NotFoundError
 from pydantic import ValidationError
 
 from cryptoviz.core import alert_contract as ac
@@ -84,7 +85,6 @@ class Notifier:
         self.targets = targets
         self.nc = nc
         self.js = nc.jetstream()
-        self.kv = None
         self.attached = False
         self.senders = {t.name: Sender(t, settings.timeout) for t in targets.all()}
         self.buckets = {t.name: TokenBucket(settings.rate_limit, settings.rate_burst) for t in targets.all()}
@@ -96,7 +96,6 @@ class Notifier:
 
     async def _attach(self):
         await ac.ensure_alerts_stream(self.js)
-        self.kv = await ac.notified_bucket(self.js)
         subject = f"{ac.ALERTS_PREFIX}.>"
         config = ConsumerConfig(
             durable_name=DURABLE_NAME,
@@ -202,23 +201,25 @@ class Notifier:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _settled_before(self, key: str) -> bool:
-        """Already delivered or given up (a redelivery): re-publish its receipt, which may not have landed."""
+    async def _settled_before(self, alert: ac.AlertMessage, target: str) -> bool:
+        """Already delivered or given up (a redelivery, a restart, a re-published alert)?"""
         try:
-            entry = await self.kv.get(key)
-        except KeyNotFoundError:
+            last = await self.js.get_last_msg(ac.STREAM_NAME, ac.receipt_subject(alert.alert_id, target))
+        except NotFoundError:
             return False
-        metrics.SKIPPED.inc()
-        with contextlib.suppress(ValidationError):
-            await self._publish_receipt(ac.Receipt.model_validate_json(entry.value))
-        return True
+        try:
+            settled = ac.Receipt.model_validate_json(last.data).status != "retrying"
+        except ValidationError:
+            return False
+        if settled:
+            metrics.SKIPPED.inc()
+        return settled
 
     async def _deliver(self, alert: ac.AlertMessage, target: Target, attempt: int, total: int, fired) -> bool:
         """True when settled (delivered or failed for good), False when it should be tried again."""
-        key = f"{alert.alert_id}.{ac.target_key(target.name)}"
         if (alert.alert_id, target.name) in self._busy:
             return False  # the same alert is being handled by an earlier delivery of it
-        if await self._settled_before(key):
+        if await self._settled_before(alert, target.name):
             return True
         self._busy.add((alert.alert_id, target.name))
         try:
@@ -234,15 +235,14 @@ class Notifier:
                 now = _utc_now()
                 latency = (now - fired).total_seconds() if fired else None
                 receipt = self._receipt(alert, target.name, "delivered", attempt, total, None, latency)
-                await self.kv.put(key, receipt.model_dump_json(by_alias=True).encode())  # first: the record
+                await self._publish_receipt(receipt)  # the record, at once: the window is this one round trip
                 metrics.DELIVERED.labels(target=target.name).inc()
                 if latency is not None:
                     metrics.LATENCY.observe(max(latency, 0.0))
-                await self._publish_receipt(receipt)
                 return True
             if outcome.permanent or attempt >= self.settings.max_attempts:
                 reason = outcome.reason if outcome.permanent else f"gave up after {attempt} attempts: {outcome.reason}"
-                await self._give_up(alert, target.name, attempt, total, reason, key=key)
+                await self._give_up(alert, target.name, attempt, total, reason, checked=True)
                 return True
             metrics.RETRIED.labels(target=target.name).inc()
             log.info(
@@ -254,14 +254,12 @@ class Notifier:
             self._busy.discard((alert.alert_id, target.name))
 
     async def _give_up(
-        self, alert: ac.AlertMessage, target: str, attempt: int, total: int, reason: str, key: str | None = None
+        self, alert: ac.AlertMessage, target: str, attempt: int, total: int, reason: str, checked: bool = False
     ) -> bool:
-        """Failed for good: recorded, dead-lettered with the reason, receipted. Settled."""
-        key = key or f"{alert.alert_id}.{ac.target_key(target)}"
-        if await self._settled_before(key):
+        """Failed for good: dead-lettered with the reason, then receipted (the record). Settled."""
+        if not checked and await self._settled_before(alert, target):
             return True
         receipt = self._receipt(alert, target, "failed", attempt, total, reason)
-        await self.kv.put(key, receipt.model_dump_json(by_alias=True).encode())
         metrics.FAILED.labels(target=target, reason=reason.split(":")[0][:40]).inc()
         log.warning("alert %s not delivered to %s: %s", alert.alert_id, target, reason)
         headers = {
@@ -298,7 +296,7 @@ class Notifier:
 
     async def _publish_receipt(self, receipt: ac.Receipt) -> None:
         await self.js.publish(
-            ac.receipt_subject(receipt.alert_id),
+            ac.receipt_subject(receipt.alert_id, receipt.target),
             receipt.model_dump_json(by_alias=True).encode(),
             headers={contract.MSG_ID_HEADER: ac.receipt_msg_id(receipt)},
         )
