@@ -61,6 +61,15 @@ def parse_duration(text: str | int | float) -> float:
     return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
+def format_duration(seconds: float | None) -> str:
+    """The shortest whole unit: 3600 → `1h`, 5400 → `90m`, 86400 → `1d`, 45 → `45s`."""
+    seconds = int(seconds or 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from cryptoviz.core.config import ScraperConfig, parse_duration
+from cryptoviz.core.config import ScraperConfig, format_duration, parse_duration
 
 PRICE_CONDITIONS = ("above", "below")
 WINDOW_CONDITIONS = ("change_above", "change_below")
@@ -44,9 +44,9 @@ class Rule:
     def rule_id(self) -> str:
         """Readable and stable: `BTC above 100000`, `ETH change_above 5% 1h`, `SOL stale_after 900s`."""
         if self.condition in WINDOW_CONDITIONS:
-            return f"{self.symbol} {self.condition} {self.threshold:g}% {_span(self.window_seconds or 0)}"
+            return f"{self.symbol} {self.condition} {self.threshold:g}% {format_duration(self.window_seconds or 0)}"
         if self.condition == STALE:
-            return f"{self.symbol} {self.condition} {_span(self.threshold)}"
+            return f"{self.symbol} {self.condition} {format_duration(self.threshold)}"
         return f"{self.symbol} {self.condition} {self.threshold:g}"
 
 
@@ -56,14 +56,6 @@ class Window:
 
     low: float
     high: float
-
-
-def _span(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def rules_from_config(config: ScraperConfig) -> list[Rule]:
@@ -139,12 +131,12 @@ def message(rule: Rule, price: float | None, observed: float | None, quiet_for: 
         return f"{rule.symbol} moved {observed:+.2f}% in 24h (more than {rule.threshold:g}%), price {shown}"
     if rule.condition in WINDOW_CONDITIONS:
         direction = "rose" if rule.condition == "change_above" else "fell"
-        span = _span(rule.window_seconds or 0)
+        span = format_duration(rule.window_seconds or 0)
         move = abs(observed or 0)
         return f"{rule.symbol} {direction} {move:.2f}% within {span} (at least {rule.threshold:g}%), price {shown}"
     if rule.condition == STALE:
-        quiet = _span((quiet_for or timedelta()).total_seconds() // 60 * 60)
-        limit = _span(rule.threshold)
+        quiet = format_duration((quiet_for or timedelta()).total_seconds() // 60 * 60)
+        limit = format_duration(rule.threshold)
         return f"{rule.symbol} has had no new quote for {quiet} (stale after {limit}), last price {shown}"
     return f"{rule.symbol} price {shown} is {rule.condition} {rule.threshold:,.6g} USD"
 

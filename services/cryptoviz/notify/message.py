@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlencode
 
 from cryptoviz.core.alert_contract import AlertMessage
+from cryptoviz.core.config import format_duration
 
 TEXT, MARKDOWN, HTML = "text", "markdown", "html"
 DASHBOARD_PERIODS = (("1h", 3600), ("24h", 86400), ("7d", 7 * 86400), ("30d", 30 * 86400))
@@ -44,14 +45,6 @@ def escape_html(value: object) -> str:
     return html.escape(flat(value), quote=True)
 
 
-def _span(seconds: float | None) -> str:
-    seconds = int(seconds or 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def period_for(alert: AlertMessage) -> str:
     """The dashboard period that shows the alert in context: at least twice its window, else 24h."""
     span = alert.threshold if alert.condition == "stale_after" else alert.window_seconds
@@ -70,7 +63,7 @@ def dashboard_link(base_url: str | None, alert: AlertMessage) -> str | None:
 def rule_text(alert: AlertMessage) -> str:
     template = RULE_TEXT.get(alert.condition, alert.condition + " {threshold:g}")
     window = alert.threshold if alert.condition == "stale_after" else alert.window_seconds
-    return template.format(threshold=alert.threshold, window=_span(window))
+    return template.format(threshold=alert.threshold, window=format_duration(window))
 
 
 def _time(value: str) -> str:
@@ -90,7 +83,7 @@ def facts(alert: AlertMessage) -> list[tuple[str, str]]:
         lines.append(("Price", f"{alert.price:,.10g} USD"))
     changes = []
     if alert.change_pct is not None:
-        changes.append(f"{alert.change_pct:+.2f}% within {_span(alert.window_seconds)}")
+        changes.append(f"{alert.change_pct:+.2f}% within {format_duration(alert.window_seconds)}")
     if alert.change_24h is not None:
         changes.append(f"{alert.change_24h:+.2f}% in 24h")
     if changes:
