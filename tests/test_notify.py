@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptoviz.core.quote import Quote
 from notify_harness import SLACK_TOKENS, TELEGRAM_TOKEN, NotifyProcess, Receiver, metric_value
-from test_ingest_harness import Ingester, chunked, publish
+from test_ingest_harness import CRYPTOVIZ, Ingester, chunked, publish
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,7 +38,7 @@ def _quote(symbol: str, price: float, ts: datetime, name: str | None = None) -> 
     return Quote("demo", symbol.lower(), symbol, name or symbol.title(), price, ts, now)
 
 
-def _settled_alerts(ingester: Ingester, count: int, targets: int, timeout: float = 30.0) -> list[dict]:
+def _settled_alerts(ingester: Ingester, count: int, targets: int, timeout: float = 60.0) -> list[dict]:
     """Wait until `count` alerts each have a final receipt from `targets` targets; return them."""
     give_up = time.monotonic() + timeout
     alerts: list[dict] = []
@@ -104,10 +105,12 @@ async def _dead_letters(url: str) -> list:
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe("cryptoviz.notify.deadletter.>", stream="CRYPTOVIZ_ALERTS")
-        try:
-            return await sub.fetch(10, timeout=2)
-        except TimeoutError:
-            return []
+        found: list = []
+        while True:
+            try:
+                found += await sub.fetch(10, timeout=2)
+            except TimeoutError:
+                return found
     finally:
         await nc.close()
 
@@ -282,3 +285,16 @@ def test_sigkilled_notifier_and_ingester_during_a_burst_lose_and_double_nothing(
         assert set(refs) == ids, path  # none lost
         assert max(refs.values()) == 1, [r for r, n in refs.items() if n > 1][:5]  # none doubled
     assert all(a["delivery"] == "delivered" and a["published"] for a in alerts)
+
+
+def test_a_bad_target_stops_the_notifier_at_start_naming_it_but_not_its_url(tmp_path: Path):
+    targets = _targets(tmp_path, "ops: ['json://ok.example/x', 'nosuchservice://user:hunter2@example.org/']\n")
+    done = subprocess.run(
+        [CRYPTOVIZ, "notify", "--notify-targets-file", str(targets), "--nats-url", "nats://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "target ops/2: not a valid Apprise URL (scheme nosuchservice://)" in done.stderr
+    assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr

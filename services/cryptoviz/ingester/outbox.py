@@ -105,8 +105,9 @@ def mark_published(store: Store, alert_ids: list[str]) -> None:
         conn.register("published_ids", pa.table({"alert_id": pa.array(alert_ids, pa.string())}))
         try:
             conn.execute(
-                "UPDATE alerts SET published_at = now()::TIMESTAMP "
-                "WHERE published_at IS NULL AND alert_id IN (SELECT alert_id FROM published_ids)"
+                "UPDATE alerts SET published_at = ? "
+                "WHERE published_at IS NULL AND alert_id IN (SELECT alert_id FROM published_ids)",
+                [datetime.now(UTC).replace(tzinfo=None)],
             )
         finally:
             conn.unregister("published_ids")

@@ -78,7 +78,7 @@ def notify(
 ) -> None:
     """Deliver fired alerts (JetStream CRYPTOVIZ_ALERTS) to webhooks, Slack, Discord, Telegram, email … once each."""
     from cryptoviz.notify.send import silence_apprise
-    from cryptoviz.notify.service import Settings
+    from cryptoviz.notify.service import Settings, make_senders
     from cryptoviz.notify.targets import TargetError, load_targets
 
     silence_apprise()
@@ -98,19 +98,20 @@ def notify(
     )
     try:
         targets = load_targets(notify_urls, notify_urls_file, notify_targets_file)
+        senders = make_senders(targets, timeout)  # every URL checked before anything connects
     except TargetError as exc:
         raise click.ClickException(str(exc)) from None
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(_run(settings, targets))
-    except (TargetError, ConnectionError, OSError) as exc:
+        loop.run_until_complete(_run(settings, targets, senders))
+    except (ConnectionError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         loop.run_until_complete(loop.shutdown_default_executor())
         loop.close()
 
 
-async def _run(settings, targets) -> None:
+async def _run(settings, targets, senders) -> None:
     from aiohttp import web
 
     from cryptoviz.core.nats import connect, redact_url
@@ -131,7 +132,7 @@ async def _run(settings, targets) -> None:
         await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()  # a taken port fails first
         log.info("connecting to NATS at %s", redact_url(settings.nats_url))
         nc = await connect(settings.nats_url, name="cryptoviz-notify", deadline=3600)
-        holder["n"] = notifier = Notifier(settings, targets, nc)
+        holder["n"] = notifier = Notifier(settings, targets, senders, nc)
         try:
             await notifier.run(stopping)
         finally:

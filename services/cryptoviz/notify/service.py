@@ -79,14 +79,19 @@ def _parse_time(value: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def make_senders(targets: Targets, timeout: float) -> dict[str, Sender]:
+    """One Sender per target; raises TargetError (naming the target, not the URL) for an invalid URL."""
+    return {t.name: Sender(t, timeout) for t in targets.all()}
+
+
 class Notifier:
-    def __init__(self, settings: Settings, targets: Targets, nc: Client) -> None:
+    def __init__(self, settings: Settings, targets: Targets, senders: dict[str, Sender], nc: Client) -> None:
         self.settings = settings
         self.targets = targets
         self.nc = nc
         self.js = nc.jetstream()
         self.attached = False
-        self.senders = {t.name: Sender(t, settings.timeout) for t in targets.all()}
+        self.senders = senders
         self.buckets = {t.name: TokenBucket(settings.rate_limit, settings.rate_burst) for t in targets.all()}
         self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="notify-send")
         self._tasks: set[asyncio.Task] = set()
@@ -186,13 +191,26 @@ class Notifier:
             ]
             if not targets and not unknown:
                 jobs.append(self._give_up(alert, NO_TARGET, attempt, total, "no notification target configured"))
-            settled = await asyncio.gather(*jobs)
+            settled = await asyncio.gather(*(self._settled(job, alert) for job in jobs))
         finally:
             heartbeat.cancel()
         if all(settled):
             await msg.ack()
         else:
             await msg.nak(delay=retry_delay(attempt, self.settings.backoff, self.settings.max_backoff))
+
+    @staticmethod
+    async def _settled(job, alert: ac.AlertMessage) -> bool:
+        """A target whose delivery or record hit an error (NATS busy, say) is simply not settled yet:
+        the alert is retried after the backoff, the other targets keep what they reached."""
+        try:
+            return await job
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            metrics.ERRORS.labels(kind=type(exc).__name__).inc()
+            log.warning("alert %s: %s; will retry", alert.alert_id, exc or type(exc).__name__)
+            return False
 
     async def _heartbeat(self, msg: Msg) -> None:
         """Keep JetStream from redelivering an alert that is only waiting (rate limit, slow target)."""
