@@ -192,7 +192,7 @@ def dev(
             supervisor.start(start_local_market)
             _summary(plan, len(config.coins))
             supervisor.watch()
-            click.echo("Stopping: dashboard, scraper, ingester (commits what it holds), NATS …")
+            click.echo("Stopping: dashboard, notifier, scraper, ingester (commits what it holds), NATS …")
         finally:
             supervisor.stop()
             if market is not None:

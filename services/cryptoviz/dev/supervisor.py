@@ -209,6 +209,16 @@ class Supervisor:
         if p.market_url:
             scraper_env["MARKET_BASE_URL"] = p.market_url
         self._child("scraper", ["scrape", "--loop"], **scraper_env)
+        # Targets come from the caller's NOTIFY_URLS / NOTIFY_TARGETS_FILE; without any, alerts are
+        # recorded as not delivered (the dashboard says why).
+        self._child(
+            "notify",
+            ["notify"],
+            NATS_URL=self.nats.url,
+            NOTIFY_METRICS_HOST=p.host,
+            NOTIFY_METRICS_PORT=os.environ.get("NOTIFY_METRICS_PORT", "0"),
+            DASHBOARD_URL=os.environ.get("DASHBOARD_URL", p.dashboard_url if p.with_dashboard else ""),
+        )
         if not p.with_dashboard:
             return
         self._child(
@@ -265,6 +275,8 @@ class Supervisor:
         self._build_scraper_and_dashboard()
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
         self.children["scraper"].start()
+        self.echo("      notifier           starting (alerts to NOTIFY_URLS / NOTIFY_TARGETS_FILE) …")
+        self.children["notify"].start()
         if p.with_dashboard:
             self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
             dashboard = self.children["dashboard"]
@@ -314,7 +326,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Reverse order; the ingester gets time to commit and ack before NATS stops."""
-        for name in ("dashboard", "scraper", "ingester"):
+        for name in ("dashboard", "notify", "scraper", "ingester"):
             child = self.children.get(name)
             if child:
                 child.stop(timeout=20 if name == "ingester" else 10)

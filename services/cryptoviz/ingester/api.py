@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse
 
 from cryptoviz import __version__
-from cryptoviz.ingester import coverage, metrics, params, queries
+from cryptoviz.ingester import alerts_api, coverage, metrics, params, queries
 from cryptoviz.ingester.cache import AnswerCache
 from cryptoviz.ingester.formats import (
     FORMATS,
@@ -227,19 +227,6 @@ def create_app(runtime: Runtime) -> FastAPI:
         )
         return json_response(body)
 
-    @app.get("/api/v1/alerts", responses=RESPONSES, tags=["data"])
-    async def alerts(
-        request: Request,
-        since: str | None = Query(None, description="Only alerts fired at or after this (ISO-8601 or epoch s)."),
-        limit: str | None = Query(None, description="Most rows, newest first, 1..10000 (1000)."),
-        format: str | None = FormatQ,
-    ) -> Response:
-        """Alerts fired by the rules in SCRAPER_CONFIG, newest first."""
-        fmt = negotiate(format, request.headers.get("accept"))
-        since_ts = params.timestamp(since, "since")
-        count = params.integer(limit, "limit", 1000, 1, 10_000)
-        return table_response(await read(queries.alerts, since_ts, count), fmt)
-
     @app.get(
         "/api/v1/events",
         tags=["data"],
@@ -283,4 +270,5 @@ def create_app(runtime: Runtime) -> FastAPI:
             background=BackgroundTask(tar_path.unlink, missing_ok=True),
         )
 
+    app.include_router(alerts_api.router(runtime, RESPONSES))
     return app

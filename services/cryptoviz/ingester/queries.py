@@ -197,14 +197,6 @@ FROM buckets b JOIN coins c ON b.provider = c.provider AND b.coin_id = c.coin_id
 _HISTORY_ORDER = "c.symbol, b.provider, b.coin_id, b.bucket"
 
 
-def alerts(cur: duckdb.DuckDBPyConnection, since: datetime | None, limit: int) -> pa.Table:
-    return cur.sql(
-        """SELECT symbol, condition, threshold, price, change_24h, fired_at, message, provider, coin_id
-           FROM alerts WHERE $since IS NULL OR fired_at >= $since ORDER BY fired_at DESC LIMIT $limit""",
-        params={"since": since, "limit": limit},
-    ).to_arrow_table()
-
-
 def stats(cur: duckdb.DuckDBPyConnection) -> dict:
     row = cur.execute(
         f"""SELECT coalesce(sum(records), 0)::BIGINT, count(*), min(first_timestamp), max(timestamp),
