@@ -98,14 +98,59 @@ def bucket_seconds(start: datetime, end: datetime, points: int) -> int:
     return max(1, math.ceil(span / points))
 
 
+STEPS = (
+    1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30,
+    60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 2400,
+    3600, 7200, 10800, 14400, 21600, 28800, 43200, 86400,
+)  # fmt: skip
+"""Bucket widths (s): each divides a day, so buckets start on round UTC times (10:05, 10:10 …), series
+with the same width share bucket times, and hourly rollup rows fill whole buckets of ≥ 1 h."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Where one series has data inside a requested window."""
+
+    first: datetime
+    last: datetime
+
+    def step(self, points: int) -> int:
+        """The narrowest bucket width (s) of `STEPS` (then whole days) that covers the data in at most
+        `points` buckets aligned on multiples of the width."""
+        span = (self.last - self.first).total_seconds()
+        need = math.ceil(span / max(points - 1, 1))  # one bucket of slack for the alignment
+        return next((s for s in STEPS if s >= need), None) or math.ceil(need / 86400) * 86400
+
+
+def data_extent(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime
+) -> dict[tuple[str, str], Extent]:
+    """The first and last sample time of each series inside [start, end], by (provider, coin_id).
+
+    The one place that says where a selection has data: /history spreads its buckets over this
+    part of the window (not the whole window, which may be mostly empty), and stamps no bucket
+    before a series' first sample. It reads the same samples as the history itself (`_samples`),
+    so a new source added there counts here too. Series without data in the window are absent.
+    """
+    if not series:
+        return {}
+    sql, params = _samples(cur, series, start, end)
+    rows = cur.execute(
+        f"SELECT provider, coin_id, min(first_ts), max(last_ts) FROM ({sql}) GROUP BY provider, coin_id", params
+    ).fetchall()
+    return {(provider, coin_id): Extent(max(first, start), min(last, end)) for provider, coin_id, first, last in rows}
+
+
 def history(
     cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
 ) -> tuple[int, pa.Table]:
-    """OHLC per bucket per series, at most `points` buckets, from raw rows plus the hourly rollup.
+    """OHLC per bucket per series, at most `points` buckets per series over its data in [start, end].
 
-    A quote lives either raw or (after retention) in the rollup, never both, so the union never
-    counts a sample twice; bucket k starts at start + k * bucket_seconds. Symbol and name are the
-    coin's current ones (from `coins`), not aggregated per bucket.
+    Each series' buckets are as wide as its data's span in the window needs (`Extent.step`), so ten
+    minutes of data in a 7-day window still draw a line, and the first bucket is stamped at the first
+    sample, never before; the step returned is the widest. A quote lives either raw or (after
+    retention) in the rollup, never both, so the union never counts a sample twice. Symbol and name
+    are the coin's current ones (from `coins`), not aggregated per bucket.
     """
     step, sql, params = _history_query(cur, series, start, end, points)
     return step, cur.sql(f"{sql} ORDER BY {_HISTORY_ORDER}", params=params).to_arrow_table()
@@ -129,20 +174,33 @@ def history_json(
     return step, pc.binary_join(one_list, b",")[0].as_py()
 
 
-def _history_query(
-    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
-) -> tuple[int, str, list]:
-    step = bucket_seconds(start, end, points)
+def _samples(cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime) -> tuple[str, list]:
+    """Every stored sample of the series in [start, end]: raw quotes plus hourly rollup rows."""
     where, series_params = _series_filter(series) if series else ("false", [])
     hour_start = start.replace(minute=0, second=0, microsecond=0)
     rolled = cur.execute(
         "SELECT count(*) > 0 FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ?", [hour_start, end]
     ).fetchall()[0][0]
-    samples = (_RAW_SAMPLES + (_ROLLUP_SAMPLES if rolled else "")).format(where=where)
-    head = [_epoch_us(start), step * 1_000_000, points - 1]
-    params = [*head, start, end, *series_params] + ([hour_start, end, *series_params] if rolled else [])
-    params += [start, step]
-    return step, _HISTORY_SQL.format(samples=samples), params
+    sql = (_RAW_SAMPLES + (_ROLLUP_SAMPLES if rolled else "")).format(where=where)
+    params = [start, end, *series_params] + ([hour_start, end, *series_params] if rolled else [])
+    return sql, params
+
+
+def _history_query(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
+) -> tuple[int, str, list]:
+    extents = data_extent(cur, series, start, end)
+    grid = []
+    for key, extent in extents.items():
+        step, first = extent.step(points), _epoch_us(extent.first)
+        grid.append((*key, first - first % (step * 1_000_000), first, step * 1_000_000))
+    samples, sample_params = _samples(cur, series, start, end)
+    # no data: a grid row that joins nothing keeps the answer's columns (CSV headers, Arrow schema)
+    rows = grid or [(None, None, 0, 0, 1)]
+    values = ", ".join("(?::VARCHAR, ?::VARCHAR, ?::BIGINT, ?::BIGINT, ?::BIGINT)" for _ in rows)
+    params = [value for row in rows for value in row] + [points - 1, *sample_params]
+    step = max(row[4] for row in grid) // 1_000_000 if grid else bucket_seconds(start, end, points)
+    return step, _HISTORY_SQL.format(grid=values, samples=samples), params
 
 
 def _finite(column: str) -> str:
@@ -177,15 +235,17 @@ _ROLLUP_SAMPLES = """
     FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ? AND {where}
 """
 _HISTORY_SQL = """
-WITH params AS (SELECT ?::BIGINT AS origin, ?::BIGINT AS step, ?::BIGINT AS last_bucket),
+WITH grid(provider, coin_id, origin, first_us, step) AS (VALUES {grid}),
 buckets AS (
-    SELECT provider, coin_id, least(greatest((us - origin) // step, 0), last_bucket) AS bucket,
+    SELECT s.provider, s.coin_id, least(greatest((us - origin) // step, 0), ?::BIGINT) AS bucket,
+           any_value(origin) AS origin, any_value(first_us) AS first_us, any_value(step) AS step,
            arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
            arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
-    FROM ({samples}), params
-    GROUP BY provider, coin_id, bucket
+    FROM ({samples}) s JOIN grid g ON s.provider = g.provider AND s.coin_id = g.coin_id
+    GROUP BY s.provider, s.coin_id, bucket
 )
-SELECT c.symbol, b.provider, b.coin_id, c.name, ?::TIMESTAMP + to_seconds(b.bucket * ?) AS timestamp,
+SELECT c.symbol, b.provider, b.coin_id, c.name,
+       make_timestamp(greatest(b.origin + b.bucket * b.step, b.first_us)) AS timestamp,
        b.open, b.high, b.low, b.close, b.close AS price, b.volume_24h, b.samples
 FROM buckets b JOIN coins c ON b.provider = c.provider AND b.coin_id = c.coin_id
 """
