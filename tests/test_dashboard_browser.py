@@ -359,24 +359,6 @@ def test_csv_download_and_local_time(page: Page) -> None:
     page.wait(lambda: page.price_figures()[0]["xlabel"] == "Time (UTC)", what="UTC axis")
 
 
-def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None:
-    before = pipeline.stats()["records"]
-    url = page.page.url
-    now = datetime.now(UTC).replace(microsecond=0)
-    fresh = make_quote(provider="coingecko", coin_id="btc", symbol="BTC", name="Bitcoin", price=123456.78,
-                       timestamp=now, received_at=now, market_cap=123456.78 * SUPPLY["BTC"])  # fmt: skip
-    started = time.monotonic()
-    pipeline.publish([fresh])
-    page.wait(lambda: page.text("metric-records") == f"{before + 1:,}", timeout=5, what="records +1")
-    page.wait(lambda: page.page.get_by_text("$123,457").count() > 0, timeout=5, what="new BTC price in table")
-    page.click("Shared scale")
-    page.wait(lambda: page.plotted()["BTC"]["last"] == 123456.78, timeout=5, what="new BTC point in the chart")
-    elapsed = time.monotonic() - started
-    assert page.page.url.split("?")[0] == url.split("?")[0]
-    assert elapsed < 6, f"new data took {elapsed:.1f}s to show"
-    page.click("Percent change")
-
-
 @pytest.mark.parametrize("device", DEVICES)
 def test_real_phones_get_a_phone_layout(
     playwright: Any, browser: Any, board: DashboardProcess, shots: Path, device: str
@@ -415,6 +397,24 @@ def test_real_phones_get_a_phone_layout(
         assert scroll <= width, f"the page scrolls sideways: {scroll}px on a {width}px phone"
     finally:
         phone.close()
+
+
+def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None:
+    before = pipeline.stats()["records"]
+    url = page.page.url
+    now = datetime.now(UTC).replace(microsecond=0)
+    fresh = make_quote(provider="coingecko", coin_id="btc", symbol="BTC", name="Bitcoin", price=123456.78,
+                       timestamp=now, received_at=now, market_cap=123456.78 * SUPPLY["BTC"])  # fmt: skip
+    started = time.monotonic()
+    pipeline.publish([fresh])
+    page.wait(lambda: page.text("metric-records") == f"{before + 1:,}", timeout=5, what="records +1")
+    page.wait(lambda: page.page.get_by_text("$123,457").count() > 0, timeout=5, what="new BTC price in table")
+    page.click("Shared scale")
+    page.wait(lambda: page.plotted()["BTC"]["last"] == 123456.78, timeout=5, what="new BTC point in the chart")
+    elapsed = time.monotonic() - started
+    assert page.page.url.split("?")[0] == url.split("?")[0]
+    assert elapsed < 6, f"new data took {elapsed:.1f}s to show"
+    page.click("Percent change")
 
 
 def _sessions(board: DashboardProcess) -> dict[str, float]:

@@ -107,7 +107,7 @@ class Dashboard:
         self.candles = CandleCharts(theme, touch, TOGGLE_CSS, state=state)
         self.alerts = AlertsList(state=state)
         self.table = PriceTable(state=state)
-        self.sidebar = Sidebar(settings.ingester_url, settings.scrape_interval, state=state)
+        self.sidebar = Sidebar(settings.ingester_url, settings.scrape_interval, self._theme_switch(), state=state)
         # dynamic: a hidden tab is neither rendered nor updated
         self.tabs = pn.Tabs(
             ("Prices", self.prices),
@@ -119,20 +119,22 @@ class Dashboard:
         self.tabs.param.watch(lambda event: setattr(state, "tab", TABS[event.new]), "active")
         state.param.watch(lambda event: setattr(self.tabs, "active", TABS.index(event.new)), "tab")
 
-    def template(self) -> pn.template.FastListTemplate:
+    def _theme_switch(self) -> pn.widgets.Button:
+        """Reloads the page in the other theme with every choice kept (they are in the URL)."""
         other = "default" if self.theme == "dark" else "dark"
         switch = pn.widgets.Button(
             name="Light theme" if self.theme == "dark" else "Dark theme",
-            button_type="light",
+            button_type="default",
+            sizing_mode="stretch_width",
             stylesheets=[".bk-btn {min-height: 40px}"],
-            width=130,
-            align="center",
         )
-        # the page reloads in the other theme with every choice kept: they are in the URL
         switch.js_on_click(
             code=f"const u = new URL(window.location.href); u.searchParams.set('theme', '{other}');"
             " window.location.href = u.toString();"
         )
+        return switch
+
+    def template(self) -> pn.template.FastListTemplate:
         main = pn.Column(
             self.banners,
             self.cards,
@@ -152,7 +154,6 @@ class Dashboard:
             # one Bokeh root per template item, and each root re-walks the whole document: one Column
             sidebar=[self.sidebar],
             main=[main],
-            header=[switch],
             theme_toggle=False,
             theme="dark" if self.theme == "dark" else "default",
             accent=ACCENT,
@@ -213,3 +214,20 @@ def build(shared: SharedData, settings: Settings) -> pn.template.FastListTemplat
     dashboard.start()
     pn.state.onload(dashboard.on_load)
     return template
+
+
+def warm_up(shared: SharedData, settings: Settings) -> None:
+    """Build one session off-screen before the server listens, so the first visitor meets a warm
+    process (Bokeh's and Panel's lazily built parts, the shared cache filled) instead of paying for it."""
+    from bokeh.document import Document
+
+    started = time.perf_counter()
+    dashboard = Dashboard(shared, settings)
+    try:
+        dashboard.template().server_doc(Document())
+        dashboard.refresh()
+    except Exception as exc:  # never keep the dashboard from starting; the first visitor is just slower
+        log.warning("warm-up session failed: %s: %s", type(exc).__name__, exc)
+    finally:
+        Dashboard.live.discard(dashboard)
+    log.info("warm-up session built in %.2f s", time.perf_counter() - started)

@@ -127,7 +127,9 @@ class Guidance(pn.viewable.Viewer):
             )
             button.on_click(lambda _e, n=name, v=value: setattr(self.state, n, v))
             buttons.append(button)
-        self.advice = pn.Column(self.advice_text, pn.FlexBox(*buttons), sizing_mode="stretch_width", visible=False)
+        self.fixes = pn.FlexBox(*buttons)
+        # filled only while shown: hidden models would still cost the first page load their views
+        self.advice = pn.Column(sizing_mode="stretch_width")
 
     @param.depends("state.history", "state.range_error", "state.mode", "state.logy", watch=True)
     def render(self) -> None:
@@ -173,13 +175,18 @@ class Guidance(pn.viewable.Viewer):
                 f"The selected coins span {magnitude_span(prices):,.0f}× in price (more than two orders of "
                 "magnitude): on one linear scale the cheaper ones look flat. Switch view:"
             )
-        self.advice.visible = show
+        self.advice.objects = [self.advice_text, self.fixes] if show else []
 
     def __panel__(self) -> pn.Column:
         return pn.Column(self.column, self.advice, sizing_mode="stretch_width")
 
 
 BUTTON_CSS = ".bk-btn {min-height: 40px}"
+
+
+def indicator_names(notes: list[str]) -> list[str]:
+    """The indicators `indicator_notes` said cannot be drawn yet."""
+    return [note.split(" ", 1)[0] for note in notes]
 
 
 class CandleCharts(pn.viewable.Viewer):
@@ -225,11 +232,13 @@ class CandleCharts(pn.viewable.Viewer):
         note = pn.pane.Alert(esc(" ".join(notes)), alert_type="light", css_classes=["cv-candle-note"])
         show_alerts(self.notes, [note] if notes else [])
         common = {"xlabel": xlabel, "theme": self.theme, "touch": self.touch}
-        main = charts.candle_chart(ohlc, chosen, title=f"{state.candle_coin} candlesticks", logy=state.logy, **common)
+        enough = [c for c in chosen if c not in indicator_names(notes)]  # one short of candles is said, not drawn
+        title = f"{state.candle_coin} candlesticks"
+        main = charts.candle_chart(ohlc, enough, title=title, logy=state.logy, **common)
         figures = [main]
-        if "RSI" in chosen:
+        if "RSI" in enough:
             figures.append(charts.rsi_chart(ohlc, x_range=main.x_range, **common))
-        if "MACD" in chosen:
+        if "MACD" in enough:
             figures.append(charts.macd_chart(ohlc, x_range=main.x_range, **common))
         for fig in figures:
             fig.css_classes = ["cv-candles"]

@@ -152,19 +152,19 @@ class LineChart:
         self.coins = tuple(frames)
         self.percent, self.logy = percent, logy and not percent
         self.figure = fig = _figure(title, ylabel, xlabel, theme, height, logy=self.logy, touch=touch)
+        self.colours = {coin: colours.get(coin, "#2563eb") for coin in self.coins}
         self.lines: dict[str, ColumnDataSource] = {}
-        self.ends: dict[str, ColumnDataSource] = {}
         items = []
         for coin in self.coins:
-            colour = colours.get(coin, "#2563eb")
-            self.lines[coin] = line_source = ColumnDataSource(_line_data(coin, frames[coin]))
-            self.ends[coin] = end_source = ColumnDataSource(_line_data(coin, frames[coin].tail(1)))
-            line = fig.line("time", "value", source=line_source, color=colour, line_width=2, name=coin)
-            end = fig.scatter("time", "value", source=end_source, color=colour, size=7, name=coin)
-            items.append(LegendItem(label=coin, renderers=[line, end]))
+            self.lines[coin] = source = ColumnDataSource(_line_data(coin, frames[coin]))
+            line = fig.line("time", "value", source=source, color=self.colours[coin], line_width=2, name=coin)
+            items.append(LegendItem(label=coin, renderers=[line]))
+        # every coin's newest point in one renderer (a dot; all that a single quote can show)
+        self.ends = ColumnDataSource(self._ends(frames))
+        fig.scatter("time", "value", source=self.ends, color="colour", size=7, name="newest")
         fig.add_tools(
             HoverTool(
-                renderers=[r for r in fig.renderers if r.name in self.lines],
+                renderers=list(fig.renderers),
                 tooltips=[("coin", "@coin"), ("time", "@time{%F %H:%M}"), ("", "@label")],
                 formatters={"@time": "datetime"},
             )
@@ -173,10 +173,17 @@ class LineChart:
             _legend(fig, items, theme)
         self.update(frames)
 
+    def _ends(self, frames: dict[str, pd.DataFrame]) -> dict[str, object]:
+        parts = [_line_data(coin, frame.tail(1)) for coin, frame in frames.items()]
+        ends = {key: [value for part in parts for value in part[key]] for key in ("time", "value", "coin", "label")}
+        ends["time"] = np.array(ends["time"], dtype="datetime64[ns]")
+        ends["colour"] = [self.colours[coin] for coin in ends["coin"]]
+        return ends
+
     def update(self, frames: dict[str, pd.DataFrame]) -> None:
         for coin, frame in frames.items():
             self.lines[coin].data = _line_data(coin, frame)
-            self.ends[coin].data = _line_data(coin, frame.tail(1))
+        self.ends.data = self._ends(frames)
         everything = pd.concat(list(frames.values())) if frames else pd.DataFrame({"time": [], "value": []})
         if everything.empty:
             return
@@ -196,12 +203,23 @@ def _line_data(coin: str, frame: pd.DataFrame) -> dict[str, object]:
     return {"time": frame["time"].to_numpy(), "value": values, "coin": [coin] * len(values), "label": label}
 
 
-def candle_width_ms(times: pd.Series) -> float:
-    """80 % of the typical distance between candles (an hour for a single one)."""
-    stamps = pd.to_datetime(times)
+def candle_step_ms(times: pd.Series) -> float:
+    """The distance between candles (an hour for a single one). The first candle is stamped at the first
+    quote, inside its bucket, so the typical distance is taken from the ones after it."""
+    stamps = pd.to_datetime(times).to_numpy()
     if len(stamps) < 2:
-        return 3_600_000 * 0.8
-    return float(np.median(np.diff(stamps.to_numpy()).astype("timedelta64[ms]").astype(float))) * 0.8
+        return 3_600_000.0
+    gaps = np.diff(stamps).astype("timedelta64[ms]").astype(float)
+    return float(np.median(gaps[1:] if len(gaps) > 1 else gaps))
+
+
+def candle_centres(times: pd.Series, step_ms: float) -> np.ndarray:
+    """Each candle in the middle of its bucket; the first bucket starts one step before the second."""
+    stamps = pd.to_datetime(times).to_numpy().astype("datetime64[ms]")
+    starts = stamps.copy()
+    if len(starts) > 1:
+        starts[0] = min(starts[0], starts[1] - np.timedelta64(int(step_ms), "ms"))
+    return starts + np.timedelta64(int(step_ms / 2), "ms")
 
 
 def candle_chart(
@@ -211,9 +229,10 @@ def candle_chart(
     its close is a doji line), with SMA 20 / EMA 20 / Bollinger 20/2 overlays when there are enough."""
     fig = _figure(title, "Price (USD)", xlabel, theme, CHART_HEIGHT, logy=logy, touch=touch)
     up = ohlc["close"] >= ohlc["open"]
+    step = candle_step_ms(ohlc["time"])
     source = ColumnDataSource(
         {
-            "time": ohlc["time"].to_numpy(),
+            "time": candle_centres(ohlc["time"], step),
             "open": ohlc["open"].to_numpy(dtype=float),
             "high": ohlc["high"].to_numpy(dtype=float),
             "low": ohlc["low"].to_numpy(dtype=float),
@@ -223,10 +242,11 @@ def candle_chart(
             "colour": np.where(up, UP, DOWN),
         }
     )
+    width = step * 0.8
     wick = fig.segment("time", "high", "time", "low", source=source, color="colour", name="candles")
     body = fig.vbar(
         "time",
-        candle_width_ms(ohlc["time"]),
+        width,
         "top",
         "bottom",
         source=source,
@@ -244,7 +264,7 @@ def candle_chart(
     )
     items = [LegendItem(label="candles", renderers=[wick, body])]
     close = ohlc["close"].reset_index(drop=True)
-    times = ohlc["time"].to_numpy()
+    times = source.data["time"]
     overlays = {
         "SMA": ("SMA 20", lambda: indicators.sma(close, 20), "#f59e0b"),
         "EMA": ("EMA 20", lambda: indicators.ema(close, 20), "#a855f7"),
@@ -267,7 +287,8 @@ def candle_chart(
             )
             items.append(LegendItem(label="Bollinger 20/2", renderers=[band]))
     _legend(fig, items, theme)
-    fig.x_range.update(**dict(zip(("start", "end"), _x_bounds(ohlc["time"]), strict=True)))
+    start, end = _x_bounds(pd.Series(source.data["time"]))
+    fig.x_range.update(start=start - width * 0.7, end=end + width * 0.7)  # the outer candles whole
     low, high = _y_bounds(np.concatenate([source.data["low"], source.data["high"]]), logy)
     fig.y_range.update(start=low, end=high)
     fig.yaxis.formatter = NumeralTickFormatter(format=fmt)
@@ -278,7 +299,8 @@ def rsi_chart(ohlc: pd.DataFrame, *, x_range: Range1d, xlabel: str, theme: str, 
     """RSI 14 with the usual 70/30 guides, on the candles' x-range (zooming one zooms both)."""
     fig = _figure("RSI 14", "RSI", xlabel, theme, INDICATOR_HEIGHT, x_range=x_range, touch=touch)
     values = indicators.rsi(ohlc["close"].reset_index(drop=True), 14).to_numpy(dtype=float)
-    fig.line(ohlc["time"].to_numpy(), values, color="#8b5cf6", line_width=2, name="RSI 14")
+    times = candle_centres(ohlc["time"], candle_step_ms(ohlc["time"]))  # under the candles they follow
+    fig.line(times, values, color="#8b5cf6", line_width=2, name="RSI 14")
     for level, colour in ((70, DOWN), (30, UP)):
         fig.add_layout(Span(location=level, dimension="width", line_color=colour, line_alpha=0.5, line_dash="dashed"))
     fig.y_range.update(start=0, end=100)
@@ -289,10 +311,10 @@ def macd_chart(ohlc: pd.DataFrame, *, x_range: Range1d, xlabel: str, theme: str,
     """MACD 12/26/9: line, signal and histogram, on the candles' x-range."""
     fig = _figure("MACD 12/26/9", "MACD", xlabel, theme, INDICATOR_HEIGHT, x_range=x_range, touch=touch)
     m = indicators.macd(ohlc["close"].reset_index(drop=True))
-    times = ohlc["time"].to_numpy()
+    times = candle_centres(ohlc["time"], candle_step_ms(ohlc["time"]))
     hist = fig.vbar(
         times,
-        candle_width_ms(ohlc["time"]),
+        candle_step_ms(ohlc["time"]) * 0.8,
         m["histogram"].to_numpy(dtype=float),
         0,
         color="#94a3b8",

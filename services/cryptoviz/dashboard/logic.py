@@ -246,7 +246,7 @@ def round_price(price: float | None) -> float | None:
 def axis_format(low: float, high: float) -> str:
     """A Numeral.js format for a price axis spanning [low, high]: cents only where they matter."""
     span = abs(high - low) or abs(high) or 1.0
-    decimals = max(0, min(8, 2 - math.floor(math.log10(span))))
+    decimals = max(0, min(8, 1 - math.floor(math.log10(span))))  # ticks are about a tenth of the span apart
     return "$0,0" if decimals == 0 else "$0,0." + "0" * decimals
 
 
@@ -267,3 +267,9 @@ def indicator_notes(chosen: Iterable[str], candles: int) -> list[str]:
         for name in chosen
         if candles < INDICATOR_NEEDS.get(name, 0)
     ]
+
+
+def candle_points(samples: int, most: int = 80, per_candle: int = 4) -> int:
+    """Candles to ask for: at most `most`, and few enough that each holds about `per_candle` quotes, so
+    a candle shows how the price moved inside it (one quote per bucket would be a flat dash)."""
+    return max(2, min(most, samples // per_candle))

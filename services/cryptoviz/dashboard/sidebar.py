@@ -35,7 +35,8 @@ class Sidebar(pn.viewable.Viewer):
 
     state = param.ClassSelector(class_=DashboardState)
 
-    def __init__(self, ingester_url: str, scrape_interval: float, **params: Any) -> None:
+    def __init__(self, ingester_url: str, scrape_interval: float, theme_switch: pn.widgets.Button,
+                 **params: Any) -> None:  # fmt: skip
         super().__init__(**params)
         state = self.state
         self.find = pn.widgets.AutocompleteInput(
@@ -56,11 +57,9 @@ class Sidebar(pn.viewable.Viewer):
         self.period = pn.widgets.RadioButtonGroup.from_param(
             state.param.period, name="Period", sizing_mode="stretch_width", stylesheets=[TOGGLE_CSS]
         )
-        custom = pn.bind(lambda period: period == CUSTOM, state.param.period)
         self.start = pn.widgets.DatetimePicker.from_param(
             state.param.custom_start,
             name="From (UTC)",
-            visible=custom,
             css_classes=["cv-custom"],
             sizing_mode="stretch_width",
             stylesheets=[INPUT_CSS],
@@ -68,7 +67,6 @@ class Sidebar(pn.viewable.Viewer):
         self.end = pn.widgets.DatetimePicker.from_param(
             state.param.custom_end,
             name="To (UTC)",
-            visible=custom,
             css_classes=["cv-custom"],
             sizing_mode="stretch_width",
             stylesheets=[INPUT_CSS],
@@ -99,9 +97,16 @@ class Sidebar(pn.viewable.Viewer):
             sizing_mode="stretch_width",
             stylesheets=[".bk-btn {min-height: 40px}"],
         )
+        self.custom = pn.Column(sizing_mode="stretch_width")  # the pickers, only while "custom" is chosen
+        self.theme_switch = theme_switch
         self.note = pn.pane.HTML(
             f"<small>Data from {esc(ingester_url)}; expected every {format_age(scrape_interval)}.</small>"
         )
+        self.show_custom()
+
+    @param.depends("state.period", watch=True)
+    def show_custom(self) -> None:
+        self.custom.objects = [self.start, self.end] if self.state.period == CUSTOM else []
 
     @param.depends("state.snap", watch=True)
     def update_options(self) -> None:
@@ -144,14 +149,14 @@ class Sidebar(pn.viewable.Viewer):
             self.coins,
             heading("Period"),
             self.period,
-            self.start,
-            self.end,
+            self.custom,
             heading("Display"),
             self.mode,
             self.log,
             heading("Time zone"),
             self.tz,
             self.download,
+            self.theme_switch,
             self.note,
             sizing_mode="stretch_width",
         )

@@ -15,13 +15,20 @@ import pandas as pd
 import param
 
 from cryptoviz.dashboard.data import IngesterRejected, IngesterUnavailable, SharedData
-from cryptoviz.dashboard.logic import CUSTOM, PERIODS, default_selection, first_mode, period_window
+from cryptoviz.dashboard.logic import (
+    CUSTOM,
+    PERIODS,
+    candle_points,
+    default_selection,
+    first_mode,
+    period_window,
+)
 
 MODES = {"Shared scale": "shared", "Separate charts": "separate", "Percent change": "percent"}
 INDICATORS = ["SMA", "EMA", "Bollinger", "RSI", "MACD"]
 TABS = ["prices", "candles"]
 CANDLE_POINTS = 80
-"""Candles per chart: few enough that each bucket holds several quotes (a real open/high/low/close)."""
+"""Most candles per chart (fewer when there are few quotes: see `logic.candle_points`)."""
 URL_PARAMETERS = {"coins": "coins", "period": "period", "mode": "mode", "logy": "log", "tab": "tab", "tz": "tz"}
 """The choices kept in the page's query string (the theme is the template's own `theme`)."""
 
@@ -118,9 +125,13 @@ class DashboardState(param.Parameterized):
         """Candles of one coin, only while their tab is shown: fewer, fuller buckets than the lines."""
         if self.tab != "candles" or not self.candle_coin:
             return
+        history = self.history if self.history is not None else pd.DataFrame()
+        mine = history[history["symbol"] == self.candle_coin] if not history.empty else history
+        samples = int(mine["samples"].sum()) if "samples" in mine else len(mine)
         try:
             start, end = self.window()
-            self.candles = self.shared.history((self.candle_coin,), start, end, points=CANDLE_POINTS)
+            points = candle_points(samples, CANDLE_POINTS)
+            self.candles = self.shared.history((self.candle_coin,), start, end, points=points)
         except (ValueError, IngesterUnavailable) as exc:
             self.problem = "" if isinstance(exc, ValueError) else str(exc)
 

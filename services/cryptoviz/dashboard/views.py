@@ -264,7 +264,7 @@ class PriceTable(pn.viewable.Viewer):
         if not latest.empty:
             table = latest_table(latest)
             table["Price"] = table["Price"].map(round_price)
-            self.table.value = table
+            self.table.value = table.astype(object).where(table.notna(), None)  # unknown: an empty cell, not NaN
 
     def __panel__(self) -> pn.Column:
         return self.slot
