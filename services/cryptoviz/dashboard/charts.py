@@ -45,7 +45,10 @@ LOOKS = {
     "default": Look(background="#ffffff", text="#1f2937", grid="#e5e7eb"),
     "dark": Look(background="#1f2226", text="#e5e7eb", grid="#3a3f45"),
 }
-DATETIME_FORMATS = {"minutes": "%H:%M", "hourmin": "%H:%M", "hours": "%H:%M", "days": "%d %b", "months": "%b %Y"}
+DATETIME_FORMATS = {
+    "seconds": "%H:%M:%S", "minsec": "%H:%M:%S", "minutes": "%H:%M", "hourmin": "%H:%M", "hours": "%H:%M",
+    "days": "%d %b", "months": "%b %Y",
+}  # fmt: skip
 """Tick labels (a model per figure: a Bokeh model belongs to one session's document)."""
 
 

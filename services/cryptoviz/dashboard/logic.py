@@ -211,11 +211,10 @@ STABLECOINS = frozenset({"USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD",
 # ---- display decisions ---------------------------------------------------------------------
 
 PALETTE = (
-    "#2563eb", "#f59e0b", "#10b981", "#ef4444", "#8b5cf6", "#06b6d4", "#ec4899", "#84cc16",
-    "#f97316", "#6366f1", "#14b8a6", "#e11d48", "#a855f7", "#0ea5e9", "#eab308", "#22c55e",
-    "#d946ef", "#64748b", "#b45309", "#0891b2",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
 )  # fmt: skip
-"""Distinct hues readable on light and dark backgrounds."""
+"""Tableau 10 (ten distinct hues, readable on light and dark backgrounds), then their light variants."""
 
 
 def coin_colours(symbols: Iterable[str]) -> dict[str, str]:
