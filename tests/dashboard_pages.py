@@ -20,6 +20,7 @@ import pandas as pd
 import requests
 from cryptoviz.core.nats import EmbeddedNats, free_port
 from cryptoviz.core.quote import Quote, make_quote
+from nats import errors as nats_errors
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked
 from test_ingest_harness import publish as publish_in_loop
 
@@ -82,10 +83,17 @@ def fresh_quotes(market_dir: Path, minutes: float, end: datetime, every_seconds:
     return quotes
 
 
-def publish(url: str, messages: list) -> None:
-    """Publish from a worker thread: sync Playwright owns this thread's event loop."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(publish_in_loop, url, messages).result(timeout=120)
+def publish(url: str, messages: list, attempts: int = 3) -> None:
+    """Publish from a worker thread: sync Playwright owns this thread's event loop. A JetStream ack that
+    times out on a busy machine is retried: the messages' ids make a second publish store nothing twice."""
+    for attempt in range(attempts):
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(publish_in_loop, url, messages).result(timeout=120)
+            return
+        except nats_errors.TimeoutError:
+            if attempt == attempts - 1:
+                raise
 
 
 def _finite(value: float) -> float | None:

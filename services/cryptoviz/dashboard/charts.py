@@ -155,6 +155,7 @@ class LineChart:
         self.coins = tuple(frames)
         self.percent, self.logy = percent, logy and not percent
         self.figure = fig = _figure(title, ylabel, xlabel, theme, height, logy=self.logy, touch=touch)
+        fig.yaxis.formatter = NumeralTickFormatter(format="0,0")
         self.colours = {coin: colours.get(coin, "#2563eb") for coin in self.coins}
         self.lines: dict[str, ColumnDataSource] = {}
         items = []
@@ -194,10 +195,11 @@ class LineChart:
         low, high = _y_bounds(everything["value"].to_numpy(dtype=float), self.logy)
         self.figure.y_range.update(start=low, end=high)
         values = everything["value"].dropna()
-        if self.percent:
-            self.figure.yaxis.formatter = NumeralTickFormatter(format="+0.0")
-        elif not values.empty:
-            self.figure.yaxis.formatter = NumeralTickFormatter(format=axis_format(values.min(), values.max()))
+        fmt = "+0.0" if self.percent else axis_format(values.min(), values.max()) if not values.empty else None
+        for axis in self.figure.yaxis:
+            # the formatter's property, not a new model: a new model re-walks the whole document (~0.15 s)
+            if fmt and axis.formatter.format != fmt:
+                axis.formatter.format = fmt
 
 
 def _line_data(coin: str, frame: pd.DataFrame) -> dict[str, object]:
