@@ -1,25 +1,64 @@
 # syntax=docker/dockerfile:1
-# One image for every CryptoViz component; the command picks the component:
-#   cryptoviz scrape --once | cryptoviz ingest | cryptoviz dashboard | cryptoviz backup DIR
-#   kopf run --standalone -m cryptoviz_operator ...   (the operator)
-# ---- build: install the project and its dependencies into a self-contained venv ----
-FROM python:3.11-slim-bookworm AS build
+# One image per CryptoViz component, each with only its own dependencies (build with --target):
+#   scraper    cryptoviz scrape --once                 (the CronJob; also runs the `helm test` pod)
+#   ingester   cryptoviz ingest | cryptoviz backup DIR (the StatefulSet and the backup CronJob)
+#   dashboard  cryptoviz dashboard
+#   operator   kopf run --standalone -m cryptoviz_operator ...
+# Every dependency comes from locks/<component>.txt with its hash checked; the runtime images carry
+# no pip, no build backend and no test tool. `scripts/images.sh` builds all four.
+# PYTHON_IMAGE is the official image pinned by digest (docs/kubernetes.md says how to update and
+# verify it); the container tests pass a local Debian 12 base instead (scripts/local-base.sh).
+# checkov:skip=CKV_DOCKER_7: ARG PYTHON_IMAGE's default is pinned by digest (checkov cannot resolve ARGs)
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
+
+# ---- wheel: the project, built offline by the locked build backend ----
+FROM ${PYTHON_IMAGE} AS wheel
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-RUN python -m venv /opt/cryptoviz
+COPY locks/build.txt /locks/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/build && /opt/build/bin/pip install --require-hashes -r /locks/build.txt
 COPY pyproject.toml README.md ./
 COPY services ./services
 COPY operator ./operator
-# Install, smoke-test the entry points, then drop pip: the runtime installs nothing.
-RUN /opt/cryptoviz/bin/pip install --no-cache-dir . \
-    && /opt/cryptoviz/bin/cryptoviz --help >/dev/null \
-    && /opt/cryptoviz/bin/python -c "import cryptoviz, cryptoviz_operator, kopf" \
-    && /opt/cryptoviz/bin/python -m pip uninstall --yes --quiet pip
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
-# ---- runtime: the venv on a slim base, no compilers, fixed non-root UID ----
-FROM python:3.11-slim-bookworm AS runtime
+# ---- venvs: each component's locked dependencies in a venv of its own, then the project's wheel ----
+FROM ${PYTHON_IMAGE} AS venvs
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+COPY locks/scraper.txt locks/ingester.txt locks/dashboard.txt locks/operator.txt /locks/
+# A venv is made at the path it runs from (its scripts name their interpreter) and parked after;
+# the pip that fills it stays outside it. The packages' own test suites and C headers are dropped.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m venv /opt/pip \
+    && for component in scraper ingester dashboard operator; do \
+         python -m venv --without-pip /opt/cryptoviz \
+         && /opt/pip/bin/pip --python /opt/cryptoviz/bin/python install --require-hashes -r "/locks/${component}.txt" \
+         && find /opt/cryptoviz/lib -depth -type d -name tests -prune -exec rm -rf {} + \
+         && rm -rf /opt/cryptoviz/lib/python3*/site-packages/pyarrow/include \
+         && find /opt/cryptoviz/lib \( -name '*.pyx' -o -name '*.pxd' \) -delete \
+         && mkdir -p /opt/venvs && mv /opt/cryptoviz "/opt/venvs/${component}" || exit 1; \
+       done
+COPY --from=wheel /dist /dist
+# The smoke test imports each component's entry module: a dependency missing from its extra fails here.
+RUN for component in scraper ingester dashboard operator; do \
+         case "${component}" in \
+           scraper) module=cryptoviz.scraper.cli ;; \
+           ingester) module="cryptoviz.ingester.service, cryptoviz.ingester.backup" ;; \
+           dashboard) module=cryptoviz.dashboard.app ;; \
+           operator) module=cryptoviz_operator ;; \
+         esac \
+         && mv "/opt/venvs/${component}" /opt/cryptoviz \
+         && /opt/pip/bin/pip --python /opt/cryptoviz/bin/python install --no-deps /dist/*.whl \
+         && /opt/cryptoviz/bin/cryptoviz --help >/dev/null \
+         && /opt/cryptoviz/bin/python -c "import ${module}" \
+         && mv /opt/cryptoviz "/opt/venvs/${component}" || exit 1; \
+       done
+
+# ---- runtime: what every component image shares (non-root UID, read-only friendly, no compilers) ----
+FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -30,7 +69,6 @@ LABEL org.opencontainers.image.title="cryptoviz" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="https://github.com/cryptoviz/cryptoviz"
-COPY --from=build /opt/cryptoviz /opt/cryptoviz
 # HOME and caches under /tmp: the chart runs with a read-only root filesystem and an emptyDir on /tmp.
 ENV PATH=/opt/cryptoviz/bin:$PATH \
     HOME=/tmp \
@@ -41,8 +79,28 @@ ENV PATH=/opt/cryptoviz/bin:$PATH \
     LOG_FORMAT=json
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8000 5006 8080 9464
-# Health is per component (HTTP probes in the Helm chart), so the image itself declares none.
+# Health is per component (HTTP probes in the Helm chart), so the images declare none.
 HEALTHCHECK NONE
 ENTRYPOINT ["cryptoviz"]
 CMD ["--help"]
+
+FROM runtime AS scraper
+LABEL org.opencontainers.image.title="cryptoviz-scraper"
+COPY --from=venvs /opt/venvs/scraper /opt/cryptoviz
+
+FROM runtime AS ingester
+LABEL org.opencontainers.image.title="cryptoviz-ingester"
+COPY --from=venvs /opt/venvs/ingester /opt/cryptoviz
+EXPOSE 8000
+
+FROM runtime AS dashboard
+LABEL org.opencontainers.image.title="cryptoviz-dashboard"
+COPY --from=venvs /opt/venvs/dashboard /opt/cryptoviz
+EXPOSE 5006 9464
+
+FROM runtime AS operator
+LABEL org.opencontainers.image.title="cryptoviz-operator"
+COPY --from=venvs /opt/venvs/operator /opt/cryptoviz
+EXPOSE 8080
+ENTRYPOINT ["kopf"]
+CMD ["run", "--standalone", "-m", "cryptoviz_operator", "--liveness=http://0.0.0.0:8080/healthz"]
