@@ -88,11 +88,11 @@ def built() -> Built:
 
 
 def test_every_image_is_within_the_diet(built: Built) -> None:
-    """≤ 500 MB each on the substitute base; the operator and scraper carry no DuckDB, Panel or pyarrow."""
+    """≤ 500 MB each on the substitute base; the operator carries no DuckDB, Panel, pyarrow, test or build tool."""
     for target in dockerfile_targets():
         assert built.sizes[target] <= 500, (target, built.sizes[target])
     image = f"{CHART_VALUES['image']['repository']}-operator:{APP_VERSION}"
-    modules = "('duckdb', 'panel', 'pyarrow', 'pytest', 'pip')"
+    modules = "('duckdb', 'panel', 'pyarrow', 'pytest', 'pip', 'uv', 'setuptools')"
     probe = f"import importlib.util as u; print([m for m in {modules} if u.find_spec(m)])"
     listing = built.podman("run", "--rm", *RUN_FLAGS, "--entrypoint", "python", image, "-c", probe).stdout
     assert listing.strip() == "[]", listing
@@ -222,6 +222,14 @@ def scrape_twice(installed: Installed, market: MarketServer) -> list[str]:
     return coins
 
 
+def run_every_job(installed: Installed) -> None:
+    """Every Job and CronJob of the render (hooks run at their phase), each pod exiting 0 in its deadline."""
+    jobs = [w for w in installed.release.workloads if w.kind in ("Job", "CronJob") and not w.hook]
+    assert jobs
+    for job in jobs:
+        installed.release.run(job)
+
+
 LINE_POINTS = """() => {
   const out = {};
   for (const view of Bokeh.index.all_views()) {
@@ -293,6 +301,9 @@ class TestDefaultRelease:
         assert len(points) >= 2 and all(n >= 2 for n in points.values()), points
         assert set(points) <= set(coins), (points, coins)
 
+    def test_every_job_and_cronjob_pod_runs_to_completion(self, installed: Installed) -> None:
+        run_every_job(installed)
+
     def test_helm_test_pods_pass(self, installed: Installed) -> None:
         tests = installed.release.hooks("test")
         assert tests
@@ -324,6 +335,9 @@ class TestSecuredRelease:
         assert answer.status_code in (302, 303) and "login" in answer.headers["Location"], answer.status_code
         for pod in installed.release.hooks("test"):
             installed.release.run(pod)
+
+    def test_every_job_and_cronjob_pod_runs_to_completion(self, installed: Installed) -> None:
+        run_every_job(installed)
 
     def test_backup_cronjob_writes_a_backup_that_restores(
         self, installed: Installed, market: MarketServer, tmp_path: Path

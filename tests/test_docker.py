@@ -87,31 +87,33 @@ def test_base_is_the_official_python_image_pinned_by_digest_and_replaceable() ->
 def test_each_component_target_is_slim_non_root_and_carries_only_its_venv() -> None:
     text = DOCKERFILE.read_text()
     by_stage = stages(text)
-    assert list(by_stage) == ["wheel", "venvs", "runtime", *TARGETS]
-    # Dependencies come from each component's lock with hashes; the project's wheel goes in without any.
-    venvs = " ".join(rest for keyword, rest in by_stage["venvs"] if keyword == "RUN")
-    assert '-r "/locks/${component}.txt"' in venvs and "--require-hashes" in venvs and "/dist/*.whl" in venvs
-    assert "for component in scraper ingester dashboard operator" in venvs
-    assert "--require-hashes -r /locks/build.txt" in dict(by_stage["wheel"]).get("RUN", "") + text
+    assert list(by_stage) == ["tools", "wheel", "runtime", *TARGETS]
+    assert "--require-hashes -r /locks/build.txt" in dict(by_stage["tools"])["RUN"]
     assert not re.search(r"\b(gcc|g\+\+|build-essential|apt-get)\b", text)
 
     runtime = by_stage["runtime"]
-    user = dict(runtime)["USER"]
-    uid, gid = (int(x) for x in user.split(":"))
-    values = yaml.safe_load((REPO / "charts" / "cryptoviz" / "values.yaml").read_text())["securityContext"]
-    assert uid >= 10000 and (uid, gid) == (values["runAsUser"], values["runAsGroup"])
-    assert dict(runtime)["ENTRYPOINT"] == '["cryptoviz"]'
+    assert "RUN" not in [k for k, _ in runtime]
     labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]+)"', dict(runtime)["LABEL"]))
     assert {"title", "version", "revision", "created", "source", "licenses"} <= {k.rsplit(".", 1)[1] for k in labels}
     assert "HOME=/tmp" in dict(runtime)["ENV"]  # HOME on the chart's /tmp emptyDir
+    assert dict(runtime)["ENTRYPOINT"] == '["cryptoviz"]'
+    values = yaml.safe_load((REPO / "charts" / "cryptoviz" / "values.yaml").read_text())["securityContext"]
     for target, ports in TARGETS.items():
         stage = by_stage[target]
-        keywords = [k for k, _ in stage]
-        # No RUN at all in a runtime image: nothing is installed or compiled there, its venv is copied in.
-        assert "RUN" not in keywords and "RUN" not in [k for k, _ in runtime]
-        assert ("COPY", f"--from=venvs /opt/venvs/{target} /opt/venvs/{target}") in stage
-        assert dict(stage)["ENV"] == f"PATH=/opt/venvs/{target}/bin:$PATH"
+        venv = f"/opt/venvs/{target}"
+        # Its own lock, hash-checked; the installer is only mounted (never copied) from the tools stage.
+        assert ("COPY", f"locks/{target}.txt {venv}.lock") in stage
+        deps, app = (rest for keyword, rest in stage if keyword == "RUN")
+        assert f"--require-hashes --compile-bytecode -r {venv}.lock" in deps
+        assert all("--mount=type=bind,from=tools,source=/opt/tools,target=/opt/tools" in r for r in (deps, app))
+        assert not [rest for keyword, rest in stage if keyword == "COPY" and "--from=tools" in rest]
+        assert ("COPY", f"--from=wheel /dist/ {venv}.dist/") in stage and "--no-deps" in app
         assert dict(stage)["LABEL"] == f'org.opencontainers.image.title="cryptoviz-{target}"'
+        assert dict(stage)["ENV"] == f"PATH={venv}/bin:$PATH"
+        # The last instruction that sets the user leaves the non-root UID/GID the chart runs as.
+        user = [rest for keyword, rest in stage if keyword == "USER"][-1]
+        uid, gid = (int(x) for x in user.split(":"))
+        assert uid >= 10000 and (uid, gid) == (values["runAsUser"], values["runAsGroup"])
         assert {int(p) for p in dict(stage).get("EXPOSE", "").split()} == ports
     assert dict(by_stage["operator"])["ENTRYPOINT"] == '["kopf"]'
 

@@ -112,7 +112,9 @@ def test_setup_and_the_image_install_from_the_locks_with_hashes() -> None:
     assert "--require-hashes -r locks/dev.txt" in setup and "--no-deps --no-build-isolation -e ." in setup
     assert "--require-hashes -r locks/checkov.txt" in setup and "--require-hashes -r locks/tools.txt" in setup
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r'--require-hashes\s+\\?\s*--compile-bytecode -r "/locks/\$\{component\}.txt"', dockerfile)
+    for component in COMPONENTS:
+        assert f"COPY locks/{component}.txt /opt/venvs/{component}.lock" in dockerfile
+        assert f"--require-hashes --compile-bytecode -r /opt/venvs/{component}.lock" in dockerfile
 
 
 class FakeOsv(http.server.BaseHTTPRequestHandler):
