@@ -91,12 +91,16 @@ class Podman:
         )
         return time.monotonic() - started
 
-    def remove_store(self) -> None:
-        """Delete the store, unmounting what containers/storage left mounted under it."""
-        self("rmi", "--all", "--force", check=False)
+    def unmount(self) -> None:
+        """Undo what containers/storage leaves mounted under the store (so the checkout can be deleted);
+        the next podman call mounts it again."""
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
-        for mount in sorted((m for m in mounts if m.startswith(str(self.root))), reverse=True):
+        for mount in sorted((m for m in mounts if m.startswith(str(self.root) + "/")), reverse=True):
             subprocess.run(["umount", "-l", mount], check=False)
+
+    def remove_store(self) -> None:
+        self("rmi", "--all", "--force", check=False)
+        self.unmount()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def size_mb(self, image: str) -> float:

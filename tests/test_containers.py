@@ -55,7 +55,7 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def built() -> Built:
+def built() -> Iterator[Built]:
     """The base, every Dockerfile target under the chart's default image names, the NATS stand-in."""
     podman = Podman()
     reason = podman.unavailable()
@@ -84,7 +84,8 @@ def built() -> Built:
     sizes["base"] = podman.size_mb(base)
     REPORT.write_text(json.dumps({"seconds": seconds, "sizes_mb": sizes}, indent=2))
     print(f"\ncontainer images: {json.dumps({'seconds': seconds, 'sizes_mb': sizes})}")
-    return Built(podman, base, seconds, sizes)
+    yield Built(podman, base, seconds, sizes)
+    podman.unmount()
 
 
 def test_every_image_is_within_the_diet(built: Built) -> None:
