@@ -36,6 +36,7 @@ from containers_support import (
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, MarketServer
 from test_chart import CHART, find_tool, run
+from test_chart_crosschecks import PENDING_COMMANDS
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -44,6 +45,9 @@ NAMESPACE = "cryptoviz"
 CHART_VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 REPORT = REPO / ".cache" / "containers-report.json"
+# `cryptoviz backfill` (the post-install hook Job) is built on another branch: until it lands that hook
+# is left out, and a test says so; it runs like every other hook as soon as the command exists.
+PENDING = frozenset(PENDING_COMMANDS)
 
 
 @dataclass
@@ -190,7 +194,7 @@ def install(built: Built, name: str, values: dict[str, Any], market: MarketServe
     ports = Ports(*(free_port() for _ in range(5)))
     docs = render(name, merge(values, local_values(ports, market)), tmp)
     with KubeEmulator(docs, NAMESPACE) as kube:
-        release = Release(built.podman, docs, NAMESPACE, tmp / name, kubeconfig=kube.kubeconfig())
+        release = Release(built.podman, docs, NAMESPACE, tmp / name, PENDING, kubeconfig=kube.kubeconfig())
         try:
             release.install()
             yield Installed(release, kube, ports, docs)
@@ -304,6 +308,11 @@ class TestDefaultRelease:
 
     def test_every_job_and_cronjob_pod_runs_to_completion(self, installed: Installed) -> None:
         run_every_job(installed)
+
+    def test_hooks_left_out_are_only_those_of_a_command_still_built_elsewhere(self, installed: Installed) -> None:
+        for name in installed.release.skipped:
+            args = installed.release.workload_named(name).spec["containers"][0].get("args", [])
+            assert args[:1] and args[0] in PENDING, (name, args)
 
     def test_helm_test_pods_pass(self, installed: Installed) -> None:
         tests = installed.release.hooks("test")
