@@ -73,14 +73,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "backup-on": {
         "backup": {"enabled": True},
         "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
-        "image": {"digest": "sha256:" + "ab" * 32},
+        "image": {"ingester": {"digest": "sha256:" + "ab" * 32}},
     },
 }
 
 # Checks skipped for every resource, each with its reason. Per-resource skips live in the templates as
 # `checkov.io/skipN` annotations (the operator's API token, the test pod's probes, env-var secrets).
 CHECKOV_SKIPS = {
-    "CKV_K8S_43": "digests are supported (image.digest), but a chart default cannot know one; tags are immutable",
+    "CKV_K8S_43": "digests are supported (image.<component>.digest), but a chart default cannot know one",
     "CKV_K8S_15": "IfNotPresent is right for immutable tags and required for images loaded into kind",
 }
 
@@ -223,7 +223,7 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
     assert summary["kubernetes"]["passed"] > 1000 and summary["dockerfile"]["passed"] > 20
     # Per-resource skips (template annotations) are few, and each says why.
     skipped = {c["check_id"] for r in by_type.values() for c in r["skipped_checks"]}
-    assert skipped <= {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38"}
+    assert skipped <= {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38", "CKV_DOCKER_7"}
     reasons = [
         value
         for path in renders.values()
@@ -334,10 +334,14 @@ def test_image_tag_defaults_to_the_chart_app_version(renders: dict[str, Path]) -
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert yaml.safe_load((CHART / "values.yaml").read_text())["image"]["tag"] == ""
     images = {c["image"] for _, spec in pods(load(renders, "defaults")) for c in spec["containers"]}
-    assert images == {f"ghcr.io/cryptoviz/cryptoviz:{app_version}", "docker.io/library/nats:2.10.24-alpine"}
+    components = ("scraper", "ingester", "dashboard", "operator")
+    assert images == {
+        *(f"ghcr.io/cryptoviz/cryptoviz-{c}:{app_version}" for c in components),
+        "docker.io/library/nats:2.10.24-alpine",
+    }
     pinned = docs_of(helm_template({"image": {"tag": "1.2.3"}}).stdout)
     assert {c["image"] for _, spec in pods(pinned) for c in spec["containers"] if "cryptoviz" in c["image"]} == {
-        "ghcr.io/cryptoviz/cryptoviz:1.2.3"
+        f"ghcr.io/cryptoviz/cryptoviz-{c}:1.2.3" for c in components
     }
     assert re.search(rf'(?m)^version = "{re.escape(app_version)}"$', (REPO / "pyproject.toml").read_text())
     assert f"ARG VERSION={app_version}\n" in (REPO / "Dockerfile").read_text()
@@ -674,9 +678,10 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert one(docs, "PersistentVolumeClaim", claim)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     secret = one(docs, "Secret", f"{FULLNAME}-providers")
     assert set(secret["data"]) == {"CMC_API_KEY", "COINGECKO_API_KEY"}
-    # A digest, when given, pins every CryptoViz container.
-    images = {c["image"] for _, spec in pods(docs) for c in spec["containers"] if "cryptoviz" in c["image"]}
-    assert images == {"ghcr.io/cryptoviz/cryptoviz@sha256:" + "ab" * 32}
+    # The backup runs the ingester's image (`cryptoviz backup` is its command); a digest, when given, pins it.
+    assert container["image"] == "ghcr.io/cryptoviz/cryptoviz-ingester@sha256:" + "ab" * 32
+    ingester = one(docs, "StatefulSet", f"{FULLNAME}-ingester")["spec"]["template"]["spec"]["containers"][0]
+    assert ingester["image"] == container["image"]
 
 
 def _label_values(node: Any) -> Iterator[str]:
