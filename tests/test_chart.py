@@ -407,6 +407,7 @@ def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) ->
     assert scraper["args"] == ["scrape", "--once"]
     env = env_of(scraper)
     assert env["NATS_URL"] == f"nats://{FULLNAME}-nats:4222"
+    assert env["INGESTER_URL"] == f"http://{FULLNAME}-ingester:8000"  # asked what is stored, to fill holes
     assert env["SCRAPER_CONFIG"] == "/etc/cryptoviz/scraper.yaml"
     assert env["CMC_API_KEY"]["secretKeyRef"] == {
         "name": f"{FULLNAME}-providers",
@@ -737,9 +738,9 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
         and _allowed(policies, "ingress", dst_labels, src_labels, port)
     }
     expected = {
-        ("scraper", "nats", 4222), ("ingester", "nats", 4222), ("dashboard", "ingester", 8000),
-        ("operator", "ingester", 8000), ("test", "ingester", 8000), ("test", "dashboard", 5006),
-        ("test", "dashboard", 9464),
+        ("scraper", "nats", 4222), ("scraper", "ingester", 8000), ("ingester", "nats", 4222),
+        ("dashboard", "ingester", 8000), ("operator", "ingester", 8000), ("test", "ingester", 8000),
+        ("test", "dashboard", 5006), ("test", "dashboard", 9464),
     }  # fmt: skip
     if scenario == "backup-on":
         expected.add(("backup", "ingester", 8000))
