@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import math
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -103,8 +104,14 @@ def stored_candles(ingester: Ingester, symbols: list[str], days: int) -> int | N
     return total
 
 
-def backfill(work: Path, nats_url: str, coins: int, days: int) -> tuple[float, float | None, int]:
-    """(seconds until published, seconds until stored or None, candles)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (Linux /proc), to tell a busy machine from a slow path."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backfill(work: Path, nats_url: str, coins: int, days: int) -> tuple[float, float | None, int, dict[str, float]]:
+    """(seconds until published, seconds until stored or None, candles, CPU seconds per process)."""
     urls: multiprocessing.Queue = multiprocessing.Queue()
     stop = multiprocessing.Event()
     server = multiprocessing.Process(target=serve, args=(coins, days, urls, stop), daemon=True)
@@ -119,6 +126,8 @@ def backfill(work: Path, nats_url: str, coins: int, days: int) -> tuple[float, f
             nats_url=nats_url, provider="binance", base_urls={"binance": market_url}, scraper_config=str(config),
             ingester_url=ingester.url, backfill_days=days, publish_deadline=120,
         )  # fmt: skip
+        cpu_before = {"scraper": time.process_time(), "fake provider": cpu_seconds(server.pid)}
+        cpu_before["ingester"] = cpu_seconds(ingester.process.pid)
         started = time.perf_counter()
         result = run_backfill(settings)
         published = time.perf_counter() - started
@@ -137,11 +146,16 @@ def backfill(work: Path, nats_url: str, coins: int, days: int) -> tuple[float, f
                 raise TimeoutError(f"only {count:,} of {expected:,} candles stored after 600 s")
             else:
                 time.sleep(0.1)
+        cpu = {
+            "scraper": time.process_time() - cpu_before["scraper"],
+            "fake provider": cpu_seconds(server.pid) - cpu_before["fake provider"],
+            "ingester": cpu_seconds(ingester.process.pid) - cpu_before["ingester"],
+        }
     finally:
         ingester.stop()
         stop.set()
         server.join(timeout=10)
-    return published, stored_at, result.candles
+    return published, stored_at, result.candles, cpu
 
 
 def main() -> None:
@@ -154,7 +168,7 @@ def main() -> None:
         work = Path(tmp)
         server = EmbeddedNats(work / "nats").start()
         try:
-            published, stored, candles = backfill(work, server.url, args.coins, args.days)
+            published, stored, candles, cpu = backfill(work, server.url, args.coins, args.days)
             asyncio.run(_ensure(server.url))
             base = EmbeddedNats(work / "nats-baseline").start()
             try:
@@ -172,6 +186,8 @@ def main() -> None:
     print(
         f"fetched, validated and acknowledged by JetStream in {published:.1f} s ({candles / published:,.0f} candles/s)"
     )
+    used = ", ".join(f"{name} {seconds:.1f}" for name, seconds in cpu.items())
+    print(f"CPU seconds used meanwhile: {used} (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     if stored is None:
         print("stored in DuckDB: not measured (this ingester has no /api/v1/coverage: the storage side is missing)")
         return

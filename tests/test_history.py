@@ -130,6 +130,8 @@ def test_five_minute_history_is_paged_under_the_providers_limit_with_exact_count
     limit = {"binance": 1000, "coinbase": 300, "replay": math.inf}[provider]
     asked = market.requests_for("coingecko" if provider == "replay" else provider, wire_path)
     assert len(asked) == calls
+    if provider == "coinbase":  # paced under Coinbase's 10 public requests a second
+        assert all(b.at - a.at >= 0.09 for a, b in itertools.pairwise(asked))
     sizes = [len(requests.get(market.url + r.path, params=r.query).json()) for r in asked]
     assert max(sizes) <= limit
     first = got.candles[0]
@@ -159,6 +161,13 @@ def test_kraken_takes_what_its_720_entries_reach_at_each_interval(market):
         )
     asked = market.requests_for("kraken", "/OHLC")
     assert [r.query["interval"] for r in asked] == ["60", "15", "5"]
+    assert all(b.at - a.at >= 0.95 for a, b in itertools.pairwise(asked))  # Kraken's public rate: one call a second
+
+
+def test_kraken_errors_in_the_error_array_fail_the_coin_with_their_text(market):
+    market.add_fault(kind="kraken_error", provider="kraken", path="/OHLC", message="EGeneral:Invalid arguments")
+    got = history(market, "kraken", Span(END - D, END))
+    assert got.candles == [] and "EGeneral:Invalid arguments" in got.error
 
 
 def test_coingecko_serves_hours_for_the_last_day_and_four_hours_before(market):
@@ -171,13 +180,21 @@ def test_coingecko_serves_hours_for_the_last_day_and_four_hours_before(market):
     assert hours == {h for h in both if h >= (END - D).timestamp()}
 
 
-def test_coingecko_daily_candles_from_hourly_prices_beyond_thirty_days(market):
-    span = Span(datetime(2024, 10, 1, tzinfo=UTC), datetime(2024, 11, 1, tzinfo=UTC))
+def test_coingecko_daily_candles_are_sampled_from_hourly_prices(market):
+    """Beyond 30 days CoinGecko has no usable OHLC: market_chart/range's hourly prices make the days."""
+    span = Span(datetime(2025, 1, 13, tzinfo=UTC), datetime(2025, 1, 20, tzinfo=UTC))
     adapter = adapter_for("coingecko", settings_for(market.url, "nats://127.0.0.1:9"), requests.Session())
     page = adapter.history_page(Target("bitcoin", "BTC", "Bitcoin"), 86_400, span.start, span.end)
-    # The shared 5-minute data starts in January: in October only daily files exist, which the fake
-    # serves as daily prices (CoinGecko answers a 31-day range with hourly ones; a day needs its first and last hour).
-    assert page.next is None and page.candles == [] and not page.rejected
+    assert page.next is None and not page.rejected
+    assert [c.open_time for c in page.candles] == [span.start + i * D for i in range(7)]
+    series = market.feed.series["BTC"]
+    for day in page.candles:
+        hourly = [
+            series.closes[series.index[t]]
+            for t in series.times
+            if day.open_time <= t < day.close_time and t.minute == 55
+        ]
+        assert (day.open, day.high, day.low, day.close) == (hourly[0], max(hourly), min(hourly), hourly[-1])
 
 
 def test_coinmarketcap_history_on_a_free_key_is_said_plainly(feed):
@@ -241,3 +258,11 @@ def test_a_rate_limit_beyond_the_patience_ends_the_provider_for_this_run(market)
     market.add_fault(kind="http_429", provider="kraken", path="/OHLC", retry_after=120)
     with pytest.raises(ProviderError, match="Retry-After 120s"):
         history(market, "kraken", Span(END - D, END))
+
+
+@pytest.mark.parametrize("provider", ["binance", "coinbase"])
+def test_gaps_in_the_data_do_not_end_the_paging(market, provider):
+    span = Span(END - 20 * D, END)  # LTC has three holes in these weeks: short pages, not the end
+    got = history(market, provider, span, symbol="LTC")
+    expected = [t for t in csv_times("LTC", span.start, span.end) if t + timedelta(minutes=5) <= END]
+    assert [c.open_time for c in got.candles] == expected and len(expected) == 20 * 288 - 6

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from cryptoviz.scraper.publish import Publisher
 log = logging.getLogger("cryptoviz.scraper.fill")
 
 Ranges = Callable[[Target], list[Span]]
+FETCHERS = 2
+"""Coins fetched at once from a provider not paced by the clock (more gains nothing on two cores)."""
 
 
 @dataclass(slots=True)
@@ -114,51 +117,78 @@ class Filler:
         self.deadline = deadline
 
     async def run(self, targets: list[Target], ranges: Ranges, now: datetime) -> ProviderHistory:
-        """Fetch coin after coin; publish each while the next is fetched. Raises NatsUnavailable."""
+        """Fetch coins in order, publishing each while the next ones are fetched. Raises NatsUnavailable.
+
+        A provider paced by the clock is asked one call at a time; one paced by its own budget
+        (Binance's request weight) or the local market is asked for FETCHERS coins at once, which
+        keeps both sides busy while the other parses or renders.
+        """
         assert self.spec.history is not None
         out = ProviderHistory(self.adapter.label)
         self.adapter.http.min_interval = max(self.adapter.http.min_interval, self.spec.history.min_interval)
+        fetchers = FETCHERS if self.spec.history.min_interval == 0 else 1
+        adapters = [self.adapter] + [self.adapter.clone() for _ in range(fetchers - 1)]
+        free: asyncio.Queue[Provider] = asyncio.Queue()
+        for adapter in adapters:
+            free.put_nowait(adapter)
+        fetching: deque[asyncio.Task[CoinHistory]] = deque()
         publishing: asyncio.Task[None] | None = None
+
+        async def fetch(target: Target, wanted: list[Span]) -> CoinHistory:
+            adapter = await free.get()
+            try:
+                return await asyncio.to_thread(self._fetch, adapter, target, wanted, now)
+            finally:
+                free.put_nowait(adapter)
+
+        async def settle(task: asyncio.Task[CoinHistory]) -> None:
+            nonlocal publishing
+            history = await task
+            out.coins.append(history)
+            if publishing is not None:
+                await publishing
+            publishing = asyncio.create_task(self._publish(history))
+
         try:
             for index, target in enumerate(targets):
+                if self.deadline is not None and time.monotonic() > self.deadline:
+                    self._skip(out, targets[index:], "time budget of this run spent; the next run goes on")
+                    break
                 wanted = ranges(target)
                 if not wanted:
                     out.coins.append(CoinHistory(self.adapter.label, target))
                     self._done()
                     continue
-                if self.deadline is not None and time.monotonic() > self.deadline:
-                    for rest in targets[index:]:
-                        out.skipped[rest.symbol] = "time budget of this run spent; the next run goes on"
-                        self._done()
-                    break
                 if self.progress is not None:
                     self.progress.coin(self.adapter.label, target.symbol)
-                try:
-                    history = await asyncio.to_thread(self._fetch, target, wanted, now)
-                except ProviderError as exc:  # the provider is done for this run: say it once
-                    if not isinstance(exc, HistoryUnavailable):
-                        out.failure = str(exc)
-                    for rest in targets[index:]:
-                        out.skipped[rest.symbol] = exc.message
-                        self._done()
-                    log.log(
-                        logging.WARNING if out.failure is None else logging.ERROR,
-                        "%s: history stopped: %s",
-                        self.adapter.label,
-                        exc,
-                    )
-                    break
-                out.coins.append(history)
-                if publishing is not None:
-                    await publishing
-                publishing = asyncio.create_task(self._publish(history))
+                fetching.append(asyncio.create_task(fetch(target, wanted)))
+                while len(fetching) >= fetchers:
+                    await settle(fetching.popleft())
+            while fetching:
+                await settle(fetching.popleft())
             if publishing is not None:
                 await publishing
-                publishing = None
+        except ProviderError as exc:  # the provider is done for this run: say it once
+            done = {c.target.symbol for c in out.coins}
+            if not isinstance(exc, HistoryUnavailable):
+                out.failure = str(exc)
+            self._skip(out, [t for t in targets if t.symbol not in done], exc.message)
+            level = logging.WARNING if out.failure is None else logging.ERROR
+            log.log(level, "%s: history stopped: %s", self.adapter.label, exc)
+            await asyncio.gather(*fetching, return_exceptions=True)
+            if publishing is not None:
+                await publishing
         finally:
-            if publishing is not None and not publishing.done():
-                publishing.cancel()
+            for task in [*fetching, *([publishing] if publishing else [])]:
+                task.cancel()
+            for adapter in adapters[1:]:
+                adapter.http.session.close()
         return out
+
+    def _skip(self, out: ProviderHistory, targets: list[Target], why: str) -> None:
+        for target in targets:
+            out.skipped[target.symbol] = why
+            self._done()
 
     async def run_batch(self, targets: list[Target], ranges: Ranges, now: datetime) -> ProviderHistory:
         """A few candles of many coins (the local market's newest): fetched in one go, published in one go."""
@@ -167,7 +197,7 @@ class Filler:
 
         def fetch_all() -> None:
             for target in targets:
-                out.coins.append(self._fetch(target, ranges(target), now))
+                out.coins.append(self._fetch(self.adapter, target, ranges(target), now))
 
         try:
             await asyncio.to_thread(fetch_all)
@@ -179,10 +209,10 @@ class Filler:
             self._account(history, part, report.duplicate_ids)
         return out
 
-    def _fetch(self, target: Target, wanted: list[Span], now: datetime) -> CoinHistory:
+    def _fetch(self, adapter: Provider, target: Target, wanted: list[Span], now: datetime) -> CoinHistory:
         assert self.spec.history is not None
         on_candles = self.progress.add_candles if self.progress is not None else None
-        return fetch_history(self.adapter, target, wanted, now, self.spec.history.per_call, on_candles)
+        return fetch_history(adapter, target, wanted, now, self.spec.history.per_call, on_candles)
 
     async def _publish(self, history: CoinHistory) -> None:
         try:

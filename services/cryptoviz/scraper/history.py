@@ -121,7 +121,7 @@ class CoinHistory:
 
 
 def accept(
-    candles: Iterable[Candle], segment: Segment, now: datetime, seen: set[tuple[int, datetime]], rejected: Counter[str]
+    candles: Iterable[Candle], segment: Segment, now: datetime, seen: set[datetime], rejected: Counter[str]
 ) -> list[Candle]:
     """The candles of one page worth keeping: in the segment, complete, each (interval, open time) once.
 
@@ -130,21 +130,21 @@ def accept(
     dropped, out-of-order ones kept and counted, repeats counted and dropped.
     """
     kept: list[Candle] = []
-    previous: datetime | None = None
-    for candle in candles:
-        if candle.open_time > now:
-            rejected["future_candle"] += 1
+    previous = EPOCH
+    start, end = segment.start, min(segment.end, now - timedelta(seconds=segment.interval) + timedelta.resolution)
+    for candle in candles:  # every candle of a page has the segment's interval
+        opened = candle.open_time
+        if not start <= opened < end:  # outside the segment, or not complete by now (open + interval > now)
+            if opened > now:
+                rejected["future_candle"] += 1
             continue
-        if not segment.start <= candle.open_time < segment.end or candle.close_time > now:
-            continue
-        key = (candle.interval, candle.open_time)
-        if key in seen:
+        if opened in seen:
             rejected["duplicate_candle"] += 1
             continue
-        if previous is not None and candle.open_time < previous:
+        if opened < previous:
             rejected["out_of_order"] += 1
-        previous = candle.open_time
-        seen.add(key)
+        previous = opened
+        seen.add(opened)
         kept.append(candle)
     return kept
 
@@ -163,7 +163,8 @@ def fetch_history(
     patience, a key or plan without history), so the caller can stop asking it.
     """
     out = CoinHistory(adapter.label, target, asked=list(ranges))
-    seen: set[tuple[int, datetime]] = set()
+    seen: dict[int, set[datetime]] = {}
+    """Open times kept so far, per interval."""
     try:
         for span in ranges:
             segments, unreached = plan_segments(span.start, span.end, now, adapter.history_offers)
@@ -193,7 +194,7 @@ def _fetch_segment(
     segment: Segment,
     now: datetime,
     per_call: int,
-    seen: set[tuple[int, datetime]],
+    seen: dict[int, set[datetime]],
     out: CoinHistory,
     on_candles: Callable[[int], None] | None,
 ) -> None:
@@ -204,7 +205,7 @@ def _fetch_segment(
         page = adapter.history_page(target, segment.interval, cursor, segment.end)
         out.pages += 1
         out.rejected.update(page.rejected)
-        kept = accept(page.candles, segment, now, seen, out.rejected)
+        kept = accept(page.candles, segment, now, seen.setdefault(segment.interval, set()), out.rejected)
         out.candles += kept
         if on_candles is not None:
             on_candles(len(kept))

@@ -7,6 +7,7 @@ provider maps to a permanent condition (invalid key, plan limit, exhausted credi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -105,6 +106,13 @@ class HttpClient:
 
     def __repr__(self) -> str:
         return f"HttpClient({self.provider!r})"
+
+    def clone(self) -> HttpClient:
+        """The same settings and secrets on a new session (sessions are not shared between threads)."""
+        twin = copy.copy(self)
+        twin.session = requests.Session()
+        twin.headers, twin.secrets, twin.last_headers = dict(self.headers), list(self.secrets), {}
+        return twin
 
     def hold(self, seconds: float) -> None:
         """Send nothing for `seconds` (a provider's budget, such as Binance's request weight, is nearly spent)."""

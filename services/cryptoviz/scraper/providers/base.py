@@ -152,6 +152,10 @@ class Provider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.base_url!r})"
 
+    def clone(self) -> Provider:
+        """The same adapter on a connection of its own, for fetching from another thread."""
+        return type(self)(self.http.clone(), self.base_url, self.label)
+
     def fetch(self, coins: list[TrackedCoin], top_n: int) -> Fetched:
         """Tracked `coins`, or the provider's top `top_n` by rank when none are tracked."""
         raise NotImplementedError

@@ -182,9 +182,12 @@ class BinanceWire(Wire):
             raise Reply(400, {"code": -1130, "msg": "Invalid data sent for a parameter."})
         end = query_time(request, "endTime", request.now) + timedelta(milliseconds=1)
         span = timedelta(seconds=interval * limit)
-        if "startTime" in request.query:  # the first `limit` from startTime on
-            start = query_time(request, "startTime")
-            candles = request.history(symbol, interval, start, min(end, start + span))[:limit]
+        if "startTime" in request.query:  # the first `limit` from startTime on, however far gaps spread them
+            start, candles = query_time(request, "startTime"), []
+            while len(candles) < limit and start < end:
+                candles += request.history(symbol, interval, start, min(end, start + span))
+                start += span
+            candles = candles[:limit]
         else:  # the most recent `limit` up to endTime
             candles = request.history(symbol, interval, end - span, end)[-limit:]
         out = []
