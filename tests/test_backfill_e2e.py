@@ -136,19 +136,23 @@ def test_a_two_hour_outage_of_the_scraper_is_closed_by_its_next_run(market, nats
         scraper_config=write_config(tmp_path, "BTC", "ETH"),
     )  # fmt: skip
     before = market.feed.now()
-    coverage(ingester, ["BTC"], "binance", before - timedelta(days=1), before)
-    assert run_once(settings).exit_code == EXIT_OK  # a fresh series: the scrape also fills its last day
-    wait_candles(ingester, ["BTC"], "binance", before - timedelta(days=1), before, {"BTC": 1})
+    window = (before - timedelta(hours=1), before + timedelta(hours=3))
+    coverage(ingester, ["BTC"], "binance", *window)
+    assert run_once(settings).exit_code == EXIT_OK  # a fresh series: nothing to fill (its past is the backfill's)
+    give_up = time.monotonic() + 30
+    while coverage(ingester, ["BTC", "ETH"], "binance", *window).get("ETH", {}).get("quotes") != 1:
+        assert time.monotonic() < give_up, "the first scrape's quotes were not stored"
+        time.sleep(0.2)
+    assert market.requests_for("binance", "/klines") == []
     market.advance(24)  # the CronJob was suspended for two hours
     after = market.feed.now()
     assert run_once(settings).exit_code == EXIT_OK
-    window = (before - timedelta(days=1), after)
-    expected = {s: complete(market.feed, s, *window) for s in ("BTC", "ETH")}
+    expected = {s: complete(market.feed, s, before, after) for s in ("BTC", "ETH")}
     rows = wait_candles(ingester, ["BTC", "ETH"], "binance", *window, expected)
     for symbol in ("BTC", "ETH"):
-        assert rows[symbol]["candles"] == expected[symbol] and rows[symbol]["gaps"] == [], rows[symbol]
+        assert rows[symbol]["candles"] == expected[symbol] == 24 and rows[symbol]["gaps"] == [], rows[symbol]
         assert rows[symbol]["quotes"] == 2
-    assert len(market.requests_for("binance", "/klines")) == 4  # a day each, then the two hours each
+    assert len(market.requests_for("binance", "/klines")) == 2  # the two hours, one call a coin
 
 
 def test_replayed_candles_reach_the_history_with_their_real_ohlc(market, nats_server, ingester):
@@ -190,7 +194,8 @@ def test_a_backfill_against_demo_gives_every_period_data_from_the_first_second(n
         assert result.exit_code == EXIT_OK, result.error
         assert run_once(settings).exit_code == EXIT_OK
     assert result.candles >= 3 * (30 * 288 - 2)
-    rows = wait_candles(ingester, ["BTC", "ETH", "USDT"], "demo", now - timedelta(days=30), now, {"BTC": 30 * 288 - 2})
+    symbols = ["BTC", "ETH", "USDT"]
+    rows = wait_candles(ingester, symbols, "demo", now - timedelta(days=30), now, dict.fromkeys(symbols, 30 * 288 - 2))
     for symbol, row in rows.items():
         assert row["gaps"] == [], (symbol, row["gaps"])
         assert datetime.fromisoformat(row["first"].replace("Z", "+00:00")) <= now - timedelta(days=30) + FIVE

@@ -161,17 +161,21 @@ def test_a_scrape_closes_the_two_hour_hole_of_a_stopped_scraper(market, nats_ser
     assert asked["provider"] == "binance" and asked["since"] == format_ts(now - timedelta(days=1))
 
 
-def test_the_fill_budget_bounds_a_scrape_and_an_unknown_coverage_fills_nothing(market, nats_server, coverage, tmp_path):
-    config = write_config(tmp_path, "BTC")
+def test_a_scrape_fills_holes_only_within_its_budget_and_leaves_the_past_to_backfill(
+    market, nats_server, coverage, tmp_path
+):
+    now = market.feed.now()
+    config = write_config(tmp_path, "BTC", "ETH")
     base = dict(provider="binance", scraper_config=config, gap_fill_lookback=86_400)
     run_once(settings_for(market.url, nats_server.url, ingester_url=UNREACHABLE, **base))
-    assert stream_candles(nats_server.url) == [] and market.requests_for("binance", "/klines") == []
+    assert market.requests_for("binance", "/klines") == []  # the ingester unknown: holes cannot be told
+    coverage.stored("BTC", "binance", "BTCUSDT", now - timedelta(hours=3), now - timedelta(hours=3))
     run_once(settings_for(market.url, nats_server.url, ingester_url=coverage.url, gap_fill_budget=0, **base))
-    assert stream_candles(nats_server.url) == []  # nothing stored: a day to fill, but no time left this run
+    assert stream_candles(nats_server.url) == []  # three hours to fill, but no time left this run
     run_once(settings_for(market.url, nats_server.url, ingester_url=coverage.url, **base))
-    assert len(stream_candles(nats_server.url)) == len(
-        csv_opens(market.feed, "BTC", market.feed.now() - timedelta(days=1), market.feed.now())
-    )
+    candles = stream_candles(nats_server.url)
+    assert [c.open_time for c in candles] == csv_opens(market.feed, "BTC", now - timedelta(hours=3), now)
+    assert {c.symbol for c in candles} == {"BTC"}  # ETH was never stored: its past is the backfill's
 
 
 def test_replay_scrapes_carry_each_ticks_real_candle(market, nats_server):

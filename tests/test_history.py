@@ -55,6 +55,9 @@ def test_missing_ranges_are_before_the_first_between_gaps_and_after_the_last():
     first, last = END - 8 * D, END - 2 * H
     gaps = [Span(END - 5 * D, END - 5 * D + 2 * H), Span(END - 4 * D, END - 4 * D + timedelta(minutes=10))]
     assert missing_ranges(first, last, gaps, since, now, 900) == [Span(since, first), gaps[0], Span(last, now)]
+    # A scrape's gap filling wants only the holes: not the past before the first time, nor a series never stored.
+    assert missing_ranges(first, last, gaps, since, now, 900, past=False) == [gaps[0], Span(last, now)]
+    assert missing_ranges(None, None, (), since, now, 900, past=False) == []
     # A scraper that ran every five minutes has nothing missing; an old gap outside the window is clipped.
     assert missing_ranges(since - D, now - timedelta(minutes=5), [Span(since - 2 * D, since + H)], since, now, 900) == [
         Span(since, since + H)

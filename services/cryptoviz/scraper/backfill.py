@@ -160,7 +160,7 @@ async def _backfill_provider(
     since = now - timedelta(days=settings.backfill_days)
     stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, since, now)
     history = await Filler(adapter, unit, publisher, progress=progress).run(
-        targets, gap_ranges(stored, adapter.label, since, now), now
+        targets, gap_ranges(stored, adapter.label, since, now, past=True), now
     )
     history.skipped.update(out.skipped)
     history.config_errors = out.config_errors

@@ -74,16 +74,14 @@ def targets_of(quotes: list[Quote]) -> list[Target]:
     return list(seen.values())
 
 
-def gap_ranges(
-    coverage: Coverage | None, provider: str, since: datetime, now: datetime, min_gap: float = MIN_GAP
-) -> Ranges:
-    """What coverage shows missing of each target in [since, now] (all of it for a series not stored or unknown)."""
+def gap_ranges(coverage: Coverage | None, provider: str, since: datetime, now: datetime, *, past: bool) -> Ranges:
+    """What coverage shows missing of each target in [since, now] (with `past`: all of it for a series not stored)."""
 
     def ranges(target: Target) -> list[Span]:
         series = (coverage or {}).get((provider, target.coin_id))
         if series is None:
-            return missing_ranges(None, None, (), since, now, min_gap)
-        return missing_ranges(series.first, series.last, series.spans(), since, now, min_gap)
+            return missing_ranges(None, None, (), since, now, MIN_GAP, past=past)
+        return missing_ranges(series.first, series.last, series.spans(), since, now, MIN_GAP, past=past)
 
     return ranges
 

@@ -75,14 +75,18 @@ def missing_ranges(
     since: datetime,
     now: datetime,
     min_gap: float,
+    *,
+    past: bool = True,
 ) -> list[Span]:
     """What to fetch in [since, now]: before the first stored time, the stored series' gaps, after the last.
 
     Holes of `min_gap` seconds or less are not worth a call (a scrape interval is not a gap).
+    Without `past` only the holes are wanted (a scrape's gap filling): nothing before the first
+    stored time, nothing for a series never stored; that is the backfill's part.
     """
     if first is None or last is None:
-        return [Span(since, now)] if now > since else []
-    wanted = [Span(since, first), *gaps, Span(last, now)]
+        return [Span(since, now)] if past and now > since else []
+    wanted = [*([Span(since, first)] if past else []), *gaps, Span(last, now)]
     out = []
     for span in wanted:
         clipped = Span(max(span.start, since), min(span.end, now))

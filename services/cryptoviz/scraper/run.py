@@ -250,7 +250,9 @@ async def _fill(
             since = now - timedelta(seconds=settings.gap_fill_lookback)
             stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, since, now)
             if stored is not None:  # unknown: holes cannot be told from a scrape's own times; the next run asks again
-                histories.append(await filler.run(targets, gap_ranges(stored, adapter.label, since, now), now))
+                histories.append(
+                    await filler.run(targets, gap_ranges(stored, adapter.label, since, now, past=False), now)
+                )
     except Exception as exc:
         if isinstance(exc, NatsUnavailable):
             raise
