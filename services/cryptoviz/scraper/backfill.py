@@ -95,7 +95,7 @@ async def backfill_once(settings: Settings, progress: Progress | None = None) ->
         log.warning("backfill %s: skipped: %s", symbol, reason)
     publisher = Publisher(settings.nats_url, settings.publish_deadline)
     coverage = CoverageClient(settings.ingester_url, session)
-    progress = progress or Progress(total=sum(len(coins) or config.top_n for _, coins in work))
+    progress = progress or Progress()
     try:
         await publisher.connect()
         for adapter, coins in work:
@@ -156,6 +156,7 @@ async def _backfill_provider(
     if settings.backfill_symbols and not coins:  # the top N: only the symbols asked for
         targets = [t for t in targets if t.symbol in settings.backfill_symbols]
     out.skipped.update({s: f"{unit.display_name} did not return it" for s in fetched.missing})
+    progress.expect(len(targets))
     now = adapter.clock()
     since = now - timedelta(days=settings.backfill_days)
     stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, since, now)

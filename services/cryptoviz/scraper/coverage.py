@@ -21,6 +21,7 @@ from cryptoviz.scraper.history import Span
 
 log = logging.getLogger("cryptoviz.scraper.coverage")
 
+SYMBOLS_PER_CALL = 200
 MIN_GAP = 900.0
 """Holes shorter than this (seconds) are not gaps: three 5-minute scrapes."""
 
@@ -69,11 +70,21 @@ class CoverageClient:
     def fetch(
         self, symbols: Iterable[str], provider: str, since: datetime, until: datetime, min_gap: float = MIN_GAP
     ) -> Coverage | None:
+        """What is stored of these symbols at `provider`, asked SYMBOLS_PER_CALL at a time (URLs stay short)."""
         wanted = sorted(set(symbols))
-        if not wanted:
-            return {}
+        out: Coverage = {}
+        for start in range(0, len(wanted), SYMBOLS_PER_CALL):
+            part = self._fetch(wanted[start : start + SYMBOLS_PER_CALL], provider, since, until, min_gap)
+            if part is None:
+                return None
+            out.update(part)
+        return out
+
+    def _fetch(
+        self, symbols: list[str], provider: str, since: datetime, until: datetime, min_gap: float
+    ) -> Coverage | None:
         params = {
-            "symbols": ",".join(wanted),
+            "symbols": ",".join(symbols),
             "provider": provider,
             "since": format_ts(since),
             "until": format_ts(until),

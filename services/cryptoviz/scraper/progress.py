@@ -21,7 +21,7 @@ LOG_EVERY = 10.0
 class Progress:
     """Coins done of `total`, candles fetched; a tqdm bar when `stream` is a terminal, else a log line now and then."""
 
-    def __init__(self, total: int, stream: IO[str] | None = None, bar: bool | None = None) -> None:
+    def __init__(self, total: int = 0, stream: IO[str] | None = None, bar: bool | None = None) -> None:
         stream = stream or sys.stderr
         self.total = total
         self.done = 0
@@ -29,6 +29,13 @@ class Progress:
         self._logged_at = time.monotonic()
         use_bar = stream.isatty() if bar is None else bar
         self._bar = tqdm(total=total, unit="coin", file=stream, dynamic_ncols=True) if use_bar else None
+
+    def expect(self, coins: int) -> None:
+        """More coins to go (a provider's list is known once it answered)."""
+        self.total += coins
+        if self._bar is not None:
+            self._bar.total = self.total
+            self._bar.refresh()
 
     def coin(self, provider: str, symbol: str) -> None:
         if self._bar is not None:
