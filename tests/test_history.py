@@ -224,7 +224,7 @@ def test_a_cursor_that_does_not_advance_stops_the_range_instead_of_looping(marke
 
 
 def test_bad_values_disorder_and_future_candles_are_counted_and_the_rest_kept(market):
-    market.add_fault(kind="nan", provider="coinbase", symbols=["BTC"], count=1)
+    market.add_fault(kind="nan", provider="coinbase", path="/candles", symbols=["BTC"], count=1)
     market.add_fault(kind="shuffled", provider="binance", count=1)
     market.add_fault(kind="future_candles", provider="binance", count=1)
     span = Span(END - 2 * D, END)

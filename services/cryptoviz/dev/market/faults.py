@@ -31,6 +31,9 @@ FAULT_KINDS = (
     "shuffled",  # history answers reversed, with their first candle twice (out of order, duplicate)
     "future_candles",  # history answers end with three candles opening after now
 )
+VALUE_FAULTS = ("nulls", "strings", "nan", "negative", "duplicate_symbols", "listing_5000")
+"""Faults in the values of an answer: they hit quote endpoints, and history ones only when `path` names them."""
+HISTORY_FAULTS = ("stuck_cursor", "shuffled", "future_candles")
 
 
 @dataclass(slots=True)
@@ -38,6 +41,8 @@ class Fault:
     """A switchable misbehaviour. `provider` None = every provider; `count` None = until cleared.
 
     `path`, when set, limits it to requests whose path contains it (e.g. `klines`: Binance's history only).
+    A fault is used up only by requests it applies to (a value fault without `path` by quote requests,
+    a history fault by history requests), so a scrape's candle requests do not take a quote's fault.
     """
 
     kind: str
@@ -62,8 +67,12 @@ class Fault:
     def hits(self, symbol: str) -> bool:
         return self.symbols is None or symbol in self.symbols
 
-    def applies(self, provider: str, path: str) -> bool:
-        return self.provider in (None, provider) and (self.path is None or self.path in path)
+    def applies(self, provider: str, path: str, history: bool) -> bool:
+        if self.provider not in (None, provider) or (self.path is not None and self.path not in path):
+            return False
+        if self.kind in HISTORY_FAULTS:
+            return history
+        return self.kind not in VALUE_FAULTS or self.path is not None or not history
 
 
 def raise_error_fault(fault: Fault, wire: Wire) -> None:

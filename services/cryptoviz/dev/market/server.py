@@ -148,12 +148,12 @@ class MarketServer:
                 "requests": sum(self.request_counts.values()),
             }
 
-    def _take_faults(self, provider: str, path: str) -> list[Fault]:
+    def _take_faults(self, provider: str, path: str, history: bool) -> list[Fault]:
         """The faults that apply to this request, using up one of each counted fault."""
         taken = []
         with self.lock:
             for fault in list(self.faults):
-                if not fault.applies(provider, path):
+                if not fault.applies(provider, path, history):
                     continue
                 taken.append(fault)
                 if fault.count is not None:
@@ -183,7 +183,8 @@ class MarketServer:
             self.path_counts[path] += 1
             if self.keep_requests is not None and len(self.requests) > 2 * self.keep_requests:
                 del self.requests[: -self.keep_requests]
-        faults = self._take_faults(provider, path)
+        history = any(fragment in path for fragment in wire.history_paths)
+        faults = self._take_faults(provider, path, history)
         for fault in faults:
             if fault.kind == "timeout":
                 time.sleep(fault.delay)
@@ -191,7 +192,7 @@ class MarketServer:
         try:
             for fault in faults:
                 raise_error_fault(fault, wire)
-            payload = self._answer(wire, path, query, headers, faults)
+            payload = self._answer(wire, path, query, headers, faults, history)
             status = 200
         except Reply as reply:
             payload, status, extra = reply.body, reply.status, dict(reply.headers)
@@ -208,11 +209,10 @@ class MarketServer:
         return status, data, extra
 
     def _answer(
-        self, wire: Wire, path: str, query: dict[str, str], headers: dict[str, str], faults: list[Fault]
+        self, wire: Wire, path: str, query: dict[str, str], headers: dict[str, str], faults: list[Fault], history: bool
     ) -> Any:
-        history_call = any(fragment in path for fragment in wire.history_paths)
         key = (path, query.get("symbol") or query.get("pair") or query.get("id") or "")
-        stuck = history_call and any(f.kind == "stuck_cursor" for f in faults)
+        stuck = history and any(f.kind == "stuck_cursor" for f in faults)
         if stuck and key in self._first_answers:
             return self._first_answers[key]
         with self.lock:
@@ -222,10 +222,10 @@ class MarketServer:
         if path.endswith(("/listings/latest", "/coins/markets")):
             rows = with_synthetic(rows, faults, now)
 
-        def history(symbol: str, interval: int, start: datetime, end: datetime) -> list[CandleRow]:
-            candles = getattr(self.feed, "candles", None)
+        def candles(symbol: str, interval: int, start: datetime, end: datetime) -> list[CandleRow]:
+            feed_candles = getattr(self.feed, "candles", None)
             with self.lock:
-                found = candles(symbol, interval, start, end) if candles is not None else []
+                found = feed_candles(symbol, interval, start, end) if feed_candles is not None else []
             return apply_candle_faults(symbol, found, faults, now)
 
         request = WireRequest(
@@ -235,7 +235,7 @@ class MarketServer:
             rows=rows,
             now=now,
             number=as_string if any(f.kind == "strings" for f in faults) else plain,
-            history=history,
+            history=candles,
             known_symbols=frozenset(KNOWN_COINS),
         )
         answer = wire.answer(request)
