@@ -32,6 +32,18 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
         server.stop()
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Any]:
+    """The ingester's real DuckDB store on a fresh file, for in-process storage and query tests."""
+    from cryptoviz.ingester.store import Store
+
+    opened = Store(tmp_path / "db.duckdb")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Debian Chromium per test module, driven by Playwright (never `playwright install`)."""

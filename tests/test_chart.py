@@ -56,6 +56,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "operator-all-namespaces": {"operator": {"watchAllNamespaces": True, "manageSchedule": False}},
     "persistence-off": {"nats": {"persistence": {"enabled": False}}, "ingester": {"persistence": {"enabled": False}}},
+    "backfill-off": {"backfill": {"enabled": False}, "operator": {"enabled": False}},
     "backup-on": {
         "backup": {"enabled": True},
         "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
@@ -130,7 +131,7 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any] | None:
     kind = doc["kind"]
     if kind == "Pod":
         return doc["spec"]
-    if kind in ("Deployment", "StatefulSet"):
+    if kind in ("Deployment", "StatefulSet", "Job"):
         return doc["spec"]["template"]["spec"]
     if kind == "CronJob":
         return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -237,6 +238,9 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
         ({"networkPolicy": {"providerCIDRs": ["anywhere"]}}, "/networkPolicy/providerCIDRs/0"),
         ({"dashboard": {"auth": {"type": "kerberos"}}}, "/dashboard/auth/type"),
         ({"ingester": {"terminationGracePeriodSeconds": 2}}, "/ingester/terminationGracePeriodSeconds"),
+        ({"backfill": {"days": 400}}, "/backfill/days"),
+        ({"backfill": {"days": "30d"}}, "/backfill/days"),
+        ({"backfill": {"enable": True}}, "additional properties 'enable' not allowed"),
     ],
 )
 def test_values_schema_rejects_wrong_types_and_unknown_keys(values: dict, message: str) -> None:
@@ -407,7 +411,6 @@ def test_default_render_wires_the_pipeline_together(renders: dict[str, Path]) ->
     assert scraper["args"] == ["scrape", "--once"]
     env = env_of(scraper)
     assert env["NATS_URL"] == f"nats://{FULLNAME}-nats:4222"
-    assert env["INGESTER_URL"] == f"http://{FULLNAME}-ingester:8000"  # asked what is stored, to fill holes
     assert env["SCRAPER_CONFIG"] == "/etc/cryptoviz/scraper.yaml"
     assert env["CMC_API_KEY"]["secretKeyRef"] == {
         "name": f"{FULLNAME}-providers",
@@ -603,6 +606,40 @@ def test_persistence_off_uses_empty_dirs(renders: dict[str, Path]) -> None:
         assert {"name": "data", "emptyDir": {}} in sts["spec"]["template"]["spec"]["volumes"]
 
 
+def test_backfill_hook_job_runs_the_scraper_pod_after_install_and_upgrade(renders: dict[str, Path]) -> None:
+    docs = load(renders, "defaults")
+    job = one(docs, "Job", f"{FULLNAME}-backfill")
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "post-install,post-upgrade"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    spec = job["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], spec["ttlSecondsAfterFinished"]) == (2, 1200, 86400)
+    pod = spec["template"]["spec"]
+    scraper = pod_spec(one(docs, "CronJob", f"{FULLNAME}-scraper"))
+    (container,) = pod["containers"]
+    assert container["args"] == ["backfill"]
+    env = env_of(container)
+    assert env["BACKFILL_DAYS"] == "30" and "BACKFILL_SYMBOLS" not in env  # every tracked coin
+    scraper_env = env_of(scraper["containers"][0])
+    assert scraper_env["INGESTER_URL"] == f"http://{FULLNAME}-ingester:8000"  # coverage, for gap filling
+    assert {k: v for k, v in env.items() if k != "BACKFILL_DAYS"} == scraper_env
+    same = ("securityContext", "volumes", "automountServiceAccountToken", "enableServiceLinks", "restartPolicy")
+    assert {k: pod[k] for k in same} == {k: scraper[k] for k in same}
+    assert container["securityContext"] == scraper["containers"][0]["securityContext"]
+    assert container["volumeMounts"] == scraper["containers"][0]["volumeMounts"]
+    assert pod_labels(job)["app.kubernetes.io/component"] == "backfill"
+    operator_env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-operator"))["containers"][0])
+    assert (operator_env["BACKFILL_DAYS"], operator_env["BACKFILL_TTL_SECONDS"]) == ("30", "86400")
+    assert (operator_env["BACKFILL_ACTIVE_DEADLINE_SECONDS"], operator_env["BACKFILL_BACKOFF_LIMIT"]) == ("1200", "2")
+    assert operator_env["BACKFILL_CONCURRENCY"] == "2"
+
+    off = docs_of(helm_template({"backfill": {"enabled": False}}).stdout)
+    assert not find(off, "Job")
+    assert env_of(pod_spec(one(off, "Deployment", f"{FULLNAME}-operator"))["containers"][0])["BACKFILL_DAYS"] == "0"
+    none = load(renders, "backfill-off")
+    assert not find(none, "Job") and not [p for p in find(none, "NetworkPolicy") if component(p) == "backfill"]
+
+
 def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) -> None:
     docs = load(renders, "backup-on")
     cron = one(docs, "CronJob", f"{FULLNAME}-backup")
@@ -738,9 +775,10 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
         and _allowed(policies, "ingress", dst_labels, src_labels, port)
     }
     expected = {
-        ("scraper", "nats", 4222), ("scraper", "ingester", 8000), ("ingester", "nats", 4222),
-        ("dashboard", "ingester", 8000), ("operator", "ingester", 8000), ("test", "ingester", 8000),
-        ("test", "dashboard", 5006), ("test", "dashboard", 9464),
+        ("scraper", "nats", 4222), ("ingester", "nats", 4222), ("dashboard", "ingester", 8000),
+        ("operator", "ingester", 8000), ("test", "ingester", 8000), ("test", "dashboard", 5006),
+        ("test", "dashboard", 9464), ("scraper", "ingester", 8000),
+        ("backfill", "nats", 4222), ("backfill", "ingester", 8000),
     }  # fmt: skip
     if scenario == "backup-on":
         expected.add(("backup", "ingester", 8000))
@@ -757,6 +795,8 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}
     }
     assert by_comp["nats"]["egress"] == [] and by_comp["scraper"]["ingress"] == []
+    # The operator's backfill Jobs carry the backfill labels (the hook Job's), so this policy holds for them.
+    assert by_comp["backfill"]["egress"] == by_comp["scraper"]["egress"] and by_comp["backfill"]["ingress"] == []
 
 
 # ---------------------------------------------------------------- operator RBAC
@@ -787,6 +827,7 @@ def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
         ("", "configmaps", (), ("create",)),
         ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch")),
         ("batch", "cronjobs", (f"{FULLNAME}-scraper",), ("get", "patch")),
+        ("batch", "jobs", (), ("create", "get")),
     }
     for binding in (one(docs, "RoleBinding", name), one(docs, "RoleBinding", f"{name}-config")):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}]
@@ -800,10 +841,13 @@ def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
     assert _rules(cluster_role) == WATCH_RULES
     binding = one(docs, "ClusterRoleBinding", f"{NAMESPACE}-{name}")
     assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
-    # Without schedule management there is no CronJob access at all.
+    # Without schedule management the CronJob is only read (its pod template runs the backfill Jobs);
+    # Jobs stay namespaced to the release even when TrackedCryptos are watched everywhere.
     assert _rules(one(docs, "Role", f"{name}-config")) == {
         ("", "configmaps", (), ("create",)),
         ("", "configmaps", (f"{FULLNAME}-scraper-config",), ("get", "patch")),
+        ("batch", "cronjobs", (f"{FULLNAME}-scraper",), ("get",)),
+        ("batch", "jobs", (), ("create", "get")),
     }
     args = pod_spec(one(docs, "Deployment", name))["containers"][0]["args"]
     assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]

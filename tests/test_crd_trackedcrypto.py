@@ -105,7 +105,11 @@ def test_crd_is_a_valid_custom_resource_definition() -> None:
     assert CRD["spec"]["names"]["categories"] == ["cryptoviz"]
     assert VERSION["name"] == "v1alpha1" and VERSION["subresources"] == {"status": {}}
     columns = [c["name"] for c in VERSION["additionalPrinterColumns"] if not c.get("priority")]
-    assert columns == ["Symbol", "Price", "24h %", "Last Seen", "Ready", "Age"]
+    assert columns == ["Symbol", "Price", "24h %", "Last Seen", "History", "Ready", "Age"]
+    history = next(c for c in VERSION["additionalPrinterColumns"] if c["name"] == "History")
+    assert (history["type"], history["jsonPath"]) == ("date", ".status.history.from")
+    wide = [c["name"] for c in VERSION["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Reason", "Accepted", "Backfilled"]
     assert SCHEMA["properties"]["spec"]["properties"]["symbol"]["pattern"] == SYMBOL_PATTERN
 
 
@@ -119,7 +123,7 @@ def test_every_cel_rule_compiles_and_has_a_message() -> None:
         return found
 
     all_rules = rules(SCHEMA)
-    assert len(all_rules) == 3
+    assert len(all_rules) == 4
     for rule in all_rules:
         CEL.compile(rule["rule"])
         assert rule["message"]
@@ -140,6 +144,11 @@ def test_examples_are_valid(path: Path) -> None:
         {"ids": {"coinmarketcap": "1"}},
         {"providers": ["binance", "kraken"], "paused": True, "displayName": "Bitcoin"},
         {"alerts": [{"below": 10}, {"above": 20}, {"change24hAbove": 5, "cooldown": "1d"}]},
+        {"backfill": "90d"},
+        {"backfill": "365d"},
+        {"backfill": "0"},
+        {"backfill": 0},
+        {"backfill": 30},
     ],
 )
 def test_valid_specs(spec: dict[str, Any]) -> None:
@@ -186,6 +195,12 @@ INVALID = {
         "spec.alerts.0.cooldown: 'soon' does not match",
     ),
     "too many alerts": (manifest(alerts=[{"above": i + 1} for i in range(11)]), "is too long"),
+    "backfill over a year": (manifest(backfill="366d"), ".spec.backfill: backfill must be at most 365d"),
+    "backfill 999d": (manifest(backfill="999d"), ".spec.backfill: backfill must be at most 365d"),
+    "backfill in weeks": (manifest(backfill="4w"), "spec.backfill: '4w' is not valid"),
+    "backfill with a leading zero": (manifest(backfill="090d"), "spec.backfill: '090d' is not valid"),
+    "backfill days as a big number": (manifest(backfill=400), "spec.backfill: 400 is not valid"),
+    "backfill negative": (manifest(backfill=-1), "spec.backfill: -1 is not valid"),
 }
 
 

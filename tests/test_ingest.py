@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -13,7 +11,15 @@ import duckdb
 import pytest
 from cryptoviz.core import contract
 from cryptoviz.core.quote import format_ts
-from test_ingest_harness import Ingester, chunked, market_quotes, publish, scrapes, synthetic_quotes
+from test_ingest_harness import (
+    Ingester,
+    chunked,
+    kill_while_publishing,
+    market_quotes,
+    publish,
+    scrapes,
+    synthetic_quotes,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -98,18 +104,8 @@ def test_sigkill_at_any_moment_loses_and_doubles_nothing(nats_server, tmp_path: 
     messages = chunked(quotes, 250)
     db = tmp_path / "kill.duckdb"
     ingester = Ingester(nats_server.url, db, tmp_path / "kill.log", BATCH_SIZE="1000", BATCH_TIMEOUT="0.02")
-    publisher = threading.Thread(target=_publish_slowly, args=(nats_server.url, messages, 3.0))
-    kills = 0
-    rng = random.Random(7)
     try:
-        ingester.start()
-        publisher.start()
-        while publisher.is_alive() or kills < 5:
-            time.sleep(rng.uniform(0.05, 0.5))
-            ingester.kill()
-            kills += 1
-            ingester.start()
-        publisher.join()
+        kills = kill_while_publishing(ingester, nats_server.url, messages, seconds=3.0, kills=5, seed=7)
         ingester.wait_records(len(quotes), timeout=60)
         time.sleep(2.5)  # longer than ACK_WAIT: any straggling redelivery lands, and must not add rows
         stats = ingester.json("/api/v1/stats")
@@ -125,15 +121,6 @@ def test_sigkill_at_any_moment_loses_and_doubles_nothing(nats_server, tmp_path: 
         stored = conn.execute("SELECT coin_id, epoch_us(timestamp), price FROM crypto_prices").fetchall()
     expected = {(q.coin_id, int(q.timestamp.timestamp() * 1_000_000), q.price) for q in quotes}
     assert set(stored) == expected
-
-
-def _publish_slowly(url: str, messages: list, seconds: float) -> None:
-    """Spread the publishes over `seconds` so kills land while quotes flow."""
-    slices = 40
-    size = max(1, len(messages) // slices)
-    for start in range(0, len(messages), size):
-        publish(url, messages[start : start + size])
-        time.sleep(seconds / slices)
 
 
 def test_crash_between_commit_and_ack_is_redelivered_as_duplicates(nats_server, tmp_path: Path):

@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import nats
 import orjson
 import pytest
 from cryptoviz.core import contract
-from test_ingest_harness import Ingester, chunked, publish, publish_raw, synthetic_quotes
+from test_ingest_harness import Ingester, chunked, dead_letters, publish, publish_raw, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -33,20 +32,6 @@ def tmpfs(path: Path, options: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-async def _dead_letters(url: str, expected: int) -> list:
-    nc = await nats.connect(url)
-    try:
-        sub = await nc.jetstream().pull_subscribe(f"{contract.DEADLETTER_PREFIX}.>", stream=contract.STREAM_NAME)
-        messages = []
-        give_up = time.monotonic() + 20
-        while len(messages) < expected and time.monotonic() < give_up:
-            with contextlib.suppress(nats.errors.TimeoutError):
-                messages.extend(await sub.fetch(10, timeout=1))
-        return messages
-    finally:
-        await nc.close()
-
-
 def test_poison_messages_are_dead_lettered_counted_and_acked(nats_server, tmp_path: Path):
     good = synthetic_quotes(40, coins=4)
     message = contract.encode_scrape("demo", good)[0]
@@ -61,7 +46,7 @@ def test_poison_messages_are_dead_lettered_counted_and_acked(nats_server, tmp_pa
         publish_raw(nats_server.url, subject, orjson.dumps({"schema": 1, "provider": "demo"}))
         publish_raw(nats_server.url, subject, orjson.dumps(body), {contract.MSG_ID_HEADER: "partly-bad"})
         ingester.wait_records(38)
-        letters = asyncio.run(_dead_letters(nats_server.url, 3))
+        letters = asyncio.run(dead_letters(nats_server.url, 3))
         time.sleep(2.5)  # past ACK_WAIT: nothing may come back (the poison was acked)
         stats = ingester.json("/api/v1/stats")
         metrics = ingester.get("/metrics").text

@@ -4,11 +4,14 @@ subprocess on free ports, quotes built from the shared market CSVs, JetStream pu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +20,7 @@ from pathlib import Path
 import nats
 import requests
 from cryptoviz.core import contract
+from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.nats import ensure_stream, free_port
 from cryptoviz.core.quote import Quote, make_quote
 
@@ -46,6 +50,41 @@ def market_quotes(market_dir: Path, provider: str = "replay", rows: int | None =
                     )
                 )
     return quotes
+
+
+def market_candles(
+    market_dir: Path, provider: str = "binance", rows: int | None = None, symbols: Iterable[str] | None = None
+) -> list[Candle]:
+    """One 5-minute candle per CSV row (symbol from the file name), as a provider's history gives them."""
+    wanted = set(symbols) if symbols is not None else None
+    candles = []
+    received = datetime(2026, 1, 1, tzinfo=UTC)
+    for path in sorted(market_dir.glob("*.csv")):
+        symbol = path.name.split("-")[0]
+        if wanted is not None and symbol not in wanted:
+            continue
+        with path.open() as handle:
+            for index, row in enumerate(csv.DictReader(handle)):
+                if rows is not None and index >= rows:
+                    break
+                candles.append(
+                    make_candle(
+                        provider=provider,
+                        coin_id=symbol + "USDT",
+                        symbol=symbol,
+                        name=symbol.title(),
+                        interval=300,
+                        open_time=row["Date"],
+                        open=row["Open"],
+                        high=row["High"],
+                        low=row["Low"],
+                        close=row["Close"],
+                        volume=row["Volume"],
+                        received_at=received,
+                        now=received,
+                    )
+                )
+    return candles
 
 
 def synthetic_quotes(count: int, coins: int = 20, provider: str = "demo", start: datetime | None = None) -> list[Quote]:
@@ -110,6 +149,54 @@ def publish(url: str, messages: list[contract.OutgoingMessage]) -> None:
 
 def publish_raw(url: str, subject: str, payload: bytes, headers: dict[str, str] | None = None) -> None:
     asyncio.run(publish_async(url, [contract.OutgoingMessage(subject, payload, headers or {})]))
+
+
+def publish_slowly(url: str, messages: list[contract.OutgoingMessage], seconds: float, slices: int = 40) -> None:
+    """Spread the publishes over `seconds` so kills land while messages flow."""
+    size = max(1, len(messages) // slices)
+    for start in range(0, len(messages), size):
+        publish(url, messages[start : start + size])
+        time.sleep(seconds / slices)
+
+
+def kill_while_publishing(
+    ingester: Ingester,
+    url: str,
+    messages: list,
+    *,
+    seconds: float,
+    kills: int,
+    seed: int,
+    pause: tuple[float, float] = (0.05, 0.5),
+) -> int:
+    """Publish slowly while SIGKILLing and restarting the ingester at random moments; kills made."""
+    publisher = threading.Thread(target=publish_slowly, args=(url, messages, seconds))
+    rng = random.Random(seed)
+    made = 0
+    ingester.start()
+    publisher.start()
+    while publisher.is_alive() or made < kills:
+        time.sleep(rng.uniform(*pause))
+        ingester.kill()
+        made += 1
+        ingester.start()
+    publisher.join()
+    return made
+
+
+async def dead_letters(url: str, expected: int) -> list:
+    """Up to `expected` messages parked on `cryptoviz.deadletter.>` (waits at most 20 s for them)."""
+    nc = await nats.connect(url)
+    try:
+        sub = await nc.jetstream().pull_subscribe(f"{contract.DEADLETTER_PREFIX}.>", stream=contract.STREAM_NAME)
+        messages = []
+        give_up = time.monotonic() + 20
+        while len(messages) < expected and time.monotonic() < give_up:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                messages.extend(await sub.fetch(10, timeout=1))
+        return messages
+    finally:
+        await nc.close()
 
 
 class Ingester:
@@ -180,12 +267,22 @@ class Ingester:
         assert response.status_code == 200, response.text
         return response.json()
 
-    def wait_records(self, count: int, timeout: float = 60.0) -> dict:
+    def wait_lag_zero(self, timeout: float = 30.0) -> dict:
+        """/stats once every message fetched has been acked (nothing pending, nothing in flight)."""
+        give_up = time.monotonic() + timeout
+        while True:
+            stats = self.json("/api/v1/stats")
+            if stats["consumer_lag"] == 0 or time.monotonic() > give_up:
+                return stats
+            time.sleep(0.2)
+
+    def wait_records(self, count: int, timeout: float = 60.0, key: str = "records") -> dict:
+        """/stats once its `key` (records, candles, duplicates, ...) reaches `count`."""
         give_up = time.monotonic() + timeout
         stats = {}
         while time.monotonic() < give_up:
             stats = self.json("/api/v1/stats")
-            if stats["records"] >= count:
+            if stats[key] >= count:
                 return stats
             time.sleep(0.2)
-        raise TimeoutError(f"only {stats.get('records')} of {count} records after {timeout}s")
+        raise TimeoutError(f"only {stats.get(key)} of {count} {key} after {timeout}s")

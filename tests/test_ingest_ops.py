@@ -16,12 +16,14 @@ import pytest
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import queries
 from cryptoviz.ingester.retention import apply_retention
+from cryptoviz.ingester.schema import MIGRATIONS
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked, publish, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(120)
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
+LATEST = MIGRATIONS[-1][0]
 
 
 def _quote(minute: int, price: float, coin: str = "bitcoin", symbol: str = "BTC") -> Quote:
@@ -42,7 +44,7 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         )
     store = Store(path)
     try:
-        assert store.version == 3
+        assert store.version == LATEST
         cur = store.reader()
         # The original README's queries, unchanged.
         rows = cur.execute("SELECT name, symbol, price FROM crypto_prices ORDER BY timestamp DESC LIMIT 10").fetchall()
@@ -58,8 +60,8 @@ def test_legacy_file_is_migrated_and_original_queries_still_work(tmp_path: Path)
         store.close()
     again = Store(path)
     try:
-        assert again.version == 3
-        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == 3
+        assert again.version == LATEST
+        assert again.reader().execute("SELECT count(*) FROM schema_migrations").fetchall()[0][0] == LATEST
     finally:
         again.close()
 

@@ -10,6 +10,7 @@ import itertools
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import yaml
 from cryptoviz.core.config import parse_config
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
+from test_operator_backfill import chart_cronjob
 
 ROOT = Path(__file__).resolve().parent.parent
 KOPF = Path(sys.executable).parent / "kopf"
@@ -28,6 +30,7 @@ NS = "cryptoviz"
 TC = "cryptoviz.io/v1alpha1/trackedcryptos"
 CM = "v1/configmaps"
 CRONJOB = "batch/v1/cronjobs"
+JOBS = "batch/v1/jobs"
 CONFIGMAP_NAME = "cryptoviz-scraper-config"
 CRONJOB_NAME = "cryptoviz-scraper"
 TEST_AGENT = "cryptoviz-tests"
@@ -74,15 +77,14 @@ class Cluster:
         )
         server.resources[CM] = info(kind="ConfigMap", namespaced=True, verbs=verbs)
         server.resources[CRONJOB] = info(kind="CronJob", namespaced=True, verbs=verbs)
+        server.resources[JOBS] = info(kind="Job", namespaced=True, verbs=verbs, subresources={"status"})
         server.resources["v1/events"] = info(kind="Event", namespaced=True, verbs=verbs)
         # kopf waits to discover namespaces even when it never lists them (scanning is disabled)
         server.resources["v1/namespaces"] = info(kind="Namespace", namespaced=False, verbs={"list", "watch"})
-        server.objects[CRONJOB, NS, CRONJOB_NAME] = {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": CRONJOB_NAME, "namespace": NS, "uid": "cj", "resourceVersion": "1"},
-            "spec": {"schedule": "*/30 * * * *", "jobTemplate": {}},
-        }
+        cronjob = chart_cronjob()  # the chart's own, so backfill Jobs get its real pod template
+        cronjob["metadata"].update(name=CRONJOB_NAME, namespace=NS, uid="cj", resourceVersion="1")
+        cronjob["spec"]["schedule"] = "*/30 * * * *"
+        server.objects[CRONJOB, NS, CRONJOB_NAME] = cronjob
         self.ingester_url = f"http://127.0.0.1:{free_port()}"  # nothing listens: unreachable
         self.kubeconfig = tmp_path / "kubeconfig"
         self.kubeconfig.write_text(
@@ -136,6 +138,13 @@ class Cluster:
     def schedule(self) -> str:
         return self.k.objects[CRONJOB, NS, CRONJOB_NAME].raw["spec"]["schedule"]
 
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: obj.raw
+            for (resource, ns, name), obj in self.k.objects.items()
+            if resource.plural == "jobs" and ns == NS and not obj.deleted
+        }
+
     def events(self, namespace: str = NS) -> list[dict[str, Any]]:
         return [
             obj.raw
@@ -178,7 +187,7 @@ async def start_operator(
     procs: list[asyncio.subprocess.Process] = []
     logs: list[Path] = []
 
-    async def start(scope: str = f"--namespace={NS}") -> asyncio.subprocess.Process:
+    async def start(scope: str = f"--namespace={NS}", **extra_env: str) -> asyncio.subprocess.Process:
         port = free_port()
         env = {
             **os.environ,
@@ -189,6 +198,7 @@ async def start_operator(
             "MANAGE_SCHEDULE": "true",
             "INGESTER_URL": cluster.ingester_url,
             "STATUS_REFRESH_INTERVAL": "1",
+            **extra_env,
         }
         log = tmp_path / f"operator-{len(logs)}.log"
         logs.append(log)
@@ -324,6 +334,8 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
         ("patch", "", "configmaps"),
         ("get", "batch", "cronjobs"),
         ("patch", "batch", "cronjobs"),
+        ("create", "batch", "jobs"),  # btc's spec.backfill: 90d
+        ("get", "batch", "jobs"),
     }
 
     # restart: same objects, same world → not a single write
@@ -487,3 +499,151 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
     finally:
         ingester.terminate()
         await asyncio.wait_for(ingester.wait(), 30)
+
+
+def hourly_candles(symbol: str, coin_id: str, hours: int) -> list:
+    """The provider's 1-hour candles of the last `hours` whole hours."""
+    from cryptoviz.core.candle import make_candle
+
+    now = datetime.now(UTC)
+    last = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    return [
+        make_candle(
+            provider="binance",
+            coin_id=coin_id,
+            symbol=symbol,
+            name=symbol,
+            interval=3600,
+            open_time=last - timedelta(hours=h),
+            open=100,
+            high=110,
+            low=90,
+            close=105,
+            received_at=now,
+        )
+        for h in range(hours)
+    ]
+
+
+@pytest.mark.timeout(120)
+async def test_backfill_jobs_are_started_once_per_depth_and_reported(
+    cluster: Cluster,
+    start_operator: Callable[..., Awaitable[asyncio.subprocess.Process]],
+    nats_server: Any,
+    tmp_path: Path,
+) -> None:
+    """A new TrackedCrypto gets one backfill Job (the scraper's pod running `cryptoviz backfill` for its
+    symbol, owned by it); Backfilled follows the Job and the real ingester's coverage; a deeper
+    spec.backfill starts another Job, a shallower one nothing; a restart starts nothing again."""
+    from cryptoviz.core import contract
+    from cryptoviz_operator.backfill import job_name
+    from test_ingest_harness import Ingester, publish_async
+
+    ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log").start()
+    try:
+        await publish_async(
+            nats_server.url, contract.encode_candles("binance", hourly_candles("BTC", "BTCUSDT", 28 * 24))
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await get_json(f"{ingester.url}/api/v1/stats"))["candles"] < 28 * 24:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+        first = (await get_json(f"{ingester.url}/api/v1/coins"))["data"][0]["first_timestamp"]
+        cluster.ingester_url = ingester.url
+        settings = {"BACKFILL_DAYS": "30", "BACKFILL_TTL_SECONDS": "600", "BACKFILL_CONCURRENCY": "1"}
+        operator = await start_operator(**settings)
+
+        btc = example("btc", "2026-01-01T00:00:00Z", "uid-btc")  # spec.backfill: 90d
+        eth = example("eth", "2026-01-02T00:00:00Z", "uid-eth")  # none: the chart's 30 days
+        usdt = example("usdt", "2026-01-03T00:00:00Z", "uid-usdt")
+        usdt["spec"]["paused"] = True
+        for obj in (btc, eth, usdt):
+            await cluster.apply(obj)
+        names = {"btc": job_name(btc, 90), "eth": job_name(eth, 30)}
+        # one Job at a time (BACKFILL_CONCURRENCY=1): the older object first, the other one queued
+        jobs = await eventually(lambda: cluster.jobs(), what="a backfill Job")
+        assert set(jobs) == {names["btc"]}
+        queued = await eventually(lambda: cluster.condition("eth", "Backfilled"), what="eth Backfilled")
+        assert (queued["status"], queued["reason"]) == ("False", "Queued")
+        job = jobs[names["btc"]]
+        assert job["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "cryptoviz.io/v1alpha1",
+                "kind": "TrackedCrypto",
+                "name": "btc",
+                "uid": "uid-btc",
+                "controller": True,
+            }
+        ]
+        assert job["spec"]["ttlSecondsAfterFinished"] == 600
+        pod = job["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["args"] == ["backfill"]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        assert (env["BACKFILL_DAYS"], env["BACKFILL_SYMBOLS"]) == ("90", "BTC")
+        assert env["NATS_URL"].startswith("nats://") and env["INGESTER_URL"].startswith("http://")
+        assert env["CMC_API_KEY"]["secretKeyRef"]["optional"] is True
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "backfill"
+
+        # Running, with the coverage the ingester reports
+        since = first.removesuffix("Z")[:10]
+        running = await eventually(
+            lambda: (
+                "history from" in cluster.condition("btc", "Backfilled")["message"]
+                and cluster.condition("btc", "Backfilled")
+            ),
+            what="btc Backfilled with progress",
+        )
+        assert (running["status"], running["reason"]) == ("False", "Running")
+        assert f"history from {since}, 28 of 90 days" in running["message"]
+        assert cluster.tc("btc")["status"]["history"] == {"from": first, "days": 90, "job": names["btc"]}
+        paused = await eventually(lambda: cluster.condition("usdt", "Backfilled"), what="usdt Backfilled")
+        assert (paused["status"], paused["reason"]) == ("False", "Paused")
+
+        # the Job completes; the queued one starts
+        await complete_job(cluster, names["btc"])
+        done = await eventually(
+            lambda: (
+                cluster.condition("btc", "Backfilled")["status"] == "True" and cluster.condition("btc", "Backfilled")
+            ),
+            what="btc Backfilled=True",
+        )
+        assert done["reason"] == "Complete" and f"history from {since}, 28 of 90 days" in done["message"]
+        await eventually(lambda: names["eth"] in cluster.jobs(), what="eth's Job after btc's")
+        assert env_of(cluster.jobs()[names["eth"]])["BACKFILL_DAYS"] == "30"
+
+        # deeper: a second Job (once eth's is done); shallower: nothing
+        await cluster.change("btc", 2, backfill="120d")
+        await cluster.change("eth", 2, backfill="7d")
+        await eventually(lambda: cluster.condition("btc", "Backfilled")["reason"] == "Queued", what="btc queued")
+        await complete_job(cluster, names["eth"])
+        await eventually(lambda: job_name(btc, 120) in cluster.jobs(), what="btc's 120-day Job")
+        await asyncio.sleep(2)  # refresh rounds
+        assert set(cluster.jobs()) == {*names.values(), job_name(btc, 120)}
+        assert cluster.tc("eth")["status"]["history"]["days"] == 30
+
+        # the TTL removes a finished Job: nothing is started again, even after a restart
+        assert await cluster.request("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/{names['btc']}") == 200
+        await stop(operator)
+        await start_operator(**settings)
+        await asyncio.sleep(3)
+        assert set(cluster.jobs()) == {names["eth"], job_name(btc, 120)}
+        creates = [
+            r for r in cluster.k if r.method.name == "POST" and r.resource is not None and r.resource.plural == "jobs"
+        ]
+        assert len(creates) == 3
+    finally:
+        ingester.stop()
+
+
+async def complete_job(cluster: Cluster, name: str) -> None:
+    """What the Job controller would write when the backfill pod exits 0."""
+    complete = {"status": {"conditions": [{"type": "Complete", "status": "True"}], "succeeded": 1}}
+    assert await cluster.request("PATCH", f"/apis/batch/v1/namespaces/{NS}/jobs/{name}/status", complete) == 200
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in container["env"]}

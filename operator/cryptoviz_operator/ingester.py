@@ -1,4 +1,5 @@
-"""Reading the ingester's HTTP API (`/api/v1/latest`, `/api/v1/alerts`) for status and alert Events."""
+"""Reading the ingester's HTTP API (`/api/v1/latest`, `/api/v1/alerts`, `/api/v1/coverage`) for
+status, alert Events and backfill progress."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+
+COVERAGE_SYMBOLS = 200
 
 
 class IngesterError(RuntimeError):
@@ -26,7 +29,8 @@ class IngesterClient:
                 session.get(url, params=params, headers={"Accept": "application/json"}) as response,
             ):
                 if response.status != 200:
-                    raise IngesterError(f"GET {path} answered HTTP {response.status}")
+                    detail = (await response.text())[:200]
+                    raise IngesterError(f"GET {path} answered HTTP {response.status}: {detail}")
                 body = await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise IngesterError(f"GET {path} failed: {exc or type(exc).__name__}") from None
@@ -42,3 +46,16 @@ class IngesterClient:
     async def alerts(self, since: datetime) -> list[dict[str, Any]]:
         """Alerts the ingester fired at or after `since`."""
         return await self._rows("/api/v1/alerts", {"since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+
+    async def coverage(self, symbols: Iterable[str], since: datetime) -> list[dict[str, Any]]:
+        """Every stored series of these symbols since `since`: first/last time and gaps of an hour or more."""
+        rows: list[dict[str, Any]] = []
+        wanted = sorted(set(symbols))
+        for start in range(0, len(wanted), COVERAGE_SYMBOLS):  # the API takes at most 200 symbols
+            params = {
+                "symbols": ",".join(wanted[start : start + COVERAGE_SYMBOLS]),
+                "since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "min_gap": "3600",
+            }
+            rows += await self._rows("/api/v1/coverage", params)
+        return rows

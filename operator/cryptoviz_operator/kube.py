@@ -47,6 +47,17 @@ async def _merge_patch(patch_call: Callable[..., Any], name: str, namespace: str
     await asyncio.to_thread(patch_call, name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False)
 
 
+async def _create_once(create: Callable[..., Any], namespace: str, body: dict[str, Any]) -> bool:
+    """A `create_namespaced_*` call; False on 409 (an object of that name exists: made before)."""
+    try:
+        await asyncio.to_thread(create, namespace, body, _preload_content=False)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    return True
+
+
 class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
@@ -72,6 +83,14 @@ class KubeApi:
     async def patch_cronjob(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """`patch cronjobs.batch`."""
         await _merge_patch(self.batch.patch_namespaced_cron_job, name, namespace, patch)
+
+    async def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """`get jobs.batch`; None when absent (never made, or cleaned up by its TTL)."""
+        return await _read_or_none(self.batch.read_namespaced_job, name, namespace)
+
+    async def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        """`create jobs.batch`; False when a Job of that name exists already (made before)."""
+        return await _create_once(self.batch.create_namespaced_job, namespace, body)
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any] | None:
         """`patch trackedcryptos/status`; the updated object, or None if it is gone."""
@@ -116,10 +135,4 @@ class KubeApi:
 
     async def create_event(self, namespace: str, body: dict[str, Any]) -> bool:
         """`create events`; False when an event of that name exists (already reported)."""
-        try:
-            await asyncio.to_thread(self.core.create_namespaced_event, namespace, body, _preload_content=False)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        return await _create_once(self.core.create_namespaced_event, namespace, body)

@@ -1,4 +1,4 @@
-"""Applying the rendering: the ConfigMap, the CronJob schedule, every object's status, Events.
+"""Applying the rendering: the ConfigMap, the CronJob schedule, backfill Jobs, every object's status, Events.
 
 Everything is compare-then-write, so re-running (another handler, a restart, the periodic
 refresh) with the same TrackedCryptos writes nothing. One lock serialises all of it: the last
@@ -15,7 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptoviz_operator import backfill
 from cryptoviz_operator.ingester import IngesterClient, IngesterError
+from cryptoviz_operator.jobs import Backfills
 from cryptoviz_operator.kube import GROUP, VERSION, KubeApi
 from cryptoviz_operator.render import ALERT_CONDITIONS, Decision, ObjectKey, Rendering, object_key, render
 from cryptoviz_operator.settings import Settings
@@ -71,6 +73,7 @@ class Operator:
         self.schedule: str | None = None
         self.cronjob_missing_logged = False
         self.ingest: IngestView | None = None
+        self.backfills = Backfills(settings, kube, ingester)
         self.alerts_since = _now() - ALERT_LOOKBACK
 
     # -- the view of objects -------------------------------------------------------------------
@@ -127,6 +130,7 @@ class Operator:
             view = self._with_written_status(objects())
             symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
             self.ingest = await self._fetch_latest(symbols) if symbols else None
+            await self.backfills.refresh_coverage(view)
             rendering = await self._reconcile(view, verify=True)
             if symbols:
                 await self._surface_alerts(self._with_written_status(view), rendering)
@@ -151,7 +155,8 @@ class Operator:
             await self._ensure_configmap(rendering)
         if self.settings.manage_schedule and (verify or rendering.schedule != self.schedule):
             await self._ensure_schedule(rendering.schedule)
-        await self._sync_statuses(objects, rendering.decisions)
+        plans = await self.backfills.sync(objects, rendering.decisions)
+        await self._sync_statuses(objects, rendering.decisions, plans)
         return rendering
 
     async def _write_configmap(self, current: Mapping[str, Any] | None, rendering: Rendering) -> None:
@@ -206,13 +211,20 @@ class Operator:
         merged = {**(obj.get("status") or {}), **changes}
         self.written[key] = (meta.get("uid"), patched.get("status") or merged)
 
-    async def _sync_statuses(self, objects: list[dict[str, Any]], decisions: Mapping[ObjectKey, Decision]) -> None:
+    async def _sync_statuses(
+        self,
+        objects: list[dict[str, Any]],
+        decisions: Mapping[ObjectKey, Decision],
+        plans: Mapping[ObjectKey, backfill.Plan],
+    ) -> None:
         now = _now()
         for obj in objects:
             key = object_key(obj)
             decision = decisions[key]
             current = obj.get("status") or {}
-            changes = status_changes(current, desired_status(obj, decision, self.ingest, now))
+            plan = plans[key]
+            desired = desired_status(obj, decision, self.ingest, now, plan.condition, plan.history)
+            changes = status_changes(current, desired)
             if changes:
                 await self._patch_status(obj, changes)
             if not decision.accepted:

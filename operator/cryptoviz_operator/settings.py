@@ -30,6 +30,17 @@ def _bool(name: str, value: str) -> bool:
     raise SettingsError(f"{name} must be true or false, not {value!r}")
 
 
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     ingester_url: str = "http://127.0.0.1:8000"
@@ -38,6 +49,13 @@ class Settings:
     manage_schedule: bool = False
     pod_namespace: str = "default"
     status_refresh_interval: float = 60.0
+    backfill_days: int = 0
+    """Depth of the backfill Job for a TrackedCrypto without `spec.backfill` (0: none)."""
+    backfill_ttl_seconds: int = 86400
+    backfill_active_deadline_seconds: int = 3600
+    backfill_backoff_limit: int = 2
+    backfill_concurrency: int = 2
+    """Backfill Jobs running at once at most."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -55,4 +73,11 @@ class Settings:
             manage_schedule=_bool("MANAGE_SCHEDULE", env.get("MANAGE_SCHEDULE", "false")),
             pod_namespace=env.get("POD_NAMESPACE") or _namespace_default(),
             status_refresh_interval=interval,
+            backfill_days=_int(env, "BACKFILL_DAYS", cls.backfill_days, 0, 365),
+            backfill_ttl_seconds=_int(env, "BACKFILL_TTL_SECONDS", cls.backfill_ttl_seconds, 0, 90 * 86400),
+            backfill_active_deadline_seconds=_int(
+                env, "BACKFILL_ACTIVE_DEADLINE_SECONDS", cls.backfill_active_deadline_seconds, 60, 7 * 86400
+            ),
+            backfill_backoff_limit=_int(env, "BACKFILL_BACKOFF_LIMIT", cls.backfill_backoff_limit, 0, 20),
+            backfill_concurrency=_int(env, "BACKFILL_CONCURRENCY", cls.backfill_concurrency, 1, 100),
         )

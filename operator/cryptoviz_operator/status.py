@@ -106,9 +106,15 @@ def _ready(
 
 
 def desired_status(
-    obj: Mapping[str, Any], decision: Decision, ingest: IngestView | None, now: datetime
+    obj: Mapping[str, Any],
+    decision: Decision,
+    ingest: IngestView | None,
+    now: datetime,
+    backfilled: tuple[str, str, str] | None = None,
+    history: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status fields the operator owns (conditions, observedGeneration, price, change24h, lastSeen)."""
+    """The status fields the operator owns (conditions, observedGeneration, price, change24h, lastSeen,
+    history). `backfilled` is the Backfilled condition's (status, reason, message), None to keep it."""
     current = obj.get("status") or {}
     generation = (obj.get("metadata") or {}).get("generation")
     stamp = format_time(now)
@@ -138,6 +144,13 @@ def desired_status(
     status: dict[str, Any] = {
         "conditions": [accepted, _condition("Ready", *ready, generation, previous_ready, stamp)],
     }
+    previous_backfilled = find_condition(current, "Backfilled")
+    if backfilled is not None:
+        status["conditions"].append(_condition("Backfilled", *backfilled, generation, previous_backfilled, stamp))
+    elif previous_backfilled is not None:
+        status["conditions"].append(previous_backfilled)
+    if history:
+        status["history"] = dict(history)
     if generation is not None:
         status["observedGeneration"] = generation
     if quote is not None:

@@ -187,3 +187,67 @@ reverts what the operator rendered from TrackedCrypto objects), else the values-
 {{- .Values.scraper.schedule }}
 {{- end }}
 {{- end }}
+
+{{/*
+The scraper's pod spec: `cryptoviz scrape --once` in the CronJob, `cryptoviz backfill` in the backfill
+hook Job (and, copied from the CronJob by the operator, in each TrackedCrypto's backfill Job). One
+definition, so both talk to the same NATS, ingester and providers with the same keys and config.
+Call with (dict "ctx" $ "args" (list ...) "resources" ... "env" (list of extra env entries)).
+*/}}
+{{- define "cryptoviz.scraperPodSpec" -}}
+{{- $ctx := .ctx }}
+{{- $s := $ctx.Values.scraper }}
+restartPolicy: Never
+automountServiceAccountToken: false
+enableServiceLinks: false
+securityContext:
+  {{- include "cryptoviz.podSecurityContext" $ctx | nindent 2 }}
+{{- include "cryptoviz.scheduling" $ctx }}
+containers:
+  - name: scraper
+    image: {{ include "cryptoviz.image" $ctx }}
+    imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+    args: {{ toJson .args }}
+    env:
+      {{- include "cryptoviz.commonEnv" $ctx | nindent 6 }}
+      - name: NATS_URL
+        value: {{ include "cryptoviz.natsUrl" $ctx | quote }}
+      - name: INGESTER_URL
+        value: {{ include "cryptoviz.ingesterUrl" $ctx | quote }}
+      - name: SCRAPER_CONFIG
+        value: /etc/cryptoviz/scraper.yaml
+      {{- with $s.provider }}
+      - name: SCRAPE_PROVIDER
+        value: {{ . | quote }}
+      {{- end }}
+      - name: CMC_API_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "cryptoviz.providerSecretName" $ctx }}
+            key: {{ $s.secret.cmcApiKeyKey }}
+            optional: true
+      - name: COINGECKO_API_KEY
+        valueFrom:
+          secretKeyRef:
+            name: {{ include "cryptoviz.providerSecretName" $ctx }}
+            key: {{ $s.secret.coingeckoApiKeyKey }}
+            optional: true
+      {{- with .env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    resources:
+      {{- toYaml .resources | nindent 6 }}
+    securityContext:
+      {{- include "cryptoviz.containerSecurityContext" $ctx | nindent 6 }}
+    volumeMounts:
+      - name: config
+        mountPath: /etc/cryptoviz
+        readOnly: true
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "cryptoviz.scraperConfigMapName" $ctx }}
+  {{- include "cryptoviz.tmpVolume" $ctx | nindent 2 }}
+{{- end }}

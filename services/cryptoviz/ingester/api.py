@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import FileResponse
 
 from cryptoviz import __version__
-from cryptoviz.ingester import metrics, params, queries
+from cryptoviz.ingester import coverage, metrics, params, queries
 from cryptoviz.ingester.cache import AnswerCache
 from cryptoviz.ingester.formats import (
     FORMATS,
@@ -185,6 +185,28 @@ def create_app(runtime: Runtime) -> FastAPI:
 
         return await read(run)
 
+    @app.get("/api/v1/coverage", response_model=coverage.CoverageResponse, responses={400: _ERROR}, tags=["data"])
+    async def coverage_of(
+        symbols: str | None = Query(None, description="Comma-separated tickers, e.g. BTC,ETH (default: all)."),
+        provider: str | None = Query(None, description="Only this provider's series (default: every provider)."),
+        since: str | None = Query(None, description="ISO-8601 or epoch seconds (default: until minus 30 days)."),
+        until: str | None = Query(None, description="ISO-8601 or epoch seconds (default: now)."),
+        min_gap: str | None = Query(
+            None,
+            description=f"Seconds a hole must exceed to be a gap, {'..'.join(map(str, coverage.MIN_GAP_RANGE))}"
+            f" (default {coverage.DEFAULT_MIN_GAP}).",
+        ),
+    ) -> coverage.CoverageResponse:
+        """Per stored (provider, coin) series of these symbols: first and last covered time, quote and
+        candle counts, and the gaps (holes longer than min_gap between first and last) in [since, until]:
+        what backfill and gap filling fetch."""
+        wanted, source = params.symbols(symbols), params.provider(provider)
+        gap = params.integer(min_gap, "min_gap", coverage.DEFAULT_MIN_GAP, *coverage.MIN_GAP_RANGE)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        window = coverage.Window.of(params.timestamp(since, "since"), params.timestamp(until, "until"), gap, now)
+
+        return await read(coverage.answer, wanted, source, window)
+
     @app.get("/api/v1/stats", responses={400: _ERROR}, tags=["data"])
     async def stats() -> Response:
         """Totals, freshness, ingest rate and consumer lag."""
@@ -197,9 +219,11 @@ def create_app(runtime: Runtime) -> FastAPI:
             ),
             ingest_rate=runtime.ingest_rate(),
             consumer_lag=runtime.consumer_lag(),
+            candle_lag=runtime.candle_lag(),
             db_bytes=runtime.store.db_bytes(),
             rejected=counters.get("rejected", 0),
             duplicates=counters.get("duplicates", 0),
+            candle_duplicates=counters.get("candle_duplicates", 0),
         )
         return json_response(body)
 

@@ -24,6 +24,13 @@ def _option(name: str, envvar: str, **kwargs):
 @_option("--api-port", "API_PORT", default=8000, type=click.IntRange(0, 65535), help="Port of the HTTP API.")
 @_option("--batch-size", "BATCH_SIZE", default=10_000, type=click.IntRange(1, 1_000_000), help="Max quotes per commit.")
 @_option(
+    "--candle-batch-size",
+    "CANDLE_BATCH_SIZE",
+    default=50_000,
+    type=click.IntRange(1, 1_000_000),
+    help="Max candles per commit (history arrives in bulk: larger batches store it faster).",
+)
+@_option(
     "--batch-timeout",
     "BATCH_TIMEOUT",
     default=0.25,
@@ -51,6 +58,7 @@ def ingest(
     api_host: str,
     api_port: int,
     batch_size: int,
+    candle_batch_size: int,
     batch_timeout: float,
     retention_days: float,
     scraper_config: str | None,
@@ -66,6 +74,7 @@ def ingest(
         api_host=api_host,
         api_port=api_port,
         batch_size=batch_size,
+        candle_batch_size=candle_batch_size,
         batch_timeout=batch_timeout,
         retention_days=retention_days,
         scraper_config=scraper_config,

@@ -34,17 +34,17 @@ _BOUNDS = {
 }
 
 
-def _clean_texts(values: list, limit: int) -> bool:
+def clean_texts(values: list, limit: int) -> bool:
     return all(type(v) is str and v and len(v) <= limit and v == v.strip() for v in values)
 
 
-def _numbers(values: list, *, required: bool) -> bool:
+def numbers(values: list, *, required: bool) -> bool:
     if required:
         return all(type(v) is float or type(v) is int for v in values)
     return all(v is None or type(v) is float or type(v) is int for v in values)
 
 
-def _within(array: pa.Array, low: float, high: float) -> bool:
+def within(array: pa.Array, low: float, high: float) -> bool:
     valid = array.drop_null()
     if len(valid) == 0:
         return True
@@ -52,7 +52,7 @@ def _within(array: pa.Array, low: float, high: float) -> bool:
     return bounds["min"].as_py() >= low and bounds["max"].as_py() <= high
 
 
-def _timestamps(values: list) -> pa.Array | None:
+def canonical_timestamps(values: list) -> pa.Array | None:
     if not all(type(v) is str and _CANONICAL_TS_PY.match(v) for v in values):
         return None
     try:
@@ -77,20 +77,20 @@ def decode_canonical(payload: bytes) -> pa.Table | None:
     column = {name: [q.get(name) for q in quotes] for name in ARROW_SCHEMA.names}
     if not all(p == provider for p in column["provider"]):
         return None
-    if not (_clean_texts(column["coin_id"], 200) and _clean_texts(column["name"], 200)):
+    if not (clean_texts(column["coin_id"], 200) and clean_texts(column["name"], 200)):
         return None
     if not all(type(s) is str and s and len(s) <= 32 and s == s.strip() and s == s.upper() for s in column["symbol"]):
         return None
-    if not _numbers(column["price"], required=True):
+    if not numbers(column["price"], required=True):
         return None
     if not all(v is None or (type(v) is int and 1 <= v <= MAX_RANK) for v in column["rank"]):
         return None
     for name in _BOUNDS:
-        if not _numbers(column[name], required=False):
+        if not numbers(column[name], required=False):
             return None
     arrays = {}
     for name in ("timestamp", "received_at"):
-        arrays[name] = _timestamps(column[name])
+        arrays[name] = canonical_timestamps(column[name])
         if arrays[name] is None:
             return None
     try:
@@ -100,7 +100,7 @@ def decode_canonical(payload: bytes) -> pa.Table | None:
         return None
     if not (pc.min(arrays["price"]).as_py() > 0 and pc.max(arrays["price"]).as_py() <= MAX_PRICE_USD):
         return None
-    if not all(_within(arrays[name], low, high) for name, (low, high) in _BOUNDS.items()):
+    if not all(within(arrays[name], low, high) for name, (low, high) in _BOUNDS.items()):
         return None
     for name in ("provider", "coin_id", "symbol", "name"):
         arrays[name] = pa.array(column[name], pa.string())

@@ -15,7 +15,16 @@ BATCH_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
-LAG = Gauge("cryptoviz_consumer_lag", "Messages not yet acked by the ingester's consumer.", registry=REGISTRY)
+CANDLES_INGESTED = Counter("cryptoviz_ingested_candles", "Candles committed to DuckDB.", registry=REGISTRY)
+CANDLE_DUPLICATES = Counter(
+    "cryptoviz_duplicate_candles", "Candles skipped as already stored (or rolled up).", registry=REGISTRY
+)
+LAG = Gauge(
+    "cryptoviz_consumer_lag",
+    "Messages not yet acked by the ingester's consumers, by consumer.",
+    ["consumer"],
+    registry=REGISTRY,
+)
 DB_BYTES = Gauge("cryptoviz_db_bytes", "Size of the DuckDB file and its WAL.", registry=REGISTRY)
 RECORDS = Gauge("cryptoviz_records", "Raw quotes stored.", registry=REGISTRY)
 ERRORS = Counter("cryptoviz_consumer_errors", "Consumer loop errors, by exception type.", ["kind"], registry=REGISTRY)

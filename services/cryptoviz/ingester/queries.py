@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from cryptoviz.ingester import sources
 from cryptoviz.ingester.schema import LATEST_FIELDS
 
 SIMULATED_PROVIDERS = ("demo",)
@@ -38,7 +39,7 @@ def coins(cur: duckdb.DuckDBPyConnection) -> pa.Table:
     return cur.sql(
         f"""
         SELECT symbol, name, provider, coin_id, records, first_timestamp, timestamp AS last_timestamp,
-               price AS last_price, {_simulated_sql()} AS simulated
+               price AS last_price, {_simulated_sql()} AS simulated, coalesce(candles, 0)::BIGINT AS candles
         FROM coins ORDER BY symbol, provider, coin_id
         """
     ).to_arrow_table()
@@ -101,11 +102,13 @@ def bucket_seconds(start: datetime, end: datetime, points: int) -> int:
 def history(
     cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
 ) -> tuple[int, pa.Table]:
-    """OHLC per bucket per series, at most `points` buckets, from raw rows plus the hourly rollup.
+    """OHLC per bucket per series, at most `points` buckets, from quotes and candles (sources.py).
 
-    A quote lives either raw or (after retention) in the rollup, never both, so the union never
-    counts a sample twice; bucket k starts at start + k * bucket_seconds. Symbol and name are the
-    coin's current ones (from `coins`), not aggregated per bucket.
+    A quote lives either raw or (after retention) in the rollup, never both, and likewise a candle;
+    where quotes and candles (or candles of several intervals) meet in a bucket only the preferred
+    source counts, so no sample is counted twice. Bucket k starts at start + k * bucket_seconds;
+    `samples` counts the quotes or candles merged into it. Symbol and name are the coin's current
+    ones (from `coins`), not aggregated per bucket.
     """
     step, sql, params = _history_query(cur, series, start, end, points)
     return step, cur.sql(f"{sql} ORDER BY {_HISTORY_ORDER}", params=params).to_arrow_table()
@@ -134,15 +137,22 @@ def _history_query(
 ) -> tuple[int, str, list]:
     step = bucket_seconds(start, end, points)
     where, series_params = _series_filter(series) if series else ("false", [])
-    hour_start = start.replace(minute=0, second=0, microsecond=0)
-    rolled = cur.execute(
-        "SELECT count(*) > 0 FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ?", [hour_start, end]
-    ).fetchall()[0][0]
-    samples = (_RAW_SAMPLES + (_ROLLUP_SAMPLES if rolled else "")).format(where=where)
+    found = sources.present(cur, start, end)
+    samples, sample_params = sources.samples_sql(where, series_params, start, end, found)
     head = [_epoch_us(start), step * 1_000_000, points - 1]
-    params = [*head, start, end, *series_params] + ([hour_start, end, *series_params] if rolled else [])
-    params += [start, step]
-    return step, _HISTORY_SQL.format(samples=samples), params
+    ranking = {"rank": ", rank", "qualify": _PREFER_LOWEST_RANK} if found.ranked else {"rank": "", "qualify": ""}
+    return step, _HISTORY_SQL.format(samples=samples, **ranking), [*head, *sample_params, start, step]
+
+
+def data_bounds(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime
+) -> dict[tuple[str, str], tuple[datetime, datetime]]:
+    """Per (provider, coin_id) of `series`: first and last time `history` has a sample for in
+    [start, end], quotes and candles alike (see sources.data_bounds)."""
+    if not series:
+        return {}
+    where, params = _series_filter(series)
+    return sources.data_bounds(cur, where, params, start, end)
 
 
 def _finite(column: str) -> str:
@@ -166,24 +176,19 @@ def _epoch_us(naive_utc: datetime) -> int:
     return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
-_RAW_SAMPLES = """
-    SELECT provider, coin_id, timestamp AS first_ts, timestamp AS last_ts, price AS open, price AS high,
-           price AS low, price AS close, volume_24h, 1 AS n, epoch_us(timestamp) AS us
-    FROM crypto_prices WHERE timestamp >= ? AND timestamp <= ? AND {where}
-"""
-_ROLLUP_SAMPLES = """
-    UNION ALL
-    SELECT provider, coin_id, first_ts, last_ts, open, high, low, close, volume_24h, samples, epoch_us(hour)
-    FROM crypto_prices_hourly WHERE hour >= ? AND hour <= ? AND {where}
-"""
+_PREFER_LOWEST_RANK = "QUALIFY rank = min(rank) OVER (PARTITION BY provider, coin_id, bucket)"
+"""Where sources overlap in a bucket, only the preferred one (lowest rank: quotes, else the finest
+candles) counts. (A window over the grouped rows: cheaper than a second aggregation picking values.)"""
+
 _HISTORY_SQL = """
 WITH params AS (SELECT ?::BIGINT AS origin, ?::BIGINT AS step, ?::BIGINT AS last_bucket),
 buckets AS (
-    SELECT provider, coin_id, least(greatest((us - origin) // step, 0), last_bucket) AS bucket,
+    SELECT provider, coin_id, least(greatest((us - origin) // step, 0), last_bucket) AS bucket{rank},
            arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
            arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
     FROM ({samples}), params
-    GROUP BY provider, coin_id, bucket
+    GROUP BY provider, coin_id, bucket{rank}
+    {qualify}
 )
 SELECT c.symbol, b.provider, b.coin_id, c.name, ?::TIMESTAMP + to_seconds(b.bucket * ?) AS timestamp,
        b.open, b.high, b.low, b.close, b.close AS price, b.volume_24h, b.samples
@@ -204,12 +209,13 @@ def stats(cur: duckdb.DuckDBPyConnection) -> dict:
     row = cur.execute(
         f"""SELECT coalesce(sum(records), 0)::BIGINT, count(*), min(first_timestamp), max(timestamp),
                    max(received_at), list(DISTINCT provider ORDER BY provider),
-                   coalesce(bool_or({_simulated_sql()}), false)
+                   coalesce(bool_or({_simulated_sql()}), false), coalesce(sum(candles), 0)::BIGINT
             FROM coins"""
     ).fetchall()[0]
-    records, coin_count, first, last, last_received, providers, simulated = row
+    records, coin_count, first, last, last_received, providers, simulated, candles = row
     return {
         "records": records,
+        "candles": candles,
         "coins": coin_count,
         "first_update": first,
         "last_update": last,

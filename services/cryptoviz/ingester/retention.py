@@ -5,6 +5,12 @@ neither, and /history can union the two without double counting. An hour that al
 rollup row (late quotes arriving for it) is merged, not overwritten. The identities of the
 quotes rolled up are kept (`rolled_up_quotes`, three compressed columns), so a redelivery or
 replay of one is refused as a duplicate at insert instead of being merged into its hour again.
+
+Candles shorter than an hour (1m, 5m, 15m) are rolled up the same way, in their own transaction:
+into `candles_hourly` (merged with an existing row of the hour), their identities into
+`rolled_up_candles`, then deleted. Where an hour holds candles of several such intervals, only the
+finest is rolled up (the others say the same thing coarser; adding them would count volume twice).
+Hourly and longer candles are kept as they are.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from cryptoviz.ingester.store import StorageError, Store
 log = logging.getLogger(__name__)
 
 INTERVAL_SECONDS = 3600.0
+HOUR = 3600
 FIRST_RUN_DELAY = 30.0
 
 _ROLLUP_SQL = """
@@ -61,17 +68,62 @@ WHERE coins.provider = gone.provider AND coins.coin_id = gone.coin_id;
 """
 
 
-def apply_retention(store: Store, days: float, now: datetime | None = None) -> int:
-    """Roll up and delete raw quotes older than `days`; return how many were rolled up."""
-    cutoff = (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) - timedelta(days=days)
+_EXPIRED_CANDLES = f"candles WHERE interval < {HOUR} AND open_time < $cutoff"
+
+_CANDLE_ROLLUP_SQL = f"""
+CREATE OR REPLACE TEMP TABLE expired_candles AS
+SELECT provider, coin_id, date_trunc('hour', open_time) AS hour,
+       arg_max(symbol, open_time) AS symbol, arg_max(name, open_time) AS name,
+       arg_min(open, open_time) AS open, max(high) AS high, min(low) AS low,
+       arg_max(close, open_time) AS close, sum(volume) AS volume,
+       count(*) AS candles, min(open_time) AS first_open, max(open_time) AS last_open
+FROM (
+    SELECT * FROM {_EXPIRED_CANDLES}
+    QUALIFY interval = min(interval) OVER (PARTITION BY provider, coin_id, date_trunc('hour', open_time))
+)
+GROUP BY provider, coin_id, hour;
+
+INSERT INTO candles_hourly BY NAME
+SELECT provider, coin_id, hour,
+       arg_max(symbol, last_open) AS symbol, arg_max(name, last_open) AS name,
+       arg_min(open, first_open) AS open, max(high) AS high, min(low) AS low,
+       arg_max(close, last_open) AS close, sum(volume) AS volume,
+       sum(candles)::BIGINT AS candles, min(first_open) AS first_open, max(last_open) AS last_open
+FROM (
+    SELECT * FROM expired_candles
+    UNION ALL BY NAME
+    SELECT h.* FROM candles_hourly h SEMI JOIN expired_candles e
+        ON h.provider = e.provider AND h.coin_id = e.coin_id AND h.hour = e.hour
+)
+GROUP BY provider, coin_id, hour
+ON CONFLICT (provider, coin_id, hour) DO UPDATE SET
+    symbol = excluded.symbol, name = excluded.name, open = excluded.open, high = excluded.high,
+    low = excluded.low, close = excluded.close, volume = excluded.volume,
+    candles = excluded.candles, first_open = excluded.first_open, last_open = excluded.last_open;
+
+INSERT INTO rolled_up_candles
+SELECT provider, coin_id, interval, open_time FROM {_EXPIRED_CANDLES} ORDER BY open_time;
+
+UPDATE coins SET candles = coins.candles - gone.n
+FROM (SELECT provider, coin_id, count(*) AS n FROM {_EXPIRED_CANDLES} GROUP BY provider, coin_id) gone
+WHERE coins.provider = gone.provider AND coins.coin_id = gone.coin_id;
+"""
+
+
+def _cutoff(days: float, now: datetime | None) -> datetime:
+    return (now or datetime.now(UTC)).astimezone(UTC).replace(tzinfo=None) - timedelta(days=days)
+
+
+def _roll_up(store: Store, script: str, delete: str, temp: str, cutoff: datetime) -> int:
+    """Run a rollup script and the delete of what it rolled up in one transaction; rows deleted."""
     with store.write_lock:
         conn = store.conn
         try:
             conn.execute("BEGIN TRANSACTION")
-            for statement in filter(str.strip, _ROLLUP_SQL.split(";")):
+            for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement, {"cutoff": cutoff} if "$cutoff" in statement else None)
-            deleted = conn.execute("DELETE FROM crypto_prices WHERE timestamp < ?", [cutoff]).fetchall()[0][0]
-            conn.execute("DROP TABLE expired")
+            deleted = conn.execute(delete, {"cutoff": cutoff}).fetchall()[0][0]
+            conn.execute(f"DROP TABLE {temp}")
             conn.execute("COMMIT")
             if deleted:
                 store.generation += 1
@@ -80,6 +132,17 @@ def apply_retention(store: Store, days: float, now: datetime | None = None) -> i
                 conn.execute("ROLLBACK")
             raise StorageError(f"retention failed: {exc}") from None
     return int(deleted)
+
+
+def apply_retention(store: Store, days: float, now: datetime | None = None) -> int:
+    """Roll up and delete raw quotes older than `days`; return how many were rolled up."""
+    delete = "DELETE FROM crypto_prices WHERE timestamp < $cutoff"
+    return _roll_up(store, _ROLLUP_SQL, delete, "expired", _cutoff(days, now))
+
+
+def apply_candle_retention(store: Store, days: float, now: datetime | None = None) -> int:
+    """Roll up and delete candles shorter than an hour opened before `days` ago; how many."""
+    return _roll_up(store, _CANDLE_ROLLUP_SQL, f"DELETE FROM {_EXPIRED_CANDLES}", "expired_candles", _cutoff(days, now))
 
 
 class Housekeeper:
@@ -98,9 +161,11 @@ class Housekeeper:
             started = time.monotonic()
             try:
                 rolled = await self.store.write(apply_retention, self.store, self.retention_days)
+                candles = await self.store.write(apply_candle_retention, self.store, self.retention_days)
                 log.info(
-                    "retention: rolled up and deleted %d raw quotes older than %g days",
+                    "retention: rolled up and deleted %d raw quotes and %d sub-hour candles older than %g days",
                     rolled,
+                    candles,
                     self.retention_days,
                     extra={"seconds": round(time.monotonic() - started, 3)},
                 )

@@ -3,7 +3,8 @@
 `crypto_prices` keeps the original project's six columns first (name, symbol, price,
 percent_change_24h, market_cap, timestamp) so its README queries still work; migration 1
 creates exactly that legacy table when absent, migration 2 upgrades it (or a legacy file)
-to the current layout.
+to the current layout. Migration 4 adds candles beside it: provider history never changes
+`crypto_prices`, whose rows stay the quotes scraped live.
 """
 
 from __future__ import annotations
@@ -32,6 +33,26 @@ QUOTE_COLUMNS: tuple[tuple[str, str], ...] = (
 """Column order of crypto_prices (and of the Arrow batches inserted into it)."""
 
 LATEST_FIELDS: tuple[str, ...] = tuple(c for c, _ in QUOTE_COLUMNS if c not in ("provider", "coin_id"))
+
+CANDLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("provider", "VARCHAR"),
+    ("coin_id", "VARCHAR"),
+    ("interval", "INTEGER"),
+    ("open_time", "TIMESTAMP"),
+    ("symbol", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("open", "DOUBLE"),
+    ("high", "DOUBLE"),
+    ("low", "DOUBLE"),
+    ("close", "DOUBLE"),
+    ("volume", "DOUBLE"),
+    ("received_at", "TIMESTAMP"),
+)
+"""Column order of `candles` (and of the Arrow batches inserted into it). Identity: the first four."""
+
+_CANDLES_COLUMNS = ",\n            ".join(
+    f"{c} {t}{' NOT NULL' if i < 4 else ''}" for i, (c, t) in enumerate(CANDLE_COLUMNS)
+)
 
 _COINS_COLUMNS = ",\n    ".join(f"{c} {t}" for c, t in QUOTE_COLUMNS if c not in ("provider", "coin_id"))
 
@@ -114,6 +135,38 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE rolled_up_quotes (
             provider VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, timestamp TIMESTAMP NOT NULL
         );
+        """,
+    ),
+    (
+        4,
+        "candles (provider history), their hourly rollup and rolled-up identities, candle counters",
+        f"""
+        CREATE TABLE candles (
+            {_CANDLES_COLUMNS}
+        );
+        CREATE TABLE candles_hourly (
+            provider VARCHAR NOT NULL,
+            coin_id VARCHAR NOT NULL,
+            hour TIMESTAMP NOT NULL,
+            symbol VARCHAR,
+            name VARCHAR,
+            open DOUBLE,
+            high DOUBLE,
+            low DOUBLE,
+            close DOUBLE,
+            volume DOUBLE,
+            candles BIGINT,
+            first_open TIMESTAMP,
+            last_open TIMESTAMP,
+            PRIMARY KEY (provider, coin_id, hour)
+        );
+        CREATE TABLE rolled_up_candles (
+            provider VARCHAR NOT NULL, coin_id VARCHAR NOT NULL, interval INTEGER NOT NULL,
+            open_time TIMESTAMP NOT NULL
+        );
+        ALTER TABLE coins ADD COLUMN candles BIGINT DEFAULT 0;
+        UPDATE coins SET candles = 0;
+        INSERT INTO ingest_counters VALUES ('candles', 0), ('candle_duplicates', 0);
         """,
     ),
 )

@@ -20,10 +20,12 @@ from pathlib import Path
 import uvicorn
 
 from cryptoviz.core.nats import connect, redact_url
+from cryptoviz.ingester import metrics
 from cryptoviz.ingester.alerts import AlertEngine
 from cryptoviz.ingester.api import create_app
 from cryptoviz.ingester.backup import snapshot_tar
-from cryptoviz.ingester.consumer import Consumer
+from cryptoviz.ingester.candle_writes import CandleCommit
+from cryptoviz.ingester.consumer import CandleConsumer, Consumer, QuoteConsumer
 from cryptoviz.ingester.retention import Housekeeper
 from cryptoviz.ingester.store import CommitResult, Store
 
@@ -40,6 +42,7 @@ class Settings:
     api_host: str
     api_port: int
     batch_size: int
+    candle_batch_size: int
     batch_timeout: float
     retention_days: float
     scraper_config: str | None
@@ -76,7 +79,7 @@ class Runtime:
         self.store = store
         self.log = log
         self.events = EventHub()
-        self.consumer: Consumer | None = None
+        self.consumers: list[Consumer] = []
         self.alerts: AlertEngine | None = None
         self._commits: deque[tuple[float, int]] = deque()
         self._closed = False
@@ -85,10 +88,14 @@ class Runtime:
         return not self._closed
 
     def consumer_attached(self) -> bool:
-        return bool(self.consumer and self.consumer.attached and self.consumer.nc.is_connected)
+        return bool(self.consumers) and all(c.attached and c.nc.is_connected for c in self.consumers)
 
     def consumer_lag(self) -> int | None:
-        return self.consumer.lag if self.consumer else None
+        """Messages not yet acked by the ingester, quotes and candles together."""
+        return sum(c.lag for c in self.consumers) if self.consumers else None
+
+    def candle_lag(self) -> int | None:
+        return sum(c.lag for c in self.consumers if isinstance(c, CandleConsumer)) if self.consumers else None
 
     def ingest_rate(self) -> float:
         """Quotes stored per second over the last minute."""
@@ -111,6 +118,18 @@ class Runtime:
                     await self.alerts.announce(result.alerts)
                 except Exception as exc:  # an alert problem must never stop ingest
                     log.error("alert publication failed: %s", exc)
+
+    async def on_candles(self, result: CandleCommit) -> None:
+        """History arrived: dashboards refresh (`records` counts quotes, so it stays 0 here)."""
+        if result.inserted or result.replaced:
+            self.events.publish(
+                {
+                    "records": 0,
+                    "candles": result.inserted + result.replaced,
+                    "last_update": result.last_update,
+                    "symbols": result.symbols,
+                }
+            )
 
 
 class _Server(uvicorn.Server):
@@ -169,29 +188,33 @@ async def run(settings: Settings) -> None:
             return
         nc = connect_task.result()
         runtime.alerts = await asyncio.to_thread(AlertEngine, settings.scraper_config, store, nc)
-        consumer = Consumer(
-            nc,
-            store,
-            batch_size=settings.batch_size,
-            batch_timeout=settings.batch_timeout,
-            ack_wait=settings.ack_wait,
-            on_commit=runtime.on_commit,
-            alert_rules=runtime.alerts.due,
-        )
-        runtime.consumer = consumer
+        common = {"batch_timeout": settings.batch_timeout, "ack_wait": settings.ack_wait}
+        runtime.consumers = [
+            QuoteConsumer(
+                nc,
+                store,
+                batch_size=settings.batch_size,
+                on_commit=runtime.on_commit,
+                alert_rules=runtime.alerts.due,
+                **common,
+            ),
+            CandleConsumer(nc, store, batch_size=settings.candle_batch_size, on_commit=runtime.on_candles, **common),
+        ]
+        loops = [asyncio.create_task(c.run(), name=c.durable) for c in runtime.consumers]
         tasks = [
-            asyncio.create_task(consumer.run(), name="consumer"),
-            asyncio.create_task(_refresh_lag(consumer), name="lag"),
+            *loops,
+            asyncio.create_task(_refresh_lag(runtime.consumers), name="lag"),
             asyncio.create_task(Housekeeper(store, settings.retention_days).run(), name="retention"),
         ]
         done, _ = await asyncio.wait(
-            {api_task, tasks[0], asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED
+            {api_task, *loops, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED
         )
         if api_task in done:
             _raise_api_failure(api_task, settings)
-        consumer.stop()
+        for consumer in runtime.consumers:
+            consumer.stop()
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(tasks[0], 10)
+            await asyncio.wait_for(asyncio.gather(*loops, return_exceptions=True), 10)
     finally:
         log.info("shutting down")
         for task in tasks:
@@ -219,10 +242,11 @@ async def _serve(server: uvicorn.Server) -> None:
         raise RuntimeError("uvicorn could not start") from None
 
 
-async def _refresh_lag(consumer: Consumer) -> None:
+async def _refresh_lag(consumers: list[Consumer]) -> None:
     while True:
-        with contextlib.suppress(Exception):
-            await consumer.refresh_lag()
+        for consumer in consumers:
+            with contextlib.suppress(Exception):
+                metrics.LAG.labels(consumer=consumer.durable).set(await consumer.refresh_lag())
         await asyncio.sleep(LAG_REFRESH_SECONDS)
 
 

@@ -9,7 +9,8 @@ with an anti-join against the rows already stored in the batch's timestamp range
 prune everything else), raw or already rolled up by retention (`rolled_up_quotes`), in the
 same transaction as the insert, and the messages are acked
 only after the commit. So a redelivery after a crash, a duplicate publish outside JetStream's
-duplicate window, or a replay stores nothing twice, without a 50M-entry unique index.
+duplicate window, or a replay stores nothing twice, without a 50M-entry unique index. Candles
+(identity: provider, coin_id, interval, open_time) are stored the same way (candle_writes.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,13 +31,15 @@ import duckdb
 import pyarrow as pa
 
 from cryptoviz.core.quote import Quote
-from cryptoviz.ingester.schema import LATEST_FIELDS, QUOTE_COLUMNS, migrate
+from cryptoviz.ingester.candle_writes import CandleCommit, insert_candles
+from cryptoviz.ingester.schema import CANDLE_COLUMNS, LATEST_FIELDS, QUOTE_COLUMNS, migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us"), "INTEGER": pa.int32()}
 ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in QUOTE_COLUMNS])
+CANDLE_ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in CANDLE_COLUMNS])
 
 
 class StorageError(RuntimeError):
@@ -182,43 +185,50 @@ class Store:
 
     # -- writes -------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _transaction(self, name: str, table: pa.Table, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer connection inside one transaction with `table` registered as `name`; a DuckDB
+        error rolls back and becomes a StorageError (the caller's messages stay unacked)."""
+        with self.write_lock:
+            conn = self.conn
+            conn.register(name, table)
+            try:
+                conn.execute("BEGIN TRANSACTION")
+                yield conn
+                conn.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"writing {what} to {self.path} failed: {exc}") from None
+            finally:
+                conn.unregister(name)
+
     def write_batch(self, table: pa.Table, rejected: int = 0, alert_rules: AlertRules | None = None) -> CommitResult:
         """Insert a batch in one transaction, skipping quotes already stored, together with the
         alerts its new quotes fire (so a crash cannot commit one without the other); thread-safe."""
         received = table.num_rows
         fired: list[dict] = []
-        with self.write_lock:
-            conn = self.conn
-            conn.register("incoming", table)
-            try:
-                conn.execute("BEGIN TRANSACTION")
-                if received:
-                    lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchall()[0]
-                    conn.execute(_NEW_ROWS_SQL, {"lo": lo, "hi": hi})
-                    inserted = conn.execute("INSERT INTO crypto_prices BY NAME SELECT * FROM fresh").fetchall()[0][0]
-                    latest_rows = conn.execute(_FRESH_LATEST_SQL)
-                    names = [d[0] for d in latest_rows.description]
-                    latest = [dict(zip(names, row, strict=True)) for row in latest_rows.fetchall()]
-                    if inserted:
-                        conn.execute(_UPSERT_COINS_SQL)
-                    conn.execute("DROP TABLE fresh")
-                    if inserted and alert_rules is not None:
-                        fired = _fired(alert_rules, latest)
-                        if fired:
-                            _insert_alerts(conn, fired)
-                else:
-                    inserted, latest = 0, []
-                duplicates = received - inserted
-                self._bump(conn, ingested=inserted, duplicates=duplicates, rejected=rejected)
-                conn.execute("COMMIT")
+        with self._transaction("incoming", table, "batch") as conn:
+            if received:
+                lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchall()[0]
+                conn.execute(_NEW_ROWS_SQL, {"lo": lo, "hi": hi})
+                inserted = conn.execute("INSERT INTO crypto_prices BY NAME SELECT * FROM fresh").fetchall()[0][0]
+                latest_rows = conn.execute(_FRESH_LATEST_SQL)
+                names = [d[0] for d in latest_rows.description]
+                latest = [dict(zip(names, row, strict=True)) for row in latest_rows.fetchall()]
                 if inserted:
-                    self.generation += 1
-            except duckdb.Error as exc:
-                with contextlib.suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
-                raise StorageError(f"writing batch to {self.path} failed: {exc}") from None
-            finally:
-                conn.unregister("incoming")
+                    conn.execute(_UPSERT_COINS_SQL)
+                conn.execute("DROP TABLE fresh")
+                if inserted and alert_rules is not None:
+                    fired = _fired(alert_rules, latest)
+                    if fired:
+                        _insert_alerts(conn, fired)
+            else:
+                inserted, latest = 0, []
+            duplicates = received - inserted
+            self._bump(conn, ingested=inserted, duplicates=duplicates, rejected=rejected)
+        if inserted:
+            self.generation += 1
         return CommitResult(
             received=received,
             inserted=inserted,
@@ -228,6 +238,15 @@ class Store:
             last_update=max((row["timestamp"] for row in latest), default=None),
             alerts=fired,
         )
+
+    def write_candles(self, table: pa.Table, rejected: int = 0) -> CandleCommit:
+        """Insert a batch of candles in one transaction, each identity once (see candle_writes)."""
+        with self._transaction("incoming_candles", table, "candles") as conn:
+            result = insert_candles(conn, table.num_rows)
+            self._bump(conn, candles=result.inserted, candle_duplicates=result.duplicates, rejected=rejected)
+        if result.inserted or result.replaced:
+            self.generation += 1
+        return result
 
     def count_rejected(self, count: int) -> None:
         """Persist rejections of messages that produced no batch (dead letters)."""

@@ -1,0 +1,207 @@
+"""What time each stored series covers, and its holes: `GET /api/v1/coverage` (what the scraper
+backfills and gap-fills from).
+
+Covered time is the union of quote timestamps (points), hourly rollups ([hour, hour + 1 h)) and
+candles ([open_time, open_time + interval)). A gap is a hole longer than `min_gap` strictly between
+a series' first and last covered time inside [since, until].
+
+Cost is bounded without reading every quote into Python: spans are first folded into cells
+`min_gap` wide (first start, last end per cell, which hides only holes shorter than `min_gap`, never
+reported anyway), then one window over the cells finds the holes. At most `MAX_GAPS` gaps per series
+are listed (the earliest), and `gaps_truncated` says when there were more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+from pydantic import BaseModel, Field
+
+from cryptoviz.ingester.formats import BadRequest
+
+MAX_GAPS = 500
+"""Gaps listed per series at most (`gaps_truncated` tells when there were more)."""
+MAX_SERIES = 1000
+"""Series per answer at most (without `symbols` a store of many coins could be all of them)."""
+MAX_SPAN = timedelta(days=400)
+MAX_CELLS = 200_000
+"""`(until - since) / min_gap` at most: the folded cells per series and source."""
+MIN_GAP_RANGE = (60, 30 * 86400)
+DEFAULT_MIN_GAP = 900
+DEFAULT_SPAN = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    since: datetime
+    until: datetime
+    min_gap: int
+
+    @classmethod
+    def of(cls, since: datetime | None, until: datetime | None, min_gap: int, now: datetime) -> Window:
+        """Defaults (until = now, since = until - 30 d) and limits, as 400s a person can act on."""
+        end = until or now
+        start = since or end - DEFAULT_SPAN
+        if start >= end:
+            raise BadRequest("since must be before until")
+        if end - start > MAX_SPAN:
+            raise BadRequest(f"since..until may span at most {MAX_SPAN.days} days")
+        if (end - start).total_seconds() / min_gap > MAX_CELLS:
+            raise BadRequest(
+                f"min_gap={min_gap} is too fine for {end - start}: at most {MAX_CELLS:,} gaps of min_gap fit; "
+                "raise min_gap or shorten the range"
+            )
+        return cls(start, end, min_gap)
+
+
+class CoverageGap(BaseModel):
+    start: datetime = Field(description="End of the covered time before the hole.")
+    end: datetime = Field(description="Start of the covered time after it.")
+    seconds: float
+
+
+class SeriesCoverage(BaseModel):
+    """One stored (provider, coin_id) series over the window."""
+
+    symbol: str
+    provider: str
+    coin_id: str
+    first: datetime | None = Field(None, description="First covered time in the window (null: no data in it).")
+    last: datetime | None = Field(None, description="Last covered time in the window.")
+    quotes: int = Field(0, description="Quotes in the window (raw and rolled up).")
+    candles: int = Field(0, description="Candles in the window (raw and rolled up).")
+    gaps: list[CoverageGap] = Field(default_factory=list, description="Holes longer than min_gap, earliest first.")
+    gaps_truncated: bool = Field(False, description=f"More than {MAX_GAPS} gaps: only the first are listed.")
+
+
+class CoverageResponse(BaseModel):
+    since: datetime
+    until: datetime
+    min_gap_seconds: int
+    data: list[SeriesCoverage]
+    unknown_symbols: list[str] = Field(default_factory=list, description="Requested symbols with no stored series.")
+    series_truncated: bool = Field(False, description=f"More than {MAX_SERIES} series: ask for fewer symbols.")
+
+
+_SPANS = """
+    SELECT provider, coin_id, timestamp AS s, timestamp AS e, 1 AS quotes, 0 AS candles
+    FROM crypto_prices WHERE timestamp >= $since AND timestamp <= $until AND {where}
+    UNION ALL
+    SELECT provider, coin_id, hour, hour + INTERVAL 1 HOUR, samples, 0
+    FROM crypto_prices_hourly WHERE hour > $early_hour AND hour <= $until AND {where}
+    UNION ALL
+    SELECT provider, coin_id, open_time, open_time + to_seconds(interval), 0, 1
+    FROM candles WHERE open_time > $early_day AND open_time <= $until AND {where}
+    UNION ALL
+    SELECT provider, coin_id, hour, hour + INTERVAL 1 HOUR, 0, candles
+    FROM candles_hourly WHERE hour > $early_hour AND hour <= $until AND {where}
+"""
+
+_COVERAGE_SQL = f"""
+WITH spans AS (
+    SELECT provider, coin_id, greatest(s, $since) AS s, least(e, $until) AS e, quotes, candles
+    FROM ({_SPANS}) WHERE e >= $since
+),
+cells AS (
+    SELECT provider, coin_id, min(s) AS s, max(e) AS e
+    FROM spans GROUP BY provider, coin_id, epoch(s)::BIGINT // $min_gap
+),
+holes AS (
+    SELECT provider, coin_id, s,
+           max(e) OVER (PARTITION BY provider, coin_id ORDER BY s ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+               AS covered_until
+    FROM cells
+),
+gaps AS (
+    SELECT provider, coin_id, list({{'start': covered_until, 'end': s}} ORDER BY s) AS gaps
+    FROM holes WHERE epoch(s) - epoch(covered_until) > $min_gap GROUP BY provider, coin_id
+),
+totals AS (
+    SELECT provider, coin_id, min(s) AS first, max(e) AS last,
+           sum(quotes)::BIGINT AS quotes, sum(candles)::BIGINT AS candles
+    FROM spans GROUP BY provider, coin_id
+)
+SELECT t.provider, t.coin_id, t.first, t.last, t.quotes, t.candles, g.gaps[:{MAX_GAPS}], len(g.gaps) > {MAX_GAPS}
+FROM totals t LEFT JOIN gaps g USING (provider, coin_id)
+"""
+
+
+def stored_series(
+    cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, provider: str | None
+) -> list[tuple[str, str, str]]:
+    """(symbol, provider, coin_id) of every stored series of these symbols (all when None), of every
+    provider unless one is given."""
+    return cur.execute(
+        """SELECT symbol, provider, coin_id FROM coins
+           WHERE ($symbols IS NULL OR list_contains($symbols, symbol)) AND ($provider IS NULL OR provider = $provider)
+           ORDER BY symbol, provider, coin_id LIMIT $limit""",
+        {"symbols": list(symbols) if symbols is not None else None, "provider": provider, "limit": MAX_SERIES + 1},
+    ).fetchall()
+
+
+def coverage(
+    cur: duckdb.DuckDBPyConnection, series: list[tuple[str, str, str]], window: Window
+) -> list[SeriesCoverage]:
+    """First/last covered time, counts and gaps of each (symbol, provider, coin_id) over `window`."""
+    if not series:
+        return []
+    by_provider: dict[str, list[str]] = {}
+    for _, provider, coin_id in series:
+        by_provider.setdefault(provider, []).append(coin_id)
+    clauses = [f"(provider = $p{i} AND list_contains($c{i}, coin_id))" for i in range(len(by_provider))]
+    params: dict = {
+        "since": window.since,
+        "until": window.until,
+        "early_hour": window.since - timedelta(hours=1),
+        "early_day": window.since - timedelta(days=1),
+        "min_gap": window.min_gap,
+    }
+    for i, (provider, coin_ids) in enumerate(by_provider.items()):
+        params[f"p{i}"], params[f"c{i}"] = provider, coin_ids
+    rows = cur.execute(_COVERAGE_SQL.replace("{where}", f"({' OR '.join(clauses)})"), params).fetchall()
+    found = {(r[0], r[1]): r[2:] for r in rows}
+    result = []
+    for symbol, provider, coin_id in series:
+        first, last, quotes, candles, gaps, truncated = found.get((provider, coin_id), (None, None, 0, 0, [], False))
+        result.append(
+            SeriesCoverage(
+                symbol=symbol,
+                provider=provider,
+                coin_id=coin_id,
+                first=utc(first),
+                last=utc(last),
+                quotes=quotes or 0,
+                candles=candles or 0,
+                gaps=[_gap(g["start"], g["end"]) for g in gaps or []],
+                gaps_truncated=bool(truncated),
+            )
+        )
+    return result
+
+
+def answer(
+    cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, provider: str | None, window: Window
+) -> CoverageResponse:
+    """The whole `/api/v1/coverage` answer."""
+    series = stored_series(cur, symbols, provider)
+    truncated = len(series) > MAX_SERIES
+    series = series[:MAX_SERIES]
+    return CoverageResponse(
+        since=utc(window.since),
+        until=utc(window.until),
+        min_gap_seconds=window.min_gap,
+        data=coverage(cur, series, window),
+        unknown_symbols=[] if truncated else sorted(set(symbols or []) - {s[0] for s in series}),
+        series_truncated=truncated,
+    )
+
+
+def _gap(start: datetime, end: datetime) -> CoverageGap:
+    return CoverageGap(start=utc(start), end=utc(end), seconds=(end - start).total_seconds())
+
+
+def utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

@@ -1,0 +1,141 @@
+"""Candles in the store (real DuckDB files, no processes): exactly-once writes, provisional candles,
+the `coins` summary they feed, and retention rolling sub-hour candles up into hours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cryptoviz.core.candle import Candle, make_candle
+from cryptoviz.core.quote import Quote
+from cryptoviz.ingester import queries
+from cryptoviz.ingester.candle_decode import candles_to_arrow
+from cryptoviz.ingester.retention import apply_candle_retention, apply_retention
+from cryptoviz.ingester.store import Store, quotes_to_arrow
+
+NOW = datetime(2025, 7, 1, tzinfo=UTC)
+OLD = NOW - timedelta(days=40)
+
+
+def candle(minute: int, price: float, interval: int = 300, start: datetime = OLD, **fields) -> Candle:
+    values = {
+        "provider": "binance",
+        "coin_id": "BTCUSDT",
+        "symbol": "BTC",
+        "name": "Bitcoin",
+        "interval": interval,
+        "open_time": start + timedelta(minutes=minute),
+        "open": price,
+        "high": price + 2,
+        "low": price - 1,
+        "close": price + 1,
+        "volume": 10.0,
+        "received_at": NOW,
+        **fields,
+    }
+    return make_candle(**values, now=NOW)
+
+
+def rows(store: Store, sql: str) -> list[tuple]:
+    return store.reader().execute(sql).fetchall()
+
+
+def test_each_identity_is_stored_once_across_batches_and_within_one(store: Store):
+    batch = [candle(5 * i, 100.0 + i) for i in range(24)]
+    first = store.write_candles(candles_to_arrow(batch + batch[:5]))
+    assert (first.received, first.inserted, first.duplicates) == (29, 24, 5)
+    again = store.write_candles(candles_to_arrow([*batch[10:], candle(0, 10.0, interval=3600)]))
+    assert (again.inserted, again.duplicates) == (1, 14)  # the hourly candle is another identity
+    assert rows(store, "SELECT count(*), count(DISTINCT (coin_id, interval, open_time)) FROM candles") == [(25, 25)]
+    assert store.counters()["candles"] == 25 and store.counters()["candle_duplicates"] == 19
+
+
+def test_a_provisional_candle_is_replaced_by_a_later_delivery_and_a_closed_one_is_final(store: Store):
+    opened = NOW - timedelta(minutes=2)
+    forming = candle(0, 100.0, start=opened, received_at=NOW)  # received before its close
+    store.write_candles(candles_to_arrow([forming]))
+    later = NOW + timedelta(minutes=4)
+    closed = make_candle(**{**forming.to_json_dict(), "close": 105.0, "high": 106.0, "received_at": later}, now=later)
+    result = store.write_candles(candles_to_arrow([closed]))
+    assert (result.inserted, result.replaced, result.duplicates) == (0, 1, 0)
+    stale = make_candle(**{**forming.to_json_dict(), "close": 90.0, "low": 89.0, "received_at": later}, now=later)
+    assert store.write_candles(candles_to_arrow([stale])).duplicates == 1  # closed now: final
+    assert rows(store, "SELECT close, high, count(*) OVER () FROM candles") == [(105.0, 106.0, 1)]
+
+
+def test_candles_give_a_coin_its_row_and_quotes_own_its_latest_fields(store: Store):
+    store.write_candles(candles_to_arrow([candle(5 * i, 100.0 + i) for i in range(12)]))
+    coin = queries.coins(store.reader()).to_pylist()[0]
+    assert (coin["symbol"], coin["records"], coin["candles"], coin["last_price"]) == ("BTC", 0, 12, 112.0)
+    assert coin["first_timestamp"] == OLD.replace(tzinfo=None)
+    assert coin["last_timestamp"] == (OLD + timedelta(minutes=60)).replace(tzinfo=None)  # the last close
+    quote_time = OLD + timedelta(minutes=90)  # a scrape after the backfill
+    quote = Quote("binance", "BTCUSDT", "BTC", "Bitcoin", 500.0, quote_time, NOW, market_cap=1e12, rank=1)
+    store.write_batch(quotes_to_arrow([quote]))
+    store.write_candles(candles_to_arrow([candle(5 * i, 200.0) for i in range(12, 24)]))  # up to 02:00
+    coin = queries.coins(store.reader()).to_pylist()[0]
+    assert (coin["records"], coin["candles"]) == (1, 24)
+    latest = queries.latest(store.reader(), queries.select_series(store.reader(), ["BTC"], None)).to_pylist()[0]
+    assert (latest["price"], latest["market_cap"], latest["rank"]) == (500.0, 1e12, 1)  # the quote's, not a close
+    stats = queries.stats(store.reader())
+    assert (stats["records"], stats["candles"]) == (1, 24)
+
+
+def test_retention_rolls_sub_hour_candles_into_hours_once(store: Store):
+    five = [candle(5 * i, 100.0 + i) for i in range(30)]  # 2.5 hours, 40 days ago
+    one = [candle(i, 500.0, interval=60) for i in range(60)]  # the same first hour at 1 m: finer
+    daily = [candle(0, 50.0, interval=86400)]
+    recent = [candle(5 * i, 300.0, start=NOW - timedelta(days=1)) for i in range(12)]
+    store.write_candles(candles_to_arrow(five + one + daily + recent))
+    assert apply_candle_retention(store, 30, now=NOW) == 30 + 60
+    hours = rows(store, "SELECT hour, open, high, low, close, volume, candles FROM candles_hourly ORDER BY hour")
+    hour0 = OLD.replace(tzinfo=None)
+    assert hours == [
+        (hour0, 500.0, 502.0, 499.0, 501.0, 600.0, 60),  # the 1 m candles; the 5 m ones said it coarser
+        (hour0 + timedelta(hours=1), 112.0, 125.0, 111.0, 124.0, 120.0, 12),
+        (hour0 + timedelta(hours=2), 124.0, 131.0, 123.0, 130.0, 60.0, 6),
+    ]
+    assert rows(store, "SELECT interval, count(*) FROM candles GROUP BY ALL ORDER BY 1") == [(300, 12), (86400, 1)]
+    assert queries.coins(store.reader()).to_pylist()[0]["candles"] == 13
+    # idempotent: a second run changes nothing; a redelivery of rolled-up candles is a duplicate
+    assert apply_candle_retention(store, 30, now=NOW) == 0
+    again = store.write_candles(candles_to_arrow(five + one))
+    assert (again.inserted, again.duplicates) == (0, 90)
+    assert apply_candle_retention(store, 30, now=NOW) == 0
+    assert (
+        rows(store, "SELECT hour, open, high, low, close, volume, candles FROM candles_hourly ORDER BY hour") == hours
+    )
+    # a genuinely new late candle of a rolled-up hour is merged into it
+    late = candle(150, 1000.0)  # 02:30, inside the third hour, after its last rolled candle
+    store.write_candles(candles_to_arrow([late]))
+    apply_candle_retention(store, 30, now=NOW)
+    merged = rows(store, "SELECT open, high, low, close, volume, candles FROM candles_hourly ORDER BY hour")[2]
+    assert merged == (124.0, 1002.0, 123.0, 1001.0, 70.0, 7)
+    assert apply_retention(store, 30, now=NOW) == 0  # quotes' retention is untouched by candles
+
+
+def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Store):
+    """Hour 0: quotes and 5 m and 1 h candles; hour 1: 5 m and 1 h candles; hour 2: the 1 h candle
+    only. Hourly buckets show the quotes, the 5 m candles, the 1 h candle: one source each."""
+    start = OLD.replace(tzinfo=None)
+    five = [candle(5 * i, 100.0 + i) for i in range(24)]
+    hours = [candle(60 * h, 500.0 + h, interval=3600) for h in range(3)]
+    quotes = [
+        Quote("binance", "BTCUSDT", "BTC", "Bitcoin", 900.0 + m, OLD + timedelta(minutes=m), NOW)
+        for m in range(0, 60, 10)
+    ]
+    store.write_candles(candles_to_arrow(five + hours))
+    store.write_batch(quotes_to_arrow(quotes))
+    cur = store.reader()
+    series = queries.select_series(cur, ["BTC"], None)
+    step, table = queries.history(cur, series, start, start + timedelta(hours=3), 3)
+    assert step == 3600
+    got = [(r["open"], r["high"], r["low"], r["close"], r["samples"]) for r in table.to_pylist()]
+    assert got == [
+        (900.0, 950.0, 900.0, 950.0, 6),  # the quotes
+        (112.0, 125.0, 111.0, 124.0, 12),  # the 5-minute candles, not the hourly one as well
+        (502.0, 504.0, 501.0, 503.0, 1),  # only the hourly candle
+    ]
+    _, text = queries.history_json(cur, series, start, start + timedelta(hours=3), 3)
+    assert text.count(b'"samples"') == 3
+    bounds = queries.data_bounds(cur, series, start, start + timedelta(hours=3))
+    assert bounds == {("binance", "BTCUSDT"): (start, start + timedelta(hours=2))}
