@@ -21,8 +21,9 @@ from datetime import timedelta
 import requests
 
 from cryptoviz.core.config import ConfigError, TrackedCoin, load_config
-from cryptoviz.scraper.coverage import CoverageClient
+from cryptoviz.scraper.coverage import MAX_SPAN, CoverageClient
 from cryptoviz.scraper.fill import Filler, ProviderHistory, ask_coverage, gap_ranges, targets_of
+from cryptoviz.scraper.history import Span
 from cryptoviz.scraper.http import ProviderError
 from cryptoviz.scraper.progress import Progress, summary
 from cryptoviz.scraper.providers import spec
@@ -159,10 +160,11 @@ async def _backfill_provider(
     progress.expect(len(targets))
     now = adapter.clock()
     since = now - timedelta(days=settings.backfill_days)
-    stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, since, now)
-    history = await Filler(adapter, unit, publisher, progress=progress).run(
-        targets, gap_ranges(stored, adapter.label, since, now, past=True), now
-    )
+    asked = max(since, now - MAX_SPAN)  # beyond what coverage answers for, fetch without asking
+    stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, asked, now)
+    known = gap_ranges(stored, adapter.label, asked, now, past=True)
+    ranges = (lambda target: [Span(since, asked), *known(target)]) if asked > since else known
+    history = await Filler(adapter, unit, publisher, progress=progress).run(targets, ranges, now)
     history.skipped.update(out.skipped)
     history.config_errors = out.config_errors
     return history

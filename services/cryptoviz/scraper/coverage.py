@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import requests
 from pydantic import AwareDatetime, BaseModel, ValidationError
@@ -22,6 +22,8 @@ from cryptoviz.scraper.history import Span
 log = logging.getLogger("cryptoviz.scraper.coverage")
 
 SYMBOLS_PER_CALL = 200
+MAX_SPAN = timedelta(days=400)
+"""The longest window the ingester answers for; anything older is fetched without asking."""
 MIN_GAP = 900.0
 """Holes shorter than this (seconds) are not gaps: three 5-minute scrapes."""
 
