@@ -57,6 +57,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "operator-all-namespaces": {"operator": {"watchAllNamespaces": True, "manageSchedule": False}},
     "persistence-off": {"nats": {"persistence": {"enabled": False}}, "ingester": {"persistence": {"enabled": False}}},
     "backfill-off": {"backfill": {"enabled": False}, "operator": {"enabled": False}},
+    "notify-targets": {
+        "notify": {
+            "urls": ["json://hooks.example.org/cryptoviz?token=t0k3n"],
+            "targets": {"team": ["tgram://123456:s3cr3tb0t/42"], "ops": "mailto://u:m4ilpw@example.org"},
+            "rateLimit": 10,
+        },
+        "serviceMonitor": {"enabled": True},
+        "dashboard": {"ingress": {"enabled": True, "host": "prices.example.org", "tls": {"enabled": True}}},
+    },
+    "notify-existing-secret": {
+        "notify": {"existingSecret": "my-targets", "secretKeys": {"urls": "", "targets": "t.yaml"}}
+    },
+    "notify-off": {"notify": {"enabled": False}},
     "backup-on": {
         "backup": {"enabled": True},
         "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
@@ -571,7 +584,14 @@ def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> No
     assert not any(p["port"] == 443 for rule in default_egress for p in rule["ports"])
 
 
-@pytest.mark.parametrize(("scenario", "secrets"), [("backup-on", ["k-123", "g-456"]), ("auth-basic", ["s3cret"])])
+@pytest.mark.parametrize(
+    ("scenario", "secrets"),
+    [
+        ("backup-on", ["k-123", "g-456"]),
+        ("auth-basic", ["s3cret"]),
+        ("notify-targets", ["t0k3n", "s3cr3tb0t", "m4ilpw"]),
+    ],
+)
 def test_secret_values_are_rendered_only_into_secrets(renders: dict[str, Path], scenario: str, secrets: list) -> None:
     """Keys from values reach pods through secretKeyRef only: never in a ConfigMap, env value or annotation."""
     import base64
@@ -756,7 +776,7 @@ def _allowed(
     )
 
 
-@pytest.mark.parametrize("scenario", ["defaults", "backup-on"])
+@pytest.mark.parametrize("scenario", ["defaults", "backup-on", "notify-off"])
 def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path], scenario: str) -> None:
     docs = load(renders, scenario)
     policies = find(docs, "NetworkPolicy")
@@ -778,10 +798,12 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
         ("scraper", "nats", 4222), ("ingester", "nats", 4222), ("dashboard", "ingester", 8000),
         ("operator", "ingester", 8000), ("test", "ingester", 8000), ("test", "dashboard", 5006),
         ("test", "dashboard", 9464), ("scraper", "ingester", 8000),
-        ("backfill", "nats", 4222), ("backfill", "ingester", 8000),
+        ("backfill", "nats", 4222), ("backfill", "ingester", 8000), ("notify", "nats", 4222),
     }  # fmt: skip
     if scenario == "backup-on":
         expected.add(("backup", "ingester", 8000))
+    if scenario == "notify-off":
+        expected.discard(("notify", "nats", 4222))
     assert allowed == expected
     # Outside the release: providers over HTTPS for the scraper, the API server for the operator,
     # the Ingress controller into the dashboard.
@@ -851,3 +873,53 @@ def test_operator_rbac_is_least_privilege(renders: dict[str, Path]) -> None:
     }
     args = pod_spec(one(docs, "Deployment", name))["containers"][0]["args"]
     assert "--all-namespaces" in args and not [a for a in args if a.startswith("--namespace")]
+
+
+# ---------------------------------------------------------------- the notifier
+
+
+def test_notifier_reads_its_targets_from_a_secret_as_files_and_reaches_only_nats_and_targets(
+    renders: dict[str, Path],
+) -> None:
+    docs = load(renders, "notify-targets")
+    name = f"{FULLNAME}-notify"
+    deployment = one(docs, "Deployment", name)
+    spec = pod_spec(deployment)
+    (container,) = spec["containers"]
+    env = env_of(container)
+    assert container["args"] == ["notify"]
+    assert env["NOTIFY_URLS_FILE"] == "/etc/cryptoviz/notify/urls"
+    assert env["NOTIFY_TARGETS_FILE"] == "/etc/cryptoviz/notify/targets.yaml"
+    assert env["DASHBOARD_URL"] == "https://prices.example.org/" and env["NOTIFY_RATE_LIMIT"] == "10"
+    assert "NOTIFY_URLS" not in env  # never an env value
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["targets"]["secret"]["secretName"] == name
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "metrics"
+    secret = one(docs, "Secret", name)
+    import base64
+
+    targets = yaml.safe_load(base64.b64decode(secret["data"]["targets.yaml"]))
+    assert targets == {"team": ["tgram://123456:s3cr3tb0t/42"], "ops": "mailto://u:m4ilpw@example.org"}
+    result = run(
+        [str(VENV_BIN / "python"), "-c", "import sys; from cryptoviz.notify.targets import parse_targets_file as p; "
+         "print(sorted(p(sys.stdin.read())))"],
+        input=base64.b64decode(secret["data"]["targets.yaml"]).decode(),
+    )  # fmt: skip
+    assert result.stdout.strip() == "['ops', 'team']", result.stderr
+    policy = one(docs, "NetworkPolicy", name)["spec"]
+    outside = [r for r in policy["egress"] if any("ipBlock" in t for t in r["to"])]
+    assert [p["port"] for r in outside for p in r["ports"]] == [443, 587, 465]
+    assert policy["ingress"][0]["ports"] == [{"port": 9465, "protocol": "TCP"}]  # Prometheus only
+    assert one(docs, "ServiceMonitor", name)["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_notifier_with_an_existing_secret_or_without_targets(renders: dict[str, Path]) -> None:
+    docs = load(renders, "notify-existing-secret")
+    env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-notify"))["containers"][0])
+    assert env["NOTIFY_TARGETS_FILE"] == "/etc/cryptoviz/notify/t.yaml" and "NOTIFY_URLS_FILE" not in env
+    assert not find(docs, "Secret", f"{FULLNAME}-notify")
+    plain = load(renders, "defaults")
+    env = env_of(pod_spec(one(plain, "Deployment", f"{FULLNAME}-notify"))["containers"][0])
+    assert "NOTIFY_URLS_FILE" not in env and "NOTIFY_TARGETS_FILE" not in env and env["DASHBOARD_URL"] == ""
+    assert not find(load(renders, "notify-off"), "Deployment", f"{FULLNAME}-notify")

@@ -34,6 +34,7 @@ SOURCES = {
     "ingester": [*COMMON, *(PACKAGE / "ingester").rglob("*.py")],
     "backup": [*COMMON, *(PACKAGE / "ingester").rglob("*.py")],
     "dashboard": [*COMMON, *(PACKAGE / "dashboard").rglob("*.py")],
+    "notify": [*COMMON, *(PACKAGE / "notify").rglob("*.py")],
     "operator": [*(PACKAGE / "core").rglob("*.py"), *(REPO / "operator").rglob("*.py")],
 }
 # Panel reads its own PANEL_* settings (OAuth key/secret) from the environment.
@@ -74,7 +75,7 @@ def test_every_command_the_templates_run_exists(renders: dict[str, Path]) -> Non
         key = ("kopf", args[0]) if command == ["kopf"] else ("cryptoviz", args[0])
         assert command in ([], ["kopf"]), command  # the image's ENTRYPOINT is `cryptoviz`
         commands.setdefault(key, set()).update(flags(args))
-    assert {k[1] for k in commands} == {"scrape", "backfill", "ingest", "dashboard", "backup", "run"}
+    assert {k[1] for k in commands} == {"scrape", "backfill", "ingest", "dashboard", "backup", "notify", "run"}
     for (program, sub), used in sorted(commands.items()):
         if sub in PENDING_COMMANDS:
             continue

@@ -123,7 +123,7 @@ def test_every_cel_rule_compiles_and_has_a_message() -> None:
         return found
 
     all_rules = rules(SCHEMA)
-    assert len(all_rules) == 4
+    assert len(all_rules) == 7
     for rule in all_rules:
         CEL.compile(rule["rule"])
         assert rule["message"]
@@ -149,12 +149,23 @@ def test_examples_are_valid(path: Path) -> None:
         {"backfill": "0"},
         {"backfill": 0},
         {"backfill": 30},
+        {
+            "alerts": [
+                {"changeAbove": {"percent": 5, "window": "1h"}},
+                {"changeBelow": {"percent": 2.5, "window": "720h"}},
+            ]
+        },
+        {"alerts": [{"staleAfter": "15m", "cooldown": "2h"}], "notify": ["team-telegram", "ops_mail"]},
     ],
 )
 def test_valid_specs(spec: dict[str, Any]) -> None:
     assert validation_errors(manifest(**spec)) == []
 
 
+ONE_CONDITION = (
+    ".spec.alerts[0]: an alert must set exactly one of "
+    "above, below, change24hAbove, changeAbove, changeBelow, staleAfter"
+)
 INVALID = {
     "lower-case symbol": (manifest(symbol="btc"), "spec.symbol: 'btc' does not match"),
     "no symbol": (
@@ -178,11 +189,11 @@ INVALID = {
     "paused not bool": (manifest(paused="yes"), "spec.paused: 'yes' is not of type 'boolean'"),
     "alert with two conditions": (
         manifest(alerts=[{"above": 10, "below": 5}]),
-        ".spec.alerts[0]: an alert must set exactly one of above, below, change24hAbove",
+        ONE_CONDITION,
     ),
     "alert with no condition": (
         manifest(alerts=[{"cooldown": "1h"}]),
-        ".spec.alerts[0]: an alert must set exactly one of above, below, change24hAbove",
+        ONE_CONDITION,
     ),
     "below not under above": (
         manifest(alerts=[{"above": 100}, {"below": 100}]),
@@ -201,6 +212,33 @@ INVALID = {
     "backfill with a leading zero": (manifest(backfill="090d"), "spec.backfill: '090d' is not valid"),
     "backfill days as a big number": (manifest(backfill=400), "spec.backfill: 400 is not valid"),
     "backfill negative": (manifest(backfill=-1), "spec.backfill: -1 is not valid"),
+    "change without window": (
+        manifest(alerts=[{"changeAbove": {"percent": 5}}]),
+        "spec.alerts.0.changeAbove: 'window' is a required property",
+    ),
+    "change of zero": (
+        manifest(alerts=[{"changeBelow": {"percent": 0, "window": "1h"}}]),
+        "spec.alerts.0.changeBelow.percent: 0 is less than or equal",
+    ),
+    "window too short": (
+        manifest(alerts=[{"changeAbove": {"percent": 5, "window": "30s"}}]),
+        ".spec.alerts[0].changeAbove: window must be between 1m and 720h",
+    ),
+    "window too long": (
+        manifest(alerts=[{"changeBelow": {"percent": 5, "window": "721h"}}]),
+        ".spec.alerts[0].changeBelow: window must be between 1m and 720h",
+    ),
+    "window in days": (
+        manifest(alerts=[{"changeAbove": {"percent": 5, "window": "1d"}}]),
+        "spec.alerts.0.changeAbove.window: '1d' does not match",
+    ),
+    "stale too short": (
+        manifest(alerts=[{"staleAfter": "59s"}]),
+        ".spec.alerts[0].staleAfter: staleAfter must be at least 1m",
+    ),
+    "stale and above": (manifest(alerts=[{"staleAfter": "5m", "above": 1}]), ONE_CONDITION),
+    "notify bad name": (manifest(notify=["Team Telegram"]), "spec.notify.0: 'Team Telegram' does not match"),
+    "notify twice": (manifest(notify=["ops", "ops"]), "has non-unique elements"),
 }
 
 

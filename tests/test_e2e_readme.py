@@ -123,7 +123,7 @@ def test_run_sh_demo_in_a_fresh_clone_serves_the_api_and_dashboard_and_a_second_
         "CMC_API_KEY": "",
     }
     api = f"http://127.0.0.1:{api_port}"
-    state = clone / ".cryptoviz"
+    state = clone / ".cryptoviz" / "demo"  # each mode has its own state dir
 
     first = Run(clone, env, "--demo")
     try:

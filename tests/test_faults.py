@@ -109,7 +109,8 @@ def test_provider_fault_matrix_keeps_running_counts_rejects_and_keeps_what_is_va
             )
         _assert_exact(run, expected)
         info = run.run_info()
-        assert info["restarts"] == {"ingester": 0, "scraper": 0}, "a provider fault must not crash anything"
+        restarts = {"ingester": 0, "scraper": 0, "notify": 0}
+        assert info["restarts"] == restarts, "a provider fault must not crash anything"
         log = (run.state_dir / "logs" / "scraper.log").read_text()
         for reason in ("missing_price", "nonfinite_price", "nonpositive_price"):
             assert f"{reason}=" in log, f"rejections for {reason} not counted in the scraper's log"

@@ -137,5 +137,5 @@ def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Stor
     ]
     _, text = queries.history_json(cur, series, start, start + timedelta(hours=3), 3)
     assert text.count(b'"samples"') == 3
-    bounds = queries.data_bounds(cur, series, start, start + timedelta(hours=3))
-    assert bounds == {("binance", "BTCUSDT"): (start, start + timedelta(hours=2))}
+    extent = queries.data_extent(cur, series, start, start + timedelta(hours=3))
+    assert extent == {("binance", "BTCUSDT"): queries.Extent(start, start + timedelta(hours=2))}

@@ -488,6 +488,9 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
         assert "LTC price" in alert[0]["message"]
         last = await eventually(lambda: cluster.tc("ltc-watch")["status"].get("lastAlert"), what="status.lastAlert")
         assert (last["condition"], last["threshold"]) == ("above", 1.0)
+        (rule,) = await eventually(lambda: cluster.tc("ltc-watch")["status"].get("alerts"), what="status.alerts")
+        assert (rule["rule"], rule["condition"]) == ("LTC above 1", "above")
+        assert rule["lastFiredAt"] and rule["delivery"] == "pending"  # no notifier in this test
 
         # surfaced once: later refresh rounds neither repeat the Event nor rewrite status.lastAlert
         await asyncio.sleep(2.5)
@@ -496,6 +499,10 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
             r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastAlert" in r.text
         ]
         assert len(alert_writes) == 1
+        fired_writes = [
+            r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastFiredAt" in r.text
+        ]
+        assert len(fired_writes) == 1  # (an earlier write may show the rule before it fired)
     finally:
         ingester.terminate()
         await asyncio.wait_for(ingester.wait(), 30)

@@ -235,3 +235,67 @@ def test_settings_from_the_environment() -> None:
         Settings.from_env({"MANAGE_SCHEDULE": "maybe"})
     with pytest.raises(SettingsError, match="STATUS_REFRESH_INTERVAL"):
         Settings.from_env({"STATUS_REFRESH_INTERVAL": "1m"})
+
+
+def test_window_and_stale_rules_and_notify_targets_render_into_the_config_and_merge() -> None:
+    spec = {
+        "symbol": "ETH",
+        "notify": ["team"],
+        "alerts": [
+            {"changeAbove": {"percent": 5, "window": "1h"}, "cooldown": "2h"},
+            {"changeBelow": {"percent": 5, "window": "1h"}},
+            {"staleAfter": "15m"},
+        ],
+    }
+    other = {"symbol": "ETH", "notify": ["ops", "team"], "alerts": [{"staleAfter": "15m"}, {"above": 5000}]}
+    result = render([tc("one", spec), tc("two", other, created="2026-01-02T00:00:00Z")])
+    (coin,) = parse_config(yaml.safe_load(result.text)).coins
+    assert coin.notify == ["ops", "team"]
+    assert [(a.condition, a.cooldown) for a in coin.alerts] == [
+        ("above", "1h"),
+        ("change_above", "2h"),
+        ("change_below", "1h"),
+        ("stale_after", "1h"),
+    ]
+    assert coin.alerts[1].change_above.window_seconds == 3600 and coin.alerts[1].change_above.percent == 5
+    assert "stale_after: 15m" in result.text and "window: 1h" in result.text
+    bad = render([tc("bad", {"symbol": "ETH", "alerts": [{"changeAbove": {"percent": 5, "window": "5s"}}]})])
+    assert not bad.decisions[("crypto", "bad")].accepted
+    assert "window must be between 1m and 30d" in bad.decisions[("crypto", "bad")].message
+
+
+def test_status_alerts_follow_the_last_firing_and_delivery_and_never_go_back() -> None:
+    from cryptoviz_operator.status import alert_statuses
+
+    rules = [("BTC above 1", "above"), ("BTC stale_after 15m", "stale_after")]
+    delivered = {"target": "default", "status": "delivered", "delivered_at": "2026-01-01T10:00:05Z"}
+    rows = [
+        {
+            "rule_id": "BTC above 1",
+            "fired_at": "2026-01-01T10:00:00Z",
+            "message": "old",
+            "delivery": "delivered",
+            "deliveries": [delivered],
+        },
+        {
+            "rule_id": "BTC above 1",
+            "fired_at": "2026-01-01T11:00:00Z",
+            "message": "new",
+            "delivery": "retrying",
+            "deliveries": [{"target": "default", "status": "retrying"}],
+        },
+        {"rule_id": "ETH above 1", "fired_at": "2026-01-01T12:00:00Z", "message": "not ours"},
+    ]
+    first = alert_statuses(rules, rows, None)
+    assert first == [
+        {
+            "rule": "BTC above 1",
+            "condition": "above",
+            "lastFiredAt": "2026-01-01T11:00:00Z",
+            "lastMessage": "new",
+            "delivery": "retrying",
+            "lastDeliveredAt": "2026-01-01T10:00:05Z",
+        },
+        {"rule": "BTC stale_after 15m", "condition": "stale_after"},
+    ]
+    assert alert_statuses(rules, [], first) == first  # rows aged out of the window: the status stays

@@ -15,14 +15,26 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptoviz.core.config import ScraperConfig
+from cryptoviz.ingester.rules import rules_from_config
+
 from cryptoviz_operator import backfill
 from cryptoviz_operator.ingester import IngesterClient, IngesterError
 from cryptoviz_operator.jobs import Backfills
 from cryptoviz_operator.kube import GROUP, VERSION, KubeApi
-from cryptoviz_operator.render import ALERT_CONDITIONS, Decision, ObjectKey, Rendering, object_key, render
+from cryptoviz_operator.render import (
+    ALERT_CONDITIONS,
+    Decision,
+    ObjectKey,
+    Rendering,
+    coin_from_spec,
+    object_key,
+    render,
+)
 from cryptoviz_operator.settings import Settings
 from cryptoviz_operator.status import (
     IngestView,
+    alert_statuses,
     desired_status,
     find_condition,
     format_time,
@@ -38,7 +50,8 @@ COINS_ANNOTATION = "cryptoviz.io/coins"
 MANAGED_LABELS = {"app.kubernetes.io/managed-by": "cryptoviz-operator", "app.kubernetes.io/part-of": "cryptoviz"}
 COMPONENT = "cryptoviz-operator"
 ALERT_LOOKBACK = timedelta(hours=1)
-"""On start, alerts fired this long ago are still surfaced (once: each object remembers its last)."""
+"""On start, alerts fired this long ago are still surfaced (once: each object remembers its last); and
+alerts this recent are re-read every refresh, so status.alerts follows their delivery receipts."""
 
 
 def _now() -> datetime:
@@ -286,7 +299,7 @@ class Operator:
         """Alerts are evaluated by the ingester (it reads the same config); here each one becomes
         an Event on every active object that asked for it, and `status.lastAlert`."""
         try:
-            rows = await self.ingester.alerts(self.alerts_since)
+            rows = await self.ingester.alerts(min(self.alerts_since, _now() - ALERT_LOOKBACK))
         except IngesterError as exc:
             log.debug("alerts not fetched: %s", exc)
             return
@@ -299,6 +312,14 @@ class Operator:
                 if rendering.decisions[object_key(obj)].active and _wants(obj, row):
                     await self._surface_alert(obj, row, fired)
             self.alerts_since = max(self.alerts_since, fired)
+        for obj in objects:
+            if not rendering.decisions[object_key(obj)].active:
+                continue
+            status = obj.get("status") or {}
+            desired = alert_statuses(_rules_of(obj), rows, status.get("alerts"))
+            if desired and desired != status.get("alerts"):
+                await self._patch_status(obj, {"alerts": desired})
+                obj["status"] = {**status, "alerts": desired}
 
     async def _surface_alert(self, obj: dict[str, Any], row: Mapping[str, Any], fired: datetime) -> None:
         meta = obj.get("metadata") or {}
@@ -321,11 +342,22 @@ class Operator:
         obj["status"] = {**status, "lastAlert": last_alert}
 
 
+def _rules_of(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(rule id, condition) of each rule in this object's spec.alerts, as the ingester names them."""
+    try:
+        coin = coin_from_spec(obj.get("spec") or {})
+    except ValueError:
+        return []
+    return [(r.rule_id, r.condition) for r in rules_from_config(ScraperConfig(coins=[coin]))]
+
+
 def _wants(obj: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
     """Whether this object's spec.alerts has the rule the ingester fired."""
     spec = obj.get("spec") or {}
     if spec.get("symbol") != row.get("symbol"):
         return False
+    if row.get("rule_id"):
+        return any(rule_id == row["rule_id"] for rule_id, _ in _rules_of(obj))
     threshold = row.get("threshold")
     if not isinstance(threshold, int | float):
         return False

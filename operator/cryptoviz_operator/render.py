@@ -12,7 +12,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptoviz.core.config import Alert, ScraperConfig, TrackedCoin, dump_config, parse_config, parse_duration
+from cryptoviz.core.config import (
+    Alert,
+    Move,
+    ScraperConfig,
+    TrackedCoin,
+    dump_config,
+    parse_config,
+    parse_duration,
+)
 from cryptoviz.core.quote import PROVIDERS
 from pydantic import ValidationError
 
@@ -23,8 +31,15 @@ MIN_INTERVAL_SECONDS = 60
 ObjectKey = tuple[str, str]
 """(namespace, name) of a TrackedCrypto."""
 
-ALERT_CONDITIONS = {"above": "above", "below": "below", "change24hAbove": "change_24h_above"}
-"""CR alert field → scraper config alert field."""
+ALERT_CONDITIONS = {
+    "above": "above",
+    "below": "below",
+    "change24hAbove": "change_24h_above",
+    "changeAbove": "change_above",
+    "changeBelow": "change_below",
+    "staleAfter": "stale_after",
+}
+"""CR alert field → scraper config alert field (changeAbove/changeBelow keep their {percent, window})."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ def coin_from_spec(spec: Mapping[str, Any]) -> TrackedCoin:
                 "ids": ids,
                 "providers": spec.get("providers") or None,
                 "alerts": alerts,
+                "notify": spec.get("notify") or [],
             }
         )
     except ValidationError as exc:
@@ -140,12 +156,19 @@ def _merge(claim: _Claim, coin: TrackedCoin) -> TrackedCoin:
         ids={**coin.ids, **base.ids},
         providers=providers or None,
         alerts=[alerts[k] for k in sorted(alerts)],
+        notify=sorted(set(base.notify) | set(coin.notify)),
     )
 
 
-def _alert_key(alert: Alert) -> tuple[str, float, float]:
-    condition = next(n for n in ("above", "below", "change_24h_above") if getattr(alert, n) is not None)
-    return (condition, float(getattr(alert, condition)), alert.cooldown_seconds)
+def _alert_key(alert: Alert) -> tuple[str, float, float, float]:
+    value = getattr(alert, alert.condition)
+    if isinstance(value, Move):
+        amount, window = value.percent, value.window_seconds
+    elif alert.condition == "stale_after":
+        amount, window = parse_duration(value), 0.0
+    else:
+        amount, window = float(value), 0.0
+    return (alert.condition, amount, window, alert.cooldown_seconds)
 
 
 def _describe(key: ObjectKey) -> str:

@@ -174,3 +174,43 @@ def _comparable(value: Any) -> Any:
 def status_changes(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
     """The merge patch that brings `current` to `desired` (empty when nothing changed)."""
     return {k: v for k, v in desired.items() if _comparable(current.get(k)) != _comparable(v)}
+
+
+def _latest(*times: datetime | None) -> datetime | None:
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def alert_statuses(rules: list[tuple[str, str]], rows: list[Mapping[str, Any]], previous: Any) -> list[dict[str, Any]]:
+    """`status.alerts`: per rule (rule id, condition) of the spec, its last firing and last delivery.
+
+    `rows` are the ingester's recent alerts (with their delivery state); what they no longer cover is
+    kept from `previous`, so an entry only ever moves forward.
+    """
+    before = {e["rule"]: e for e in previous or [] if isinstance(e, dict) and isinstance(e.get("rule"), str)}
+    result = []
+    for rule_id, condition in rules:
+        old = before.get(rule_id, {})
+        mine = [(parse_time(r.get("fired_at")), r) for r in rows if r.get("rule_id") == rule_id]
+        mine = [(t, r) for t, r in mine if t is not None]
+        entry: dict[str, Any] = {"rule": rule_id, "condition": condition}
+        old_fired = parse_time(old.get("lastFiredAt"))
+        newest = max(mine, key=lambda pair: pair[0]) if mine else None
+        if newest is not None and (old_fired is None or newest[0] >= old_fired):
+            fired, row = newest
+            entry["lastFiredAt"] = format_time(fired)
+            entry["lastMessage"] = str(row.get("message") or "")[:1024]
+            entry["delivery"] = str(row.get("delivery") or "pending")
+        else:
+            entry.update({k: old[k] for k in ("lastFiredAt", "lastMessage", "delivery") if k in old})
+        delivered = [
+            parse_time(d.get("delivered_at"))
+            for _, row in mine
+            for d in row.get("deliveries") or []
+            if isinstance(d, dict) and d.get("status") == "delivered"
+        ]
+        last_delivered = _latest(parse_time(old.get("lastDeliveredAt")), *delivered)
+        if last_delivered is not None:
+            entry["lastDeliveredAt"] = format_time(last_delivered)
+        result.append(entry)
+    return result

@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "ingest": "cryptoviz.ingester.cli:ingest",
     "backup": "cryptoviz.ingester.cli:backup",
     "dashboard": "cryptoviz.dashboard.cli:dashboard",
+    "notify": "cryptoviz.notify.cli:notify",
     "dev": "cryptoviz.dev.cli:dev",
     "config-schema": "cryptoviz.core.cli_tools:config_schema",
     "check-config": "cryptoviz.core.cli_tools:check_config",

@@ -88,6 +88,10 @@ jetstream {
 {{- default (printf "%s-providers" (include "cryptoviz.fullname" .)) .Values.scraper.secret.existingSecret }}
 {{- end }}
 
+{{- define "cryptoviz.notifySecretName" -}}
+{{- default (printf "%s-notify" (include "cryptoviz.fullname" .)) .Values.notify.existingSecret }}
+{{- end }}
+
 {{- define "cryptoviz.authSecretName" -}}
 {{- default (printf "%s-dashboard-auth" (include "cryptoviz.fullname" .)) .Values.dashboard.auth.existingSecret }}
 {{- end }}

@@ -14,6 +14,9 @@ people may write it by hand. YAML or JSON, validated here with messages that nam
         providers: [coingecko] # optional; default: [provider]
         alerts:
           - {above: 100000, cooldown: 1h}
+          - {change_above: {percent: 5, window: 1h}, cooldown: 2h}
+          - {stale_after: 15m}
+        notify: [team-telegram]  # named targets of `cryptoviz notify` (NOTIFY_TARGETS_FILE)
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ from cryptoviz.core.providers import PROVIDERS, ProviderName
 
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,19}$"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+TARGET_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
+"""A notification target's name (NOTIFY_TARGETS_FILE, `notify:`): lower case, digits, - and _."""
+ALERT_CONDITIONS: tuple[str, ...] = (
+    "above",
+    "below",
+    "change_24h_above",
+    "change_above",
+    "change_below",
+    "stale_after",
+)
 
 
 class ConfigError(ValueError):
@@ -47,8 +60,36 @@ def parse_duration(text: str | int | float) -> float:
     return float(days * 86400 + hours * 3600 + minutes * 60 + seconds)
 
 
+def format_duration(seconds: float | None) -> str:
+    """The shortest whole unit: 3600 → `1h`, 5400 → `90m`, 86400 → `1d`, 45 → `45s`."""
+    seconds = int(seconds or 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Move(_Strict):
+    """A move of at least `percent` within `window` (from the window's low for a rise, its high for a fall)."""
+
+    percent: float = Field(gt=0, le=1_000_000, description="Least move in percent, e.g. 5.")
+    window: str = Field(description="Duration the move happens within, e.g. 1h (at least 1m, at most 30d).")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        seconds = parse_duration(value)
+        if not 60 <= seconds <= 30 * 86400:
+            raise ValueError("window must be between 1m and 30d")
+        return value
+
+    @property
+    def window_seconds(self) -> float:
+        return parse_duration(self.window)
 
 
 class Alert(_Strict):
@@ -57,6 +98,9 @@ class Alert(_Strict):
     above: float | None = Field(None, gt=0, description="Fire when the price rises above this (USD).")
     below: float | None = Field(None, gt=0, description="Fire when the price falls below this (USD).")
     change_24h_above: float | None = Field(None, gt=0, description="Fire when |24h change| exceeds this percentage.")
+    change_above: Move | None = Field(None, description="Fire when the price rose `percent` within `window`.")
+    change_below: Move | None = Field(None, description="Fire when the price fell `percent` within `window`.")
+    stale_after: str | None = Field(None, description="Fire when no new quote arrived for this long, e.g. 15m.")
     cooldown: str = Field("1h", description="Duration such as 15m, 1h, 1d.")
 
     @field_validator("cooldown")
@@ -65,12 +109,23 @@ class Alert(_Strict):
         parse_duration(value)
         return value
 
+    @field_validator("stale_after")
+    @classmethod
+    def _stale_after(cls, value: str | None) -> str | None:
+        if value is not None and parse_duration(value) < 60:
+            raise ValueError("stale_after must be at least 1m")
+        return value
+
     @model_validator(mode="after")
     def _one_condition(self) -> Alert:
-        set_conditions = [n for n in ("above", "below", "change_24h_above") if getattr(self, n) is not None]
+        set_conditions = [n for n in ALERT_CONDITIONS if getattr(self, n) is not None]
         if len(set_conditions) != 1:
-            raise ValueError("an alert sets exactly one of above, below, change_24h_above")
+            raise ValueError(f"an alert sets exactly one of {', '.join(ALERT_CONDITIONS)}")
         return self
+
+    @property
+    def condition(self) -> str:
+        return next(n for n in ALERT_CONDITIONS if getattr(self, n) is not None)
 
     @property
     def cooldown_seconds(self) -> float:
@@ -87,6 +142,9 @@ class TrackedCoin(_Strict):
         None, min_length=1, description="Providers to scrape this coin from; default: the config's provider."
     )
     alerts: list[Alert] = Field(default_factory=list)
+    notify: list[Annotated[str, Field(pattern=TARGET_NAME_PATTERN)]] = Field(
+        default_factory=list, description="Named notification targets of this coin's alerts (besides NOTIFY_URLS)."
+    )
 
     @field_validator("ids")
     @classmethod

@@ -42,7 +42,7 @@ SUBJECT_PREFIX = "cryptoviz.quotes"
 CANDLES_PREFIX = "cryptoviz.candles"
 DEADLETTER_PREFIX = "cryptoviz.deadletter"
 ALERTS_PREFIX = "cryptoviz.alerts"
-"""Alert events: `cryptoviz.alerts.<symbol>` (core NATS, not stored in the quotes stream)."""
+"""Fired alerts: `cryptoviz.alerts.<symbol>`, in their own stream (see `alert_contract`), not this one."""
 STREAM_SUBJECTS: tuple[str, ...] = (f"{SUBJECT_PREFIX}.>", f"{CANDLES_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
 DUPLICATE_WINDOW = timedelta(hours=2)
 """Longer than any sensible scrape interval, so a CronJob run twice stores nothing twice."""

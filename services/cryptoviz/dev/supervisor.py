@@ -213,6 +213,16 @@ class Supervisor:
         self._child("scraper", ["scrape", "--loop"], INGESTER_URL=p.api_url, **scraper_env)
         if p.provider != "replay":  # a replay is its own history; live providers and the simulator have a past
             self._child("backfill", ["backfill"], one_shot=True, INGESTER_URL=p.api_url, **scraper_env)
+        # Targets come from the caller's NOTIFY_URLS / NOTIFY_TARGETS_FILE; without any, alerts are
+        # recorded as not delivered (the dashboard says why).
+        self._child(
+            "notify",
+            ["notify"],
+            NATS_URL=self.nats.url,
+            NOTIFY_METRICS_HOST=p.host,
+            NOTIFY_METRICS_PORT=os.environ.get("NOTIFY_METRICS_PORT", "0"),
+            DASHBOARD_URL=os.environ.get("DASHBOARD_URL", p.dashboard_url if p.with_dashboard else ""),
+        )
         if not p.with_dashboard:
             return
         self._child(
@@ -275,6 +285,8 @@ class Supervisor:
                 f"      backfill           filling {days} days of history (log: {self.children['backfill'].log_path})"
             )
             self.children["backfill"].start()
+        self.echo("      notifier           starting (alerts to NOTIFY_URLS / NOTIFY_TARGETS_FILE) …")
+        self.children["notify"].start()
         if p.with_dashboard:
             self.echo(f"[4/4] dashboard          starting on {p.dashboard_url} …")
             dashboard = self.children["dashboard"]
@@ -332,7 +344,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Reverse order; the ingester gets time to commit and ack before NATS stops."""
-        for name in ("dashboard", "backfill", "scraper", "ingester"):
+        for name in ("dashboard", "backfill", "notify", "scraper", "ingester"):
             child = self.children.get(name)
             if child:
                 child.stop(timeout=20 if name == "ingester" else 10)

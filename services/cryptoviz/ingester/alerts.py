@@ -1,78 +1,96 @@
-"""Price alerts: the rules of SCRAPER_CONFIG's coins[].alerts, evaluated on every commit.
+"""Price alerts: the rules of SCRAPER_CONFIG's coins[].alerts, evaluated on every commit and on a clock.
 
-A rule fires when the newest committed quote of its symbol meets the condition and the rule
-has not fired within its cooldown (remembered across restarts through the `alerts` table).
-Each firing is stored in the same transaction as the batch that fired it, then published on
-core NATS `cryptoviz.alerts.<SYMBOL>` as JSON. The config file is re-read when it changes (the
-operator rewrites the mounted ConfigMap).
+Price, 24h-change and window rules (`change_above` / `change_below`: a move of `percent` within
+`window`) are decided from the newest committed quote of their symbol, inside the batch's
+transaction (so an alert is committed with the quotes that fired it). Stale rules (`stale_after`:
+no new quote for that long) have no batch to ride on: a timer decides them. Either way a rule
+fires only when it has not fired within its cooldown (remembered across restarts through the
+`alerts` table), and the stored rows go to the JetStream outbox (`outbox.Outbox`). The config file
+is re-read when it changes (the operator rewrites the mounted ConfigMap).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
-import orjson
-from nats.aio.client import Client
+import duckdb
 
-from cryptoviz.core import contract
 from cryptoviz.core.config import ConfigError, load_config
 from cryptoviz.ingester import metrics
-from cryptoviz.ingester.formats import JSON_OPTIONS
+from cryptoviz.ingester.rules import (
+    STALE,
+    WINDOW_CONDITIONS,
+    Rule,
+    Window,
+    alert_id,
+    cooled_down,
+    is_stale,
+    message,
+    newest_per_symbol,
+    observe,
+    rules_from_config,
+    stale_since,
+)
 from cryptoviz.ingester.store import Store
 
 log = logging.getLogger(__name__)
 
+Clock = Callable[[], datetime]
+STALE_CHECK_MAX_SECONDS = 15.0
+"""Stale rules are checked at least this often (more often for short `stale_after`)."""
 
-@dataclass(frozen=True, slots=True)
-class Rule:
-    symbol: str
-    condition: str
-    threshold: float
-    cooldown: timedelta
-
-    def check(self, quote: dict) -> float | None:
-        """The observed value when the rule is met, else None."""
-        if self.condition == "above" and quote["price"] > self.threshold:
-            return quote["price"]
-        if self.condition == "below" and quote["price"] < self.threshold:
-            return quote["price"]
-        change = quote.get("percent_change_24h")
-        if self.condition == "change_24h_above" and change is not None and abs(change) > self.threshold:
-            return change
-        return None
-
-    def message(self, quote: dict) -> str:
-        if self.condition == "change_24h_above":
-            return (
-                f"{self.symbol} moved {quote['percent_change_24h']:+.2f}% in 24h "
-                f"(more than {self.threshold:g}%), price {quote['price']:,.6g} USD"
-            )
-        return f"{self.symbol} price {quote['price']:,.6g} USD is {self.condition} {self.threshold:,.6g} USD"
+_WINDOW_SQL = """
+SELECT min(price), max(price) FROM crypto_prices
+WHERE provider = $provider AND coin_id = $coin_id AND timestamp BETWEEN $start AND $end
+"""
+_LAST_SEEN_SQL = """
+SELECT symbol, arg_max(provider, received_at), arg_max(coin_id, received_at), arg_max(name, received_at),
+       arg_max(price, received_at), arg_max(percent_change_24h, received_at), arg_max(timestamp, received_at),
+       max(received_at)
+FROM coins GROUP BY symbol
+"""
 
 
-def rules_from_config(path: str | None) -> list[Rule]:
-    config = load_config(path)
-    rules = []
-    for coin in config.coins:
-        for alert in coin.alerts:
-            for condition in ("above", "below", "change_24h_above"):
-                value = getattr(alert, condition)
-                if value is not None:
-                    rules.append(Rule(coin.symbol, condition, float(value), timedelta(seconds=alert.cooldown_seconds)))
-    return rules
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def alert_row(rule: Rule, quote: Mapping | None, fired_at: datetime, observed: float | None, text: str) -> dict:
+    """An `alerts` row (see schema.ALERT_COLUMNS)."""
+    quote = quote or {}
+    rid = rule.rule_id
+    return {
+        "alert_id": alert_id(rid, fired_at),
+        "rule_id": rid,
+        "symbol": rule.symbol,
+        "name": rule.name or quote.get("name"),
+        "condition": rule.condition,
+        "threshold": rule.threshold,
+        "window_seconds": rule.window_seconds,
+        "price": quote.get("price"),
+        "change_24h": quote.get("percent_change_24h"),
+        "change_pct": observed if rule.condition in WINDOW_CONDITIONS else None,
+        "fired_at": fired_at,
+        "message": text,
+        "provider": quote.get("provider"),
+        "coin_id": quote.get("coin_id"),
+        "quote_timestamp": quote.get("timestamp"),
+        "notify": list(rule.notify),
+    }
 
 
 class AlertEngine:
-    def __init__(self, path: str | None, store: Store, nc: Client | None) -> None:
+    def __init__(self, path: str | None, store: Store, clock: Clock = utc_now) -> None:
         self.path = path
         self.store = store
-        self.nc = nc
+        self.clock = clock
+        self.started_at = clock()
         self.rules: list[Rule] = []
         self._mtime: float | None = None
-        self._last_fired: dict[tuple[str, str, float], datetime] = {}
+        self._last_fired: dict[tuple, datetime] = {}
         self._reload()
         self._load_history()
 
@@ -91,7 +109,7 @@ class AlertEngine:
             return
         self._mtime = mtime
         try:
-            self.rules = rules_from_config(self.path)
+            self.rules = rules_from_config(load_config(self.path))
             log.info("loaded %d alert rules from %s", len(self.rules), self.path)
         except ConfigError as exc:
             log.error("alert rules not reloaded: %s", exc)
@@ -99,57 +117,88 @@ class AlertEngine:
     def _load_history(self) -> None:
         rows = (
             self.store.reader()
-            .execute("SELECT symbol, condition, threshold, max(fired_at) FROM alerts GROUP BY ALL")
+            .execute("SELECT symbol, condition, threshold, window_seconds, max(fired_at) FROM alerts GROUP BY ALL")
             .fetchall()
         )
-        self._last_fired = {(s, c, t): fired for s, c, t, fired in rows}
+        self._last_fired = {(s, c, t, w): fired for s, c, t, w, fired in rows}
 
-    def due(self, latest: list[dict]) -> list[dict]:
+    @property
+    def stale_check_seconds(self) -> float | None:
+        """How often the clock-driven check should run; None without stale rules."""
+        stale = [r.threshold for r in self.rules if r.condition == STALE]
+        return min(STALE_CHECK_MAX_SECONDS, max(1.0, min(stale) / 4)) if stale else None
+
+    def due(self, latest: list[dict], conn: duckdb.DuckDBPyConnection) -> list[dict]:
         """The alerts the newest quotes of a batch fire, as `alerts` rows.
 
-        Called by the store inside the batch's transaction, so an alert is committed with the
-        quotes that fired it (a crash before the acks cannot lose it: the redelivery is all
-        duplicates and fires nothing). Remembers nothing: `announce` does, after the commit.
+        Called by the store inside the batch's transaction (`conn`), so an alert is committed with
+        the quotes that fired it and a window sees them; a crash before the acks cannot lose it (the
+        redelivery is all duplicates and fires nothing). Remembers nothing: `committed` does.
         """
         self._reload()
         if not self.rules:
             return []
-        now = datetime.now(UTC).replace(tzinfo=None)
-        by_symbol: dict[str, dict] = {}
-        for quote in latest:
-            current = by_symbol.get(quote["symbol"])
-            if current is None or quote["timestamp"] > current["timestamp"]:
-                by_symbol[quote["symbol"]] = quote
+        now = self.clock()
+        by_symbol = newest_per_symbol(latest)
+        windows: dict[tuple, Window | None] = {}
         fired = []
         for rule in self.rules:
             quote = by_symbol.get(rule.symbol)
-            if quote is None or rule.check(quote) is None:
+            if quote is None or rule.condition == STALE:
                 continue
-            last = self._last_fired.get((rule.symbol, rule.condition, rule.threshold))
-            if last is not None and now - last < rule.cooldown:
+            window = None
+            if rule.condition in WINDOW_CONDITIONS:
+                key = (quote["provider"], quote["coin_id"], rule.window)
+                if key not in windows:
+                    windows[key] = _window(conn, quote, rule.window)
+                window = windows[key]
+            observed = observe(rule, quote, window)
+            if observed is None or not cooled_down(rule, self._last_fired.get(rule.key), now):
                 continue
-            fired.append(
-                {
-                    "symbol": rule.symbol,
-                    "condition": rule.condition,
-                    "threshold": rule.threshold,
-                    "price": quote["price"],
-                    "change_24h": quote.get("percent_change_24h"),
-                    "fired_at": now,
-                    "message": rule.message(quote),
-                    "provider": quote["provider"],
-                    "coin_id": quote["coin_id"],
-                    "quote_timestamp": quote["timestamp"],
-                }
-            )
+            fired.append(alert_row(rule, quote, now, observed, message(rule, quote["price"], observed)))
         return fired
 
-    async def announce(self, fired: list[dict]) -> None:
-        """After the commit: start the cooldowns, count, log and publish the stored alerts."""
+    def stale_due(self) -> list[dict]:
+        """The stale rules whose coin has had no new quote for their `stale_after` (clock-driven)."""
+        self._reload()
+        stale_rules = [r for r in self.rules if r.condition == STALE]
+        if not stale_rules:
+            return []
+        now = self.clock()
+        seen = {row[0]: row for row in self.store.reader().execute(_LAST_SEEN_SQL).fetchall()}
+        fired = []
+        for rule in stale_rules:
+            row = seen.get(rule.symbol)
+            last_seen = row[7] if row else None
+            if not is_stale(rule, last_seen, self.started_at, now):
+                continue
+            if not cooled_down(rule, self._last_fired.get(rule.key), now):
+                continue
+            quote = None
+            if row:
+                keys = ("provider", "coin_id", "name", "price", "percent_change_24h", "timestamp")
+                quote = dict(zip(keys, row[1:7], strict=True))
+            quiet = now - stale_since(last_seen, self.started_at)
+            text = message(rule, quote["price"] if quote else None, None, quiet)
+            fired.append(alert_row(rule, quote, now, None, text))
+        return fired
+
+    def committed(self, fired: list[dict]) -> None:
+        """After the commit: start the cooldowns, count and log."""
         for alert in fired:
-            self._last_fired[(alert["symbol"], alert["condition"], alert["threshold"])] = alert["fired_at"]
+            self._last_fired[(alert["symbol"], alert["condition"], alert["threshold"], alert["window_seconds"])] = (
+                alert["fired_at"]
+            )
             metrics.ALERTS.inc()
-            log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"]})
-            if self.nc is not None and self.nc.is_connected:
-                payload = orjson.dumps(alert, option=JSON_OPTIONS)
-                await self.nc.publish(f"{contract.ALERTS_PREFIX}.{alert['symbol']}", payload)
+            log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"], "rule": alert["rule_id"]})
+
+
+def _window(conn: duckdb.DuckDBPyConnection, quote: Mapping, window: timedelta | None) -> Window | None:
+    end = quote["timestamp"]
+    low, high = conn.execute(
+        _WINDOW_SQL,
+        {"provider": quote["provider"], "coin_id": quote["coin_id"], "start": end - window, "end": end},
+    ).fetchall()[0]
+    if low is None or high is None:
+        return None
+    return Window(low=min(low, quote["price"]), high=max(high, quote["price"]))

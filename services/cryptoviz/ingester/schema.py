@@ -169,7 +169,58 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         INSERT INTO ingest_counters VALUES ('candles', 0), ('candle_duplicates', 0);
         """,
     ),
+    (
+        5,
+        "alert identity, window rules, notify targets, the JetStream outbox and delivery receipts",
+        # Alerts stored before this were published on core NATS already: marked published, never re-sent.
+        """
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS alert_id VARCHAR;
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS rule_id VARCHAR;
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS name VARCHAR;
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS window_seconds DOUBLE;
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS change_pct DOUBLE;
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS notify VARCHAR[];
+        ALTER TABLE alerts ADD COLUMN IF NOT EXISTS published_at TIMESTAMP;
+        UPDATE alerts SET
+            alert_id = 'legacy-' || md5(symbol || condition || CAST(threshold AS VARCHAR) || CAST(fired_at AS VARCHAR)),
+            rule_id = symbol || ' ' || condition || ' ' || CAST(threshold AS VARCHAR),
+            published_at = fired_at
+        WHERE alert_id IS NULL;
+        CREATE TABLE alert_deliveries (
+            alert_id VARCHAR NOT NULL,
+            target VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            attempts INTEGER NOT NULL,
+            reason VARCHAR,
+            updated_at TIMESTAMP NOT NULL,
+            delivered_at TIMESTAMP,
+            latency_seconds DOUBLE,
+            targets INTEGER,
+            PRIMARY KEY (alert_id, target)
+        );
+        """,
+    ),
 )
+
+ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("alert_id", "VARCHAR"),
+    ("rule_id", "VARCHAR"),
+    ("symbol", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("condition", "VARCHAR"),
+    ("threshold", "DOUBLE"),
+    ("window_seconds", "DOUBLE"),
+    ("price", "DOUBLE"),
+    ("change_24h", "DOUBLE"),
+    ("change_pct", "DOUBLE"),
+    ("fired_at", "TIMESTAMP"),
+    ("message", "VARCHAR"),
+    ("provider", "VARCHAR"),
+    ("coin_id", "VARCHAR"),
+    ("quote_timestamp", "TIMESTAMP"),
+    ("notify", "VARCHAR[]"),
+)
+"""The columns of an `alerts` row as the alert engine makes it (published_at is set by the outbox)."""
 
 
 def current_version(conn: duckdb.DuckDBPyConnection) -> int:

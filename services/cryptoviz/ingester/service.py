@@ -21,11 +21,12 @@ import uvicorn
 
 from cryptoviz.core.nats import connect, redact_url
 from cryptoviz.ingester import metrics
-from cryptoviz.ingester.alerts import AlertEngine
+from cryptoviz.ingester.alerts import STALE_CHECK_MAX_SECONDS, AlertEngine
 from cryptoviz.ingester.api import create_app
 from cryptoviz.ingester.backup import snapshot_tar
 from cryptoviz.ingester.candle_writes import CandleCommit
 from cryptoviz.ingester.consumer import CandleConsumer, Consumer, QuoteConsumer
+from cryptoviz.ingester.outbox import Outbox, ReceiptConsumer, insert_alerts
 from cryptoviz.ingester.retention import Housekeeper
 from cryptoviz.ingester.store import CommitResult, Store
 
@@ -81,6 +82,8 @@ class Runtime:
         self.events = EventHub()
         self.consumers: list[Consumer] = []
         self.alerts: AlertEngine | None = None
+        self.outbox: Outbox | None = None
+        self._publishing: set[asyncio.Task] = set()
         self._commits: deque[tuple[float, int]] = deque()
         self._closed = False
 
@@ -114,10 +117,35 @@ class Runtime:
                 {"records": result.inserted, "last_update": result.last_update, "symbols": result.symbols}
             )
             if self.alerts and result.alerts:
-                try:
-                    await self.alerts.announce(result.alerts)
-                except Exception as exc:  # an alert problem must never stop ingest
-                    log.error("alert publication failed: %s", exc)
+                self.announce(result.alerts)
+
+    def announce(self, fired: list[dict]) -> None:
+        """Stored alerts: start their cooldowns and hand them to the outbox without holding up ingest
+        (a failed publish is retried by the outbox's sweep)."""
+        self.alerts.committed(fired)
+        if self.outbox is not None:
+            task = asyncio.create_task(self.outbox.publish(fired), name="alert-publish")
+            self._publishing.add(task)
+            task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("alert publication failed (%s); the outbox retries", task.exception())
+
+    async def check_stale(self) -> None:
+        """Clock-driven: stale rules have no batch to ride on."""
+        while True:
+            await asyncio.sleep(self.alerts.stale_check_seconds or STALE_CHECK_MAX_SECONDS)
+            try:
+                fired = await asyncio.to_thread(self.alerts.stale_due)
+                if fired:
+                    await self.store.write(insert_alerts, self.store, fired)
+                    self.announce(fired)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an alert problem must never stop ingest
+                log.error("stale check failed: %s", exc)
 
     async def on_candles(self, result: CandleCommit) -> None:
         """History arrived: dashboards refresh (`records` counts quotes, so it stays 0 here)."""
@@ -187,7 +215,8 @@ async def run(settings: Settings) -> None:
         if not connect_task.done() or connect_task.cancelled():
             return
         nc = connect_task.result()
-        runtime.alerts = await asyncio.to_thread(AlertEngine, settings.scraper_config, store, nc)
+        runtime.alerts = await asyncio.to_thread(AlertEngine, settings.scraper_config, store)
+        runtime.outbox = Outbox(store, nc)
         common = {"batch_timeout": settings.batch_timeout, "ack_wait": settings.ack_wait}
         runtime.consumers = [
             QuoteConsumer(
@@ -205,6 +234,9 @@ async def run(settings: Settings) -> None:
             *loops,
             asyncio.create_task(_refresh_lag(runtime.consumers), name="lag"),
             asyncio.create_task(Housekeeper(store, settings.retention_days).run(), name="retention"),
+            asyncio.create_task(runtime.outbox.run(), name="outbox"),
+            asyncio.create_task(ReceiptConsumer(store, nc).run(), name="receipts"),
+            asyncio.create_task(runtime.check_stale(), name="stale"),
         ]
         done, _ = await asyncio.wait(
             {api_task, *loops, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -220,6 +252,8 @@ async def run(settings: Settings) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if runtime._publishing:  # stored alerts being published: let them land (else the next start's sweep does)
+            await asyncio.wait(runtime._publishing, timeout=5)
         server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(api_task, 5)

@@ -32,14 +32,21 @@ import pyarrow as pa
 
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester.candle_writes import CandleCommit, insert_candles
-from cryptoviz.ingester.schema import CANDLE_COLUMNS, LATEST_FIELDS, QUOTE_COLUMNS, migrate
+from cryptoviz.ingester.schema import ALERT_COLUMNS, CANDLE_COLUMNS, LATEST_FIELDS, QUOTE_COLUMNS, migrate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_ARROW_TYPES = {"VARCHAR": pa.string(), "DOUBLE": pa.float64(), "TIMESTAMP": pa.timestamp("us"), "INTEGER": pa.int32()}
+_ARROW_TYPES = {
+    "VARCHAR": pa.string(),
+    "DOUBLE": pa.float64(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "INTEGER": pa.int32(),
+    "VARCHAR[]": pa.list_(pa.string()),
+}
 ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in QUOTE_COLUMNS])
 CANDLE_ARROW_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in CANDLE_COLUMNS])
+ALERTS_SCHEMA = pa.schema([(name, _ARROW_TYPES[sql_type]) for name, sql_type in ALERT_COLUMNS])
 
 
 class StorageError(RuntimeError):
@@ -76,8 +83,9 @@ class CommitResult:
     """Alerts fired by this batch, committed with it."""
 
 
-AlertRules = Callable[[list[dict]], list[dict]]
-"""Given the newest inserted quote per coin of a batch, the `alerts` rows it fires."""
+AlertRules = Callable[[list[dict], duckdb.DuckDBPyConnection], list[dict]]
+"""Given the newest inserted quote per coin of a batch (and the connection, inside the batch's
+transaction, for price windows), the `alerts` rows it fires."""
 
 
 _NEW_ROWS_SQL = """
@@ -220,7 +228,7 @@ class Store:
                     conn.execute(_UPSERT_COINS_SQL)
                 conn.execute("DROP TABLE fresh")
                 if inserted and alert_rules is not None:
-                    fired = _fired(alert_rules, latest)
+                    fired = _fired(alert_rules, latest, conn)
                     if fired:
                         _insert_alerts(conn, fired)
             else:
@@ -265,17 +273,17 @@ class Store:
         return dict(self.reader().execute("SELECT name, value FROM ingest_counters").fetchall())
 
 
-def _fired(alert_rules: AlertRules, latest: list[dict]) -> list[dict]:
+def _fired(alert_rules: AlertRules, latest: list[dict], conn: duckdb.DuckDBPyConnection) -> list[dict]:
     """An alert rule problem must never stop ingest: it is logged and the batch goes on."""
     try:
-        return alert_rules(latest)
+        return alert_rules(latest, conn)
     except Exception as exc:
         log.error("alert evaluation failed: %s", exc)
         return []
 
 
 def _insert_alerts(conn: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
-    conn.register("new_alerts", pa.Table.from_pylist(rows))
+    conn.register("new_alerts", pa.Table.from_pylist(rows, schema=ALERTS_SCHEMA))
     try:
         conn.execute("INSERT INTO alerts BY NAME SELECT * FROM new_alerts")
     finally:

@@ -1,0 +1,103 @@
+"""Fire → delivered: 1,000 alerts fired in one batch, delivered to a local JSON webhook, p50/p99/max.
+
+The real pipeline: `cryptoviz ingest` fires 1,000 rules (50 coins × 20 price levels) on one committed
+batch, its outbox publishes them to JetStream, `cryptoviz notify` delivers each through Apprise to a
+loopback webhook (json://). Latency is the receiver's arrival time minus the alert's `fired_at`. The
+baseline in the same run: a plain loop of 1,000 Apprise sends to the same webhook (no NATS, no
+dedup, no receipts): what the notifier's extra guarantees cost against sending by hand.
+
+    .venv/bin/python bench/bench_notify.py [--coins 50 --levels 20 --concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+import apprise
+from cryptoviz.core.nats import EmbeddedNats
+from cryptoviz.core.quote import Quote
+from notify_harness import NotifyProcess, Receiver
+from test_ingest_harness import Ingester, chunked, publish
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _baseline(receiver: Receiver, count: int) -> float:
+    """Seconds for `count` sequential Apprise sends to the same webhook."""
+    sender = apprise.Apprise()
+    sender.add(receiver.json_url("/baseline"))
+    started = time.perf_counter()
+    for i in range(count):
+        sender.notify(body=f"baseline {i}", title="baseline")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--coins", type=int, default=50)
+    parser.add_argument("--levels", type=int, default=20, help="price rules per coin (all fire at once)")
+    parser.add_argument("--concurrency", type=int, default=8, help="NOTIFY_CONCURRENCY")
+    args = parser.parse_args()
+    count = args.coins * args.levels
+    with tempfile.TemporaryDirectory() as tmp_name, Receiver() as receiver:
+        tmp = Path(tmp_name)
+        rules = ", ".join(f"{{above: {level}, cooldown: 1h}}" for level in range(1, args.levels + 1))
+        config = tmp / "scraper.yaml"
+        config.write_text(
+            "version: 1\ncoins:\n" + "".join(f"  - {{symbol: C{c}, alerts: [{rules}]}}\n" for c in range(args.coins))
+        )
+        server = EmbeddedNats(tmp / "nats").start()
+        ingester = Ingester(server.url, tmp / "db.duckdb", tmp / "ingester.log", SCRAPER_CONFIG=str(config))
+        notifier = NotifyProcess(
+            server.url,
+            tmp / "notify.log",
+            receiver.base,
+            NOTIFY_URLS=receiver.json_url(),
+            NOTIFY_CONCURRENCY=str(args.concurrency),
+            LOG_LEVEL="INFO",
+        )
+        try:
+            ingester.start()
+            notifier.start()
+            ts = datetime.now(UTC).replace(microsecond=0)
+            publish(
+                server.url,
+                chunked([Quote("demo", f"c{c}", f"C{c}", f"Coin {c}", 1000.0, ts, ts) for c in range(args.coins)]),
+            )
+            receiver.wait(lambda: len(receiver.on("/hook")) >= count, timeout=120, what=f"{count} deliveries")
+            alerts = ingester.json("/api/v1/alerts", limit=str(count))["data"]
+            fired = {
+                a["alert_id"]: datetime.fromisoformat(a["fired_at"].replace("Z", "+00:00")).timestamp() for a in alerts
+            }
+            latencies = []
+            for entry, post in zip(receiver.on("/hook"), receiver.json_posts(), strict=True):
+                ref = next(line[5:] for line in post["message"].splitlines() if line.startswith("Ref: "))
+                latencies.append(entry["at"] - fired[ref])
+            baseline = _baseline(receiver, count)
+        finally:
+            notifier.stop()
+            ingester.stop()
+            server.stop()
+    p99 = _percentile(latencies, 0.99)
+    print(f"{count} alerts fired in one batch → delivered to a local webhook (NOTIFY_CONCURRENCY={args.concurrency})")
+    print(
+        f"  fire → delivered: min {min(latencies):.3f} s, p50 {statistics.median(latencies):.3f} s, "
+        f"p99 {p99:.3f} s, max {max(latencies):.3f} s"
+    )
+    print(f"  baseline, {count} sequential Apprise sends by hand: {baseline:.3f} s in all")
+    print(f"  p99 / baseline: {p99 / baseline:.2f} (target: p99 < 2 s: {'met' if p99 < 2 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

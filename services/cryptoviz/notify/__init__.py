@@ -1,0 +1,1 @@
+"""`cryptoviz notify`: fired alerts from JetStream to people, through Apprise, each exactly once."""

@@ -1,0 +1,106 @@
+"""One notification to one target through Apprise, and what its outcome means for a retry.
+
+Apprise reports success or failure per service plus the log lines of the attempt; the HTTP status
+is only in those lines (`error=400.`). A 4xx other than 408/425/429 will not change by retrying
+(bad token, unknown chat, malformed webhook): permanent. Anything else (5xx, 429, timeouts,
+connection errors) is temporary. Reasons are built from the status code alone: Apprise's own log
+lines may name hosts or tokens, so none of them is ever logged or stored. Apprise's logger (and
+urllib3's, which logs request paths such as Telegram's /bot<token>/) are silenced for the same reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+
+import apprise
+
+from cryptoviz.notify.targets import Target, TargetError
+
+_STATUS = re.compile(r"error=(\d{3})\b")
+_RETRYABLE_4XX = frozenset({408, 425, 429})
+FORMATS = {
+    apprise.NotifyFormat.TEXT: "text",
+    apprise.NotifyFormat.MARKDOWN: "markdown",
+    apprise.NotifyFormat.HTML: "html",
+}
+
+
+SECRET_BEARING_LOGGERS = (apprise.LOGGER_NAME, "urllib3", "requests")
+
+
+def silence_apprise() -> None:
+    """Apprise and urllib3 log URLs, paths and payloads: keep their records away from every handler
+    (not even logging's last-resort one), whatever LOG_LEVEL says."""
+    for name in SECRET_BEARING_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        logger.handlers[:] = [logging.NullHandler()]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    delivered: bool
+    permanent: bool = False
+    reason: str | None = None
+    status: int | None = None
+
+
+def classify(ok: bool, timed_out: bool, log_lines: list[str]) -> Outcome:
+    """Pure: an Apprise result (and its log lines) → delivered / temporary / permanent, with a safe reason."""
+    if ok:
+        return Outcome(True)
+    if timed_out:
+        return Outcome(False, reason="timed out")
+    codes = [int(m.group(1)) for line in log_lines for m in [_STATUS.search(line)] if m]
+    if not codes:
+        return Outcome(False, reason="not accepted (connection error or service refusal)")
+    code = codes[-1]
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "unknown status"
+    permanent = 400 <= code < 500 and code not in _RETRYABLE_4XX
+    return Outcome(False, permanent=permanent, reason=f"HTTP {code} {phrase}", status=code)
+
+
+class Sender:
+    """Apprise objects for one target, one per concurrent send (plugins keep per-instance state)."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._idle: list[apprise.Apprise] = []
+        self._lock = threading.Lock()
+        first = self._make()
+        self.format = FORMATS.get(first[0].resolve_format(None), "text")
+        self._idle.append(first)
+
+    def _make(self) -> apprise.Apprise:
+        # async_mode off: send in the calling worker thread (we run sends in parallel ourselves), no
+        # hop through Apprise's own thread pool for a single service.
+        instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        if not instance.add(self.target.url):
+            raise TargetError(f"target {self.target.name}: not a valid Apprise URL (scheme {self.target.scheme}://)")
+        plugin = instance[0]
+        plugin.socket_connect_timeout = plugin.socket_read_timeout = self.timeout
+        return instance
+
+    def send(self, title: str, body: str) -> Outcome:
+        """Blocking (run it on a worker thread)."""
+        with self._lock:
+            instance = self._idle.pop() if self._idle else None
+        instance = instance or self._make()
+        try:
+            result = instance.notify(body=body, title=title, body_format=self.format)
+        except Exception as exc:  # a plugin bug: a temporary failure, named by type only (no URL)
+            return Outcome(False, reason=f"Apprise raised {type(exc).__name__}")
+        finally:
+            with self._lock:
+                self._idle.append(instance)
+        lines = [entry.message for service in result.results for attempt in service for entry in attempt]
+        timed_out = any(service.status == apprise.AppriseResultStatus.TIMEOUT for service in result.results)
+        return classify(bool(result), timed_out, lines)
