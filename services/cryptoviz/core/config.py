@@ -29,9 +29,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cryptoviz.core.quote import PROVIDERS
+from cryptoviz.core.providers import PROVIDERS, ProviderName
 
-ProviderName = Literal["coinmarketcap", "coingecko", "binance", "kraken", "coinbase"]
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,19}$"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 TARGET_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
