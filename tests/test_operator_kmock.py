@@ -689,12 +689,17 @@ def env_of(job: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_status_of_more_than_200_coins_is_read_from_the_ingester_in_chunks(
-    nats_server: Any, tmp_path: Path
+    cluster: Cluster, nats_server: Any, tmp_path: Path
 ) -> None:
     """The API answers at most 200 symbols per request: the operator asks in chunks, so 250 TrackedCryptos
-    all get their price (instead of every one turning Ready=False on an HTTP 400)."""
+    all get their price (instead of every one turning Ready=False on an HTTP 400); it asks only for the
+    symbols of objects it accepted (a namespace not allowed costs the ingester nothing)."""
+    import kubernetes
     from cryptoviz.core.quote import Quote
     from cryptoviz_operator.ingester import IngesterClient
+    from cryptoviz_operator.kube import KubeApi
+    from cryptoviz_operator.reconcile import Operator
+    from cryptoviz_operator.settings import Settings
     from test_ingest_harness import Ingester, chunked, publish_async
 
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
@@ -719,5 +724,17 @@ async def test_status_of_more_than_200_coins_is_read_from_the_ingester_in_chunks
             await asyncio.sleep(0.2)
         rows = await IngesterClient(ingester.url).latest(q.symbol for q in quotes)
         assert sorted(r["symbol"] for r in rows) == sorted(q.symbol for q in quotes)
+
+        config = kubernetes.client.Configuration()
+        config.host = cluster.url
+        settings = Settings(pod_namespace=NS, ingester_url=ingester.url, allowed_namespaces=(NS,))
+        operator = Operator(settings, KubeApi(kubernetes.client.ApiClient(config)), IngesterClient(ingester.url))
+        objects = [example("btc", "2026-01-01T00:00:00Z", f"uid-{i}") for i in range(3)]
+        for i, (obj, namespace) in enumerate(zip(objects, (NS, NS, "elsewhere"), strict=True)):
+            obj["metadata"].update(name=f"c{i}", namespace=namespace)
+            obj["spec"] = {"symbol": f"C{i}"}
+        await operator.reconcile(lambda: objects)
+        await operator.refresh(lambda: objects)
+        assert operator.ingest is not None and set(operator.ingest.quotes) == {"C0", "C1"}
     finally:
         ingester.stop()

@@ -135,16 +135,19 @@ class Operator:
             self.completed = covers
 
     async def refresh(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
-        """Periodic: ask the ingester for prices and alerts, then reconcile everything, re-reading
-        the ConfigMap/CronJob even if this process wrote them (self-healing)."""
+        """Periodic: ask the ingester for prices and alerts (of accepted objects only: refused ones, e.g.
+        from a namespace not allowed, cost no requests), then reconcile everything, re-reading the
+        ConfigMap/CronJob even if this process wrote them (self-healing)."""
         if not self.indexed and not await self._nothing_in_scope(objects):
             return  # kopf has not finished listing; a partial view must not be rendered
         async with self.lock:
             self.indexed = True
             view = self._with_written_status(objects())
-            symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
+            decisions = (await self.render(view)).decisions
+            accepted = [o for o in view if decisions[object_key(o)].accepted]  # not others' symbols
+            symbols = {str((o.get("spec") or {}).get("symbol")) for o in accepted}
             self.ingest = await self._fetch_latest(symbols) if symbols else None
-            await self.backfills.refresh_coverage(view)
+            await self.backfills.refresh_coverage(accepted)
             rendering = await self._reconcile(view, verify=True)
             if symbols:
                 await self._surface_alerts(self._with_written_status(view), rendering)
