@@ -212,3 +212,22 @@ def test_the_schedule_is_rounded_up_rather_than_run_faster_than_the_floor(
 
     obj = tc("team-a", "coin", {"symbol": "BTC", "interval": interval})
     assert render([obj], Limits(schedule_floor_seconds=int(parse_duration(floor)))).schedule == schedule
+
+
+def test_thousands_sharing_one_symbol_are_rendered_fast_with_short_messages() -> None:
+    import time
+
+    same = [tc("team-a", f"btc-{i}", {"symbol": "BTC", "ids": {"coingecko": "bitcoin"}}, day=i) for i in range(3000)]
+    readers = [tc(f"team-{i}", "btc", {"symbol": "BTC"}, day=3000 + i) for i in range(3000)]
+    started = time.perf_counter()
+    result = render(same + readers, Limits(max_objects=10_000))
+    assert time.perf_counter() - started < 5
+    assert all(d.accepted and d.active for d in result.decisions.values())
+    message = result.decisions[("team-a", "btc-0")].message
+    assert message == (
+        "BTC is in the scraper config, shared with team-a/btc-1, team-a/btc-2, team-a/btc-3 and 2996 more;"
+        " TrackedCryptos in other namespaces also read it"
+    )
+    assert result.decisions[("team-a", "btc-2")].message.startswith(
+        "BTC is in the scraper config, shared with team-a/btc-0, team-a/btc-1, team-a/btc-3 and"
+    )

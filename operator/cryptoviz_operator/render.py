@@ -186,18 +186,20 @@ def _describe(key: ObjectKey) -> str:
     return f"{key[0]}/{key[1]}"
 
 
-def _accepted_message(claim: _Claim, key: ObjectKey) -> str:
+def _accepted_message(claim: _Claim, key: ObjectKey, reader: bool) -> str:
+    """Names of at most NAMED_SHARERS objects (all of this namespace): linear in the sharers, not quadratic."""
     symbol = claim.coin.symbol
-    if key in claim.readers:
+    if reader:
         return f"{symbol} is in the scraper config, as tracked by another namespace (its ids, providers and alerts)"
-    others = [_describe(k) for k in claim.members if k != key]
     message = f"{symbol} is in the scraper config"
+    others = len(claim.members) - 1
     if others:
-        named = ", ".join(others[:NAMED_SHARERS])
-        more = len(others) - NAMED_SHARERS
-        message += f", shared with {named}" + (f" and {more} more" if more > 0 else "")
+        named = [_describe(k) for k in claim.members[: NAMED_SHARERS + 1] if k != key][:NAMED_SHARERS]
+        message += f", shared with {', '.join(named)}" + (
+            f" and {others - len(named)} more" if others > len(named) else ""
+        )
     if claim.readers:
-        message += ("," if others else "") + " also read by TrackedCryptos in other namespaces"
+        message += "; TrackedCryptos in other namespaces also read it"
     return message
 
 
@@ -318,8 +320,8 @@ def render(objects: Iterable[Mapping[str, Any]], limits: Limits | None = None) -
     intervals = {c.key: c.interval for c in candidates}
     floor = limits.schedule_floor_seconds
     for claim in fitted:
-        for key in (*claim.members, *claim.readers):
-            message = _accepted_message(claim, key) + tenancy.floor_note(intervals[key], limits)
+        for key, reader in (*((k, False) for k in claim.members), *((k, True) for k in claim.readers)):
+            message = _accepted_message(claim, key, reader) + tenancy.floor_note(intervals[key], limits)
             decisions[key] = Decision(
                 True, "Accepted", message, active=True, interval_seconds=max(intervals[key], floor)
             )

@@ -94,7 +94,7 @@ def reader_refusal(entry: TrackedCoin, coin: TrackedCoin) -> Refusal | None:
         )
     extra = [f"ids.{p}" for p in sorted(set(coin.ids) - set(entry.ids))]
     if coin.providers is not None and (entry.providers is None or not set(coin.providers) <= set(entry.providers)):
-        extra.append(f"providers {coin.providers}")
+        extra.append(f"providers [{', '.join(coin.providers)}]")
     extra += [what for what, value in (("alerts", coin.alerts), ("notify", coin.notify)) if value]
     if extra:
         return (
