@@ -74,7 +74,7 @@ RUN --mount=type=bind,from=tools,source=/opt/tools,target=/opt/tools \
     /opt/tools/bin/uv pip install --python /opt/venvs/scraper/bin/python --no-deps --no-cache \
          --compile-bytecode /opt/venvs/scraper.dist/*.whl \
     && /opt/venvs/scraper/bin/cryptoviz --help >/dev/null \
-    && PYTHONDONTWRITEBYTECODE=1 /opt/venvs/scraper/bin/python -c "import cryptoviz.scraper.cli, cryptoviz.notify.cli, apprise"
+    && PYTHONDONTWRITEBYTECODE=1 /opt/venvs/scraper/bin/python -c "import cryptoviz.scraper.cli, cryptoviz.notify.service, cryptoviz.scraper.backfill"
 ENV PATH=/opt/venvs/scraper/bin:$PATH
 USER 10001:10001
 
