@@ -271,5 +271,6 @@ def test_alert_of_a_batch_survives_a_crash_right_after_its_commit(nats_server, t
         answer = ingester.json("/api/v1/alerts")
     finally:
         ingester.stop()
-    assert stats["records"] == 1 and stats["duplicates"] == 1
+    # a loaded machine may redeliver more than once: each is a duplicate, none a second row or alert
+    assert stats["records"] == 1 and stats["duplicates"] >= 1
     assert [(r["symbol"], r["condition"], r["price"]) for r in answer["data"]] == [("C1", "above", 160.0)]

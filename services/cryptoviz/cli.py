@@ -5,35 +5,59 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import NamedTuple
 
 import click
 
 from cryptoviz import __version__
 from cryptoviz.core.logs import setup_logging
 
-SUBCOMMANDS: dict[str, str] = {
-    "scrape": "cryptoviz.scraper.cli:scrape",
-    "backfill": "cryptoviz.scraper.cli:backfill",
-    "ingest": "cryptoviz.ingester.cli:ingest",
-    "backup": "cryptoviz.ingester.cli:backup",
-    "dashboard": "cryptoviz.dashboard.cli:dashboard",
-    "notify": "cryptoviz.notify.cli:notify",
-    "dev": "cryptoviz.dev.cli:dev",
-    "config-schema": "cryptoviz.core.cli_tools:config_schema",
-    "check-config": "cryptoviz.core.cli_tools:check_config",
+
+class Subcommand(NamedTuple):
+    target: str  # module:attribute
+    extra: str  # the install extra its imports come from
+    summary: str  # listed by `cryptoviz --help` without importing the command
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "scrape": Subcommand("cryptoviz.scraper.cli:scrape", "scraper", "Scrape market data and publish quotes to NATS."),
+    "backfill": Subcommand("cryptoviz.scraper.cli:backfill", "scraper", "Backfill each tracked coin's candles."),
+    "ingest": Subcommand("cryptoviz.ingester.cli:ingest", "ingester", "Consume JetStream into DuckDB, serve the API."),
+    "backup": Subcommand("cryptoviz.ingester.cli:backup", "ingester", "Write a consistent snapshot of the database."),
+    "dashboard": Subcommand("cryptoviz.dashboard.cli:dashboard", "dashboard", "Serve the Panel dashboard."),
+    "notify": Subcommand("cryptoviz.notify.cli:notify", "notify", "Deliver fired alerts through Apprise."),
+    "dev": Subcommand("cryptoviz.dev.cli:dev", "dev", "Run the whole pipeline on this machine."),
+    "config-schema": Subcommand("cryptoviz.core.cli_tools:config_schema", "scraper", "Print the config's JSON Schema."),
+    "check-config": Subcommand("cryptoviz.core.cli_tools:check_config", "scraper", "Validate a scraper config file."),
 }
 
 
 class LazyGroup(click.Group):
+    """Imports a subcommand only when it runs: each image carries one component's dependencies, so
+    `cryptoviz --help` must not import the others (the scraper image has no numpy for `dev`)."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(SUBCOMMANDS)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SUBCOMMANDS[name].summary) for name in self.list_commands(ctx)])
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = SUBCOMMANDS.get(name)
-        if target is None:
+        command = SUBCOMMANDS.get(name)
+        if command is None:
             return None
-        module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        module_name, attr = command.target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as missing:
+            if missing.name is None or missing.name.startswith("cryptoviz"):
+                raise  # our own code missing is a bug, not an extra to install
+            raise click.ClickException(
+                f"`cryptoviz {name}` needs {missing.name!r}, which this installation lacks: "
+                f"install the {command.extra!r} extra (pip install 'cryptoviz[{command.extra}]')"
+            ) from missing
+        return getattr(module, attr)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
