@@ -27,8 +27,12 @@ import requests
 
 from cryptoviz.core.nats import EmbeddedNats, port_is_free
 from cryptoviz.dev.procs import Child, cryptoviz_command
+from cryptoviz.scraper.settings import provider_key_env_names
 
 log = logging.getLogger(__name__)
+
+KEY_HOLDERS = ("scraper", "backfill")
+"""The only children that get the provider keys (CMC_API_KEY, COINGECKO_API_KEY, … from the registry)."""
 
 
 class DevError(click.ClickException):
@@ -157,8 +161,10 @@ class Supervisor:
         self._nats_restart_at = 0.0
 
     # -- building the children -------------------------------------------------------------
-    def _env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
+    def _env(self, keys: bool = False, **extra: str) -> dict[str, str]:
+        """The caller's environment, without the provider keys unless `keys`."""
+        hidden = set() if keys else provider_key_env_names()
+        env = {name: value for name, value in os.environ.items() if name not in hidden}
         env.update(self.plan.extra_env)
         env.update(extra)
         env["PYTHONUNBUFFERED"] = "1"
@@ -168,7 +174,9 @@ class Supervisor:
         self, name: str, args: list[str], ready_url: str | None = None, one_shot: bool = False, **env: str
     ) -> Child:
         log_path = self.plan.logs_dir / f"{name}.log"
-        child = Child(name, cryptoviz_command(*args), self._env(**env), log_path, ready_url, one_shot)
+        child = Child(
+            name, cryptoviz_command(*args), self._env(name in KEY_HOLDERS, **env), log_path, ready_url, one_shot
+        )
         self.children[name] = child
         return child
 
