@@ -9,6 +9,7 @@ FastAPI's 422.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from cryptoviz import __version__
 from cryptoviz.ingester import metrics
 from cryptoviz.ingester.api import admin, alerts, data, probes
+from cryptoviz.ingester.api.deps import QUERY_SLOTS
 from cryptoviz.ingester.cache import AnswerCache
 from cryptoviz.ingester.formats import BadRequest, json_response
 from cryptoviz.ingester.runtime import Runtime
@@ -85,6 +87,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.history_cache = AnswerCache()
     app.state.backup_slot = admin.BackupSlot()
+    app.state.query_slots = asyncio.Semaphore(QUERY_SLOTS)
     _handlers(app, runtime)
     app.include_router(probes.router)
     app.include_router(data.router)

@@ -64,8 +64,11 @@ async def alerts(
     read: ReaderDep, fmt: AnswerFormat, since: AlertsSince = None, limit: Limit = DEFAULT_ALERTS_LIMIT
 ) -> Response:
     """Alerts fired by the rules in SCRAPER_CONFIG, newest first, with their delivery state per target."""
-    table = await read(alerts_table, since, limit)
-    if fmt == "json":
-        answer = AlertsAnswer.model_validate({"data": table.to_pylist()})
-        return json_response(answer.model_dump())
-    return table_response(_flat_for_csv(table) if fmt == "csv" else table, fmt)
+
+    def run(cur: duckdb.DuckDBPyConnection) -> Response:  # encoded off the event loop too
+        table = alerts_table(cur, since, limit)
+        if fmt == "json":
+            return json_response(AlertsAnswer.model_validate({"data": table.to_pylist()}).model_dump())
+        return table_response(_flat_for_csv(table) if fmt == "csv" else table, fmt)
+
+    return await read(run)

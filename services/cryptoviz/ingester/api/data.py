@@ -54,17 +54,17 @@ def _utc(value: datetime | None) -> datetime | None:
 @router.get("/coins", response_model=contract.CoinsAnswer, responses=TABLE_MEDIA)
 async def coins(read: ReaderDep, fmt: AnswerFormat) -> Response:
     """Every (provider, coin) stored, with record counts and the last price."""
-    return table_response(await read(queries.coins), fmt)
+    return await read(lambda cur: table_response(queries.coins(cur), fmt))
 
 
 @router.get("/latest", response_model=contract.LatestAnswer, responses=TABLE_MEDIA)
 async def latest(read: ReaderDep, fmt: AnswerFormat, symbols: Symbols, provider: Provider = None) -> Response:
     """The newest quote per symbol (one provider per symbol unless `provider` is given)."""
 
-    def run(cur: duckdb.DuckDBPyConnection) -> Any:
-        return queries.latest(cur, queries.select_series(cur, symbols, provider))
+    def run(cur: duckdb.DuckDBPyConnection) -> Response:  # encoded off the event loop too
+        return table_response(queries.latest(cur, queries.select_series(cur, symbols, provider)), fmt)
 
-    return table_response(await read(run), fmt)
+    return await read(run)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +146,11 @@ async def coverage_of(
     what backfill and gap filling fetch."""
     now = datetime.now(UTC).replace(tzinfo=None)
     window = coverage.Window.of(since, until, min_gap, now)
-    return await read(coverage.answer, symbols, provider, window)
+
+    def run(cur: duckdb.DuckDBPyConnection) -> Response:
+        return json_response(coverage.answer(cur, symbols, provider, window).model_dump())
+
+    return await read(run)
 
 
 @router.get("/stats", response_model=contract.Stats)

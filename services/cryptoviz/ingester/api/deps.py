@@ -9,6 +9,7 @@ with a message a person can act on). A value `params` refuses becomes a 400 `{"e
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -34,23 +35,30 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
+QUERY_SLOTS = max(2, os.cpu_count() or 2)
+"""Queries run at once at most; more wait their turn on the event loop (which costs nothing), so a
+flood of large questions cannot starve the loop of CPU nor hold dozens of answers in memory."""
+
+
 class Reader:
     """Runs a query function on a worker thread with that thread's own cursor (one snapshot), so
     the event loop, and with it the JetStream consumer, never waits on DuckDB."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, slots: asyncio.Semaphore) -> None:
         self.runtime = runtime
+        self.slots = slots
 
     async def __call__(self, fn: Callable[..., T], *args: Any) -> T:
         def call() -> T:
             cursor: duckdb.DuckDBPyConnection = self.runtime.store.reader()
             return fn(cursor, *args)
 
-        return await asyncio.to_thread(call)
+        async with self.slots:
+            return await asyncio.to_thread(call)
 
 
-def get_reader(runtime: RuntimeDep) -> Reader:
-    return Reader(runtime)
+def get_reader(request: Request, runtime: RuntimeDep) -> Reader:
+    return Reader(runtime, request.app.state.query_slots)
 
 
 ReaderDep = Annotated[Reader, Depends(get_reader)]
