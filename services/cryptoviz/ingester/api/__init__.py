@@ -101,5 +101,6 @@ def create_metrics_app(runtime: Runtime) -> FastAPI:
     """`/metrics` alone, for the metrics port: what Prometheus may reach, and nothing else."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
+    app.state.query_slots = asyncio.Semaphore(1)
     app.include_router(probes.metrics_router)
     return app
