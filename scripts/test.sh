@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.cache/bin:$PATH"
 .venv/bin/ruff check .
+.venv/bin/mypy  # strict on core/ and the operator ([tool.mypy] in pyproject.toml)
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

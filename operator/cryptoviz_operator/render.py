@@ -141,7 +141,7 @@ def cron_schedule(seconds: int) -> str:
     return "0 0 * * *"
 
 
-def _conflicting_ids(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+def _conflicting_ids(a: Mapping[Any, str], b: Mapping[Any, str]) -> dict[str, tuple[str, str]]:
     return {p: (a[p], b[p]) for p in sorted(set(a) & set(b)) if a[p] != b[p]}
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -225,5 +225,5 @@ def dump_config(config: ScraperConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
 
 
-def config_json_schema() -> dict:
+def config_json_schema() -> dict[str, Any]:
     return ScraperConfig.model_json_schema()
