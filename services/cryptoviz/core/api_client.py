@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, TYPE_CHECKING, Any, Generic, TypeVar
 
-import aiohttp
 import orjson
 import pydantic
 import requests
@@ -299,15 +298,22 @@ class IngesterClient:
 
 
 class AsyncIngesterClient:
-    """asyncio client (the operator's, inside kopf's loop): the same calls and answers."""
+    """asyncio client (the operator's, inside kopf's loop): the same calls and answers.
+
+    aiohttp is imported here, not with the module: the ingester's and the dashboard's images, whose
+    processes use the blocking client, do not carry it."""
 
     def __init__(self, base_url: str, timeout: float = 5.0) -> None:
+        import aiohttp
+
         self.base_url = base_url.rstrip("/")
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.requests: Counter[str] = Counter()
 
     async def get(self, call: Call[M], accept: tuple[int, ...] = (200,)) -> M:
         self.requests[call.path] += 1
+        import aiohttp
+
         try:
             async with (
                 aiohttp.ClientSession(timeout=self.timeout) as session,
@@ -345,6 +351,8 @@ class AsyncIngesterClient:
         """The commit events as they come, until the stream ends."""
         self.requests[EVENTS_PATH] += 1
         parser = EventParser()
+        import aiohttp
+
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=self.timeout.total)) as session,

@@ -12,11 +12,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-PROVIDERS: tuple[str, ...] = ("coinmarketcap", "coingecko", "binance", "kraken", "coinbase")
-"""Live providers. `demo` and `replay` are local sources used by `cryptoviz dev`."""
-
-LOCAL_PROVIDERS: tuple[str, ...] = ("demo", "replay")
-ALL_PROVIDERS: tuple[str, ...] = PROVIDERS + LOCAL_PROVIDERS
+from cryptoviz.core.providers import ALL_PROVIDERS as ALL_PROVIDERS  # the registry, re-exported
+from cryptoviz.core.providers import LOCAL_PROVIDERS as LOCAL_PROVIDERS
+from cryptoviz.core.providers import PROVIDERS as PROVIDERS
 
 MAX_PRICE_USD = 1e9
 """No traded coin is worth a billion dollars; anything above is a feed error."""

@@ -106,22 +106,6 @@ class Snapshot:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def unpack(tar_path: Path, target: Path) -> list[str]:
-    """Extract a backup tar into `target`: flat regular files only, so nothing can land outside it
-    (checked here rather than by `extractall(filter=...)`, which Python 3.11.2 lacks)."""
-    names = []
-    with tarfile.open(tar_path) as tar:
-        for member in tar:
-            if not member.isfile() or Path(member.name).name != member.name or member.name in ("", ".", ".."):
-                raise ValueError(f"unexpected entry {member.name[:80]!r} in the backup")
-            source = tar.extractfile(member)
-            assert source is not None  # a regular file
-            with source, (target / member.name).open("xb") as out:
-                shutil.copyfileobj(source, out, CHUNK)
-            names.append(member.name)
-    return sorted(names)
-
-
 def fetch(client: IngesterClient, target: Path, token: str, timeout: float) -> list[str]:
     """Ask the running ingester for a snapshot and unpack it into `target` (created, must be empty)."""
     target.mkdir(parents=True, exist_ok=True)
@@ -131,6 +115,34 @@ def fetch(client: IngesterClient, target: Path, token: str, timeout: float) -> l
     try:
         with partial.open("wb") as out:
             client.backup(out, token, timeout)
-        return unpack(partial, target)
+        with tarfile.open(partial) as tar:
+            names = safe_extract(tar, target)
     finally:
         partial.unlink(missing_ok=True)
+    return sorted(names)
+
+
+def safe_extract(tar: tarfile.TarFile, target: Path) -> list[str]:
+    """Unpack the regular files and directories of `tar` below `target`; refuse anything else.
+
+    `extractall(filter="data")` would do this, but the filter exists only from Python 3.11.4 and
+    Debian 12 ships 3.11.2. A snapshot holds nothing but files, so links, devices, absolute names
+    and `..` are refused (ValueError) before anything is written.
+    """
+    root = target.resolve()
+    members = tar.getmembers()
+    for member in members:
+        path = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or not path.is_relative_to(root):
+            raise ValueError(f"backup archive member {member.name!r} is not a plain file below the target")
+    for member in members:
+        path = root / member.name
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        with source, path.open("wb") as out:
+            shutil.copyfileobj(source, out, CHUNK)
+    return [m.name for m in members]

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cryptoviz import __version__
@@ -79,7 +80,9 @@ def _openapi_without_422(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package's own files: no CDN, so they
+    # work offline and behind a NetworkPolicy that allows no egress
+    app = FastAPIOffline(
         title="CryptoViz ingester API",
         version=__version__,
         description="Read-only snapshots of the quotes stored by the ingester (DuckDB), and token-guarded backups.",

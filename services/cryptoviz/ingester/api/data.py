@@ -99,15 +99,13 @@ def history_answer(
     begin = query.start or stop - DEFAULT_WINDOW
     if begin >= stop:
         raise BadRequest("start must be before end (the default end is the newest data)")
-    step = queries.bucket_seconds(begin, stop, query.points)
+    # Encoded here, off the event loop; JSON text written by DuckDB itself.
+    run = queries.history_json if query.fmt == "json" else queries.history
+    step, rows = run(cur, series, begin, stop, query.points)
     meta: dict[str, Any] = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
     if unknown:
         meta["unknown_symbols"] = unknown
-    # Encoded here, off the event loop; JSON text written by DuckDB itself.
-    if query.fmt == "json":
-        response = json_rows_response(meta, queries.history_json(cur, series, begin, stop, query.points)[1])
-    else:
-        response = table_response(queries.history(cur, series, begin, stop, query.points)[1], query.fmt, meta)
+    response = json_rows_response(meta, rows) if query.fmt == "json" else table_response(rows, query.fmt, meta)
     if series:  # without data the default end is "now", which a cache would freeze
         cache.put(query.key, generation, response)
     return response
@@ -125,7 +123,8 @@ async def history(
     points: Points = contract.DEFAULT_POINTS,
     provider: Provider = None,
 ) -> Response:
-    """OHLC buckets per symbol over [start, end], at most `points` per series."""
+    """OHLC buckets per symbol over [start, end], at most `points` per series, spread over the part of
+    the window that holds each series' data (from its first sample on); `bucket_seconds` is the widest."""
     if start and end and start >= end:
         raise BadRequest("start must be before end")
     query = HistoryQuery(fmt, symbols, provider, start, end, points)
