@@ -204,6 +204,16 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token.strip()}"}
 
 
+def _commits(response: requests.Response, base_url: str) -> Iterator[CommitEvent]:
+    parser = EventParser()
+    try:
+        for line in response.iter_lines(decode_unicode=True):
+            if (event := parser.feed(line)) is not None:
+                yield event
+    except requests.RequestException as exc:  # the stream broke or went silent past the read timeout
+        raise IngesterUnavailable(f"event stream from {base_url} ended: {type(exc).__name__}") from None
+
+
 class IngesterClient:
     """Blocking client; one requests session per thread; counts requests per path (for benchmarks)."""
 
@@ -278,8 +288,7 @@ class IngesterClient:
         with contextlib.closing(response):
             if response.status_code != 200:
                 raise _refusal(EVENTS_PATH, response.status_code, response.content)
-            parser = EventParser()
-            yield (e for line in response.iter_lines(decode_unicode=True) if (e := parser.feed(line)) is not None)
+            yield _commits(response, self.base_url)
 
     def backup(self, out: IO[bytes], token: str, timeout: float = 600.0) -> int:
         """Stream a backup tar into `out`; the bytes written."""
