@@ -3,7 +3,8 @@
 `--clients` concurrent aiohttp clients send, as fast as they can for `--seconds`, the largest
 questions the API accepts (200 symbols of 20 characters, the widest windows at 10,000 points, every
 format, a new `end` each time so no cached answer helps) and the oversized ones it refuses
-(symbol lists of 14 KB and more, thousands of entries). Prints `requests=N` and the statuses seen.
+(symbol lists of 14 KB and more, thousands of entries). Prints `started` as the clients start, then
+`requests=N` and the statuses seen.
 
     .venv/bin/python bench/api_abuser.py http://127.0.0.1:8000 --clients 30 --seconds 10
 """
@@ -56,6 +57,7 @@ async def main(url: str, clients: int, seconds: float) -> None:
     statuses: Counter[str] = Counter()
     counter = itertools.count()
     deadline = time.monotonic() + seconds
+    print("started", flush=True)  # the caller starts measuring now
     await asyncio.gather(*(client(url, deadline, counter, statuses) for _ in range(clients)))
     print(f"requests={sum(statuses.values())} statuses={dict(sorted(statuses.items()))}", flush=True)
 

@@ -71,7 +71,7 @@ def main() -> None:
                 text=True,
                 preexec_fn=lambda: os.nice(10),
             )
-            time.sleep(0.5)
+            assert abusers.stdout is not None and abusers.stdout.readline().strip() == "started"
             abused = probe(ingester.url, args.seconds - 1)
             report = abusers.communicate(timeout=120)[0].strip()
         finally:

@@ -1,5 +1,5 @@
 """One typed client (`core.api_client`) for every reader of the ingester's API: the dashboard's shared
-data reads through it (frames as before, `/history` as Arrow), no other module spells the API's paths,
+data reads through it (frames as before), no other module spells the API's paths,
 and a broken event stream is the client's `IngesterUnavailable`, not a raw transport error."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 import re
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from api_app import InProcessApi
-from cryptoviz.core.api_client import IngesterClient, IngesterUnavailable
+from cryptoviz.core.api_client import Calls, IngesterClient, IngesterRejected, IngesterUnavailable, rows_of
 from cryptoviz.dashboard.data import SharedData
 from test_ingest_harness import market_quotes
 
@@ -49,13 +51,13 @@ def test_the_dashboard_reads_snapshots_and_history_through_the_typed_client(api:
     symbols = tuple(sorted(snap.latest["symbol"])[:3])
     frame = shared.history(symbols, None, None, points=40)
     answer = api.json("/api/v1/history", symbols=",".join(symbols), points=40)["data"]
-    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert frame["timestamp"].dtype == as_before.dtype
     assert len(frame) == len(answer) > 0
     by_json = pd.DataFrame(answer).sort_values(["symbol", "timestamp"], kind="stable").reset_index(drop=True)
     assert list(frame["symbol"]) == list(by_json["symbol"])
     assert list(frame["close"]) == pytest.approx(list(by_json["close"]))
     assert list(frame["timestamp"]) == list(pd.to_datetime(by_json["timestamp"], utc=True, format="ISO8601"))
-    assert shared.client.requests["/api/v1/history"] == 1  # asked through the client (as Arrow)
+    assert shared.client.requests["/api/v1/history"] == 1  # asked through the client
     assert shared.history(("NOPE",), None, None).empty  # a 400 is "no history", not an error
 
 
@@ -112,3 +114,26 @@ def test_a_broken_event_stream_is_the_clients_unavailable_error() -> None:
         for commit in commits:
             received.append(commit)
     assert [c.records for c in received] == [3]
+
+
+def test_plain_rows_are_the_data_list_or_the_clients_errors() -> None:
+    call = Calls.history(["BTC"])
+    assert rows_of(call, 200, b'{"bucket_seconds": 60, "data": [{"symbol": "BTC"}]}') == [{"symbol": "BTC"}]
+    with pytest.raises(IngesterRejected, match="unknown symbol"):
+        rows_of(call, 400, b'{"error": "unknown symbol(s): BTC"}')
+    for body in (b"<html>", b'{"data": 3}', b"[]"):
+        with pytest.raises(IngesterUnavailable, match="without a data list"):
+            rows_of(call, 200, body)
+
+
+@pytest.mark.parametrize(
+    ("absent", "module"),
+    [(("aiohttp",), "cryptoviz.ingester.backup"), (("aiohttp", "pyarrow"), "cryptoviz.dashboard.data")],
+    ids=["backup-in-the-ingester-image", "dashboard-image"],
+)
+def test_the_blocking_client_needs_nothing_its_images_lack(absent: tuple[str, ...], module: str) -> None:
+    """The ingester's image (which runs `cryptoviz backup`) has no aiohttp, the dashboard's neither nor pyarrow."""
+    blocked = "; ".join(f"sys.modules[{name!r}] = None" for name in absent)
+    code = f"import sys; {blocked}; import {module}; from cryptoviz.core.api_client import IngesterClient"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]

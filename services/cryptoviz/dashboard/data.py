@@ -5,7 +5,8 @@ with single-flight loading, keyed by the data version, so N sessions cost one AP
 per refresh instead of N. A background thread follows the ingester's `/api/v1/events`
 stream (falling back to polling `/api/v1/stats`) and bumps the version on each commit;
 sessions notice the new version on their next tick and refresh from the cache. The ingester is
-asked through the one typed client (`core.api_client`), `/history` as an Arrow table.
+asked through the one typed client (`core.api_client`); `/history` rows as plain dicts (no pyarrow in
+this image, and a model per row would cost more than the parse).
 """
 
 from __future__ import annotations
@@ -171,13 +172,13 @@ class SharedData:
         self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None, points: int
     ) -> pd.DataFrame:
         try:
-            frame = self.client.history_table(symbols, start, end, points).to_pandas()
+            frame = pd.DataFrame(self.client.history_rows(symbols, start, end, points))
         except IngesterRejected as exc:  # e.g. none of the symbols has data any more
             log.info("history not available: %s", exc)
             return _empty_history()
         if frame.empty:
             return _empty_history()
-        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[ns, UTC]")
+        frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
         for col in ("open", "high", "low", "close", "price", "volume_24h"):
             if col in frame:
                 frame[col] = pd.to_numeric(frame[col], errors="coerce")
