@@ -235,18 +235,39 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         (tmp_path / "scraper.yaml").write_text(
             one(docs, "ConfigMap", f"{FULLNAME}-scraper-config")["data"]["scraper.yaml"]
         )
+        # The admin token: the rendered Secret's, at the path the chart mounts it.
+        mounts = {m["name"]: m["mountPath"] for m in ingester["volumeMounts"]}
+        volume = {v["name"]: v for v in pod_spec(one(docs, "StatefulSet", f"{FULLNAME}-ingester"))["volumes"]}
+        item = volume["admin-token"]["secret"]["items"][0]
+        assert env["ADMIN_TOKEN_FILE"] == f"{mounts['admin-token']}/{item['path']}"
+        token = base64.b64decode(
+            one(docs, "Secret", volume["admin-token"]["secret"]["secretName"])["data"][item["key"]]
+        )
+        (tmp_path / "admin-token").write_bytes(token)
+        ports = {p["name"]: p["containerPort"] for p in ingester["ports"]}
+        assert int(env["INGESTER_METRICS_PORT"]) == ports["metrics"]
+        ingester_metrics = free_port()
         env |= {
             "NATS_URL": f"nats://127.0.0.1:{nats_port}",
             "API_PORT": str(api_port),
             "API_HOST": "127.0.0.1",
+            "INGESTER_METRICS_PORT": str(ingester_metrics),
+            "ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
             "DUCKDB_PATH": str(tmp_path / "db" / "cryptoviz.duckdb"),
             "SCRAPER_CONFIG": str(tmp_path / "scraper.yaml"),
         }
         processes.append(start([str(VENV_BIN / "cryptoviz"), *ingester["args"]], env, tmp_path / "ingester.log"))
-        for path in probe_paths(ingester) | {
-            one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")["spec"]["endpoints"][0]["path"]
-        }:
+        for path in probe_paths(ingester):
             wait_ok(f"http://127.0.0.1:{api_port}{path}", processes[-1])
+        monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")["spec"]["endpoints"][0]
+        assert monitor["port"] == "metrics"
+        wait_ok(f"http://127.0.0.1:{ingester_metrics}{monitor['path']}", processes[-1])
+        backup = requests.post(
+            f"http://127.0.0.1:{api_port}/api/v1/admin/backup",
+            headers={"Authorization": f"Bearer {token.decode()}"},
+            timeout=60,
+        )
+        assert backup.status_code == 200 and backup.headers["content-type"] == "application/x-tar", backup.text
 
         # The dashboard with its rendered env (URL prefix from the Ingress scenario).
         dashboard = pod_spec(one(docs, "Deployment", f"{FULLNAME}-dashboard"))["containers"][0]

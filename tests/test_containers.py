@@ -145,6 +145,7 @@ class Ports:
     api: int
     dashboard: int
     metrics: int
+    ingester_metrics: int
 
 
 def render(release: str, values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
@@ -161,7 +162,7 @@ def local_values(ports: Ports, market: MarketServer) -> dict[str, Any]:
     operator's health port, 8080, is fixed by the chart) and the scraper pointed at the local market."""
     return {
         "nats": {"service": {"port": ports.nats, "monitorPort": ports.monitor}},
-        "ingester": {"service": {"port": ports.api}},
+        "ingester": {"service": {"port": ports.api}, "metricsPort": ports.ingester_metrics},
         "dashboard": {"service": {"port": ports.dashboard}, "metricsPort": ports.metrics},
         "scraper": {
             "provider": "coingecko",
@@ -191,7 +192,7 @@ class Installed:
 
 
 def install(built: Built, name: str, values: dict[str, Any], market: MarketServer, tmp: Path) -> Iterator[Installed]:
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = Ports(*(free_port() for _ in range(6)))
     docs = render(name, merge(values, local_values(ports, market)), tmp)
     with KubeEmulator(docs, NAMESPACE) as kube:
         release = Release(built.podman, docs, NAMESPACE, tmp / name, PENDING, kubeconfig=kube.kubeconfig())

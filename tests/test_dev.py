@@ -176,6 +176,18 @@ def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_on
         scrapes = (run.state_dir / "logs" / "scraper.log").read_text().count("scrape provider=replay")
         assert scrapes >= limit  # every candle went through `cryptoviz scrape`, none was published around it
         assert elapsed < limit * 0.9, f"{limit} candles took {elapsed:.1f}s: the 1 s floor is back"
+        if window == "1":  # `cryptoviz backup` with the token dev made; no other child has the token
+            token_file = Path(run.run_info()["admin_token_file"])
+            assert token_file.stat().st_mode & 0o077 == 0 and f"ADMIN_TOKEN_FILE={token_file}" in run.text
+            env = {**os.environ, "ADMIN_TOKEN_FILE": str(token_file)}
+            done = subprocess.run(
+                cryptoviz("backup", str(tmp_path / "backup"), "--ingester-url", run.api),
+                capture_output=True, text=True, timeout=120, env=env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            for child in ("scraper", "notify"):
+                environ = Path(f"/proc/{run.pid(child)}/environ").read_bytes()
+                assert b"ADMIN_TOKEN" not in environ, child
         assert run.stop() == 0
 
 

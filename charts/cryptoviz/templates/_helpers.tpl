@@ -104,6 +104,21 @@ jetstream {
 {{- default (printf "%s-notify" (include "cryptoviz.fullname" .)) .Values.notify.existingSecret }}
 {{- end }}
 
+{{- define "cryptoviz.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "cryptoviz.fullname" .)) .Values.ingester.admin.existingSecret }}
+{{- end }}
+
+{{/* The admin token as a Secret volume and ADMIN_TOKEN_FILE (the ingester's and the backup Job's). */}}
+{{- define "cryptoviz.adminTokenVolume" -}}
+- name: admin-token
+  secret:
+    secretName: {{ include "cryptoviz.adminSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.ingester.admin.secretKey }}
+        path: token
+{{- end }}
+
 {{- define "cryptoviz.authSecretName" -}}
 {{- default (printf "%s-dashboard-auth" (include "cryptoviz.fullname" .)) .Values.dashboard.auth.existingSecret }}
 {{- end }}

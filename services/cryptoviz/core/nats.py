@@ -123,7 +123,8 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class EmbeddedNats:

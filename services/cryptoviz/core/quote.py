@@ -12,7 +12,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptoviz.core.providers import ALL_PROVIDERS, LOCAL_PROVIDERS, PROVIDERS  # noqa: F401 - the registry, re-exported
+from cryptoviz.core.providers import ALL_PROVIDERS as ALL_PROVIDERS  # the registry, re-exported
+from cryptoviz.core.providers import LOCAL_PROVIDERS as LOCAL_PROVIDERS
+from cryptoviz.core.providers import PROVIDERS as PROVIDERS
 
 MAX_PRICE_USD = 1e9
 """No traded coin is worth a billion dollars; anything above is a feed error."""

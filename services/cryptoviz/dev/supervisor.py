@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -57,6 +58,8 @@ class Plan:
     poll_interval: float = 0.0
     """How often the scraper asks; local markets are polled twice per tick (see market_link)."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    admin_token_file: Path | None = None
+    """The ingester's ADMIN_TOKEN_FILE (None: the caller's own ADMIN_TOKEN / ADMIN_TOKEN_FILE apply)."""
 
     @property
     def api_url(self) -> str:
@@ -105,6 +108,20 @@ def state_lock(state_dir: Path):
         yield
     finally:
         handle.close()
+
+
+ADMIN_ENV = ("ADMIN_TOKEN", "ADMIN_TOKEN_FILE")
+
+
+def ensure_admin_token(state_dir: Path) -> Path:
+    """The local ingester's admin token (for `cryptoviz backup`): made once, kept with the data,
+    readable by its owner only."""
+    path = state_dir / "admin-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path
 
 
 def reap_leftovers(state_dir: Path, echo: Callable[[str], None] = click.echo) -> None:
@@ -174,9 +191,11 @@ class Supervisor:
         self, name: str, args: list[str], ready_url: str | None = None, one_shot: bool = False, **env: str
     ) -> Child:
         log_path = self.plan.logs_dir / f"{name}.log"
-        child = Child(
-            name, cryptoviz_command(*args), self._env(name in KEY_HOLDERS, **env), log_path, ready_url, one_shot
-        )
+        environment = self._env(name in KEY_HOLDERS, **env)
+        if name != "ingester":  # the admin token is the ingester's alone
+            for key in ADMIN_ENV:
+                environment.pop(key, None)
+        child = Child(name, cryptoviz_command(*args), environment, log_path, ready_url, one_shot)
         self.children[name] = child
         return child
 
@@ -191,6 +210,7 @@ class Supervisor:
             API_HOST=p.host,
             API_PORT=str(p.api_port),
             SCRAPER_CONFIG=str(p.scraper_config),
+            **({"ADMIN_TOKEN_FILE": str(p.admin_token_file)} if p.admin_token_file else {}),
             **self._retention(),
         )
 
@@ -256,6 +276,7 @@ class Supervisor:
             "duckdb_path": str(p.duckdb_path),
             "scraper_config": str(p.scraper_config),
             "scrape_interval": p.scrape_interval,
+            "admin_token_file": str(p.admin_token_file) if p.admin_token_file else None,
             "pids": {
                 "nats": self.nats.process.pid if self.nats.process else None,
                 **{name: c.pid for name, c in self.children.items()},
