@@ -4,12 +4,14 @@ so `cryptoviz scrape` in a CronJob never pays for importing Panel."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
 from cryptoviz import __version__
 from cryptoviz.core.logs import setup_logging
+from cryptoviz.core.quote import parse_clock_skew, set_max_clock_skew
 
 SUBCOMMANDS: dict[str, str] = {
     "scrape": "cryptoviz.scraper.cli:scrape",
@@ -52,9 +54,22 @@ class LazyGroup(click.Group):
     type=click.Choice(["text", "json"]),
     help="json for containers, text for terminals.",
 )
-def cli(log_level: str, log_format: str) -> None:
+@click.option(
+    "--max-clock-skew",
+    envvar="MAX_CLOCK_SKEW",
+    show_envvar=True,
+    default="300",
+    help="Seconds (or 90s, 5m; at most 1d) a quote's or candle's time may lie past its receive time and the"
+    " clock of the scraper or ingester checking it; later ones are refused.",
+)
+def cli(log_level: str, log_format: str, max_clock_skew: str) -> None:
     """CryptoViz: crypto prices → NATS JetStream → DuckDB → dashboard."""
     setup_logging(log_level, log_format)
+    try:
+        set_max_clock_skew(parse_clock_skew(max_clock_skew))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MAX_CLOCK_SKEW / --max-clock-skew") from None
+    os.environ["MAX_CLOCK_SKEW"] = max_clock_skew  # the children of `cryptoviz dev` judge times alike
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ Stream `CRYPTOVIZ_ALERTS` holds:
   notifier. The last receipt on that subject is also the notifier's own record of what it has
   delivered: a redelivered or re-published alert skips every target whose last receipt is final;
 - `cryptoviz.notify.deadletter.<target>`: the alert and the reason, for a target that refused it for
-  good (a 4xx, an unknown target name, retries exhausted).
+  good (a 4xx, an unknown target name, retries exhausted); `cryptoviz.notify.deadletter._unusable` for
+  a message the notifier cannot use at all (malformed, or whose handling failed at every delivery).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ ALERTS_PREFIX = contract.ALERTS_PREFIX
 RECEIPTS_PREFIX = "cryptoviz.receipts"
 DEADLETTER_PREFIX = "cryptoviz.notify.deadletter"
 STREAM_SUBJECTS = (f"{ALERTS_PREFIX}.>", f"{RECEIPTS_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
+UNUSABLE_DEADLETTER = f"{DEADLETTER_PREFIX}._unusable"
+"""Not a target's: target names start with a letter or digit."""
 DUPLICATE_WINDOW = timedelta(hours=24)
 """Longer than any outage after which the outbox re-publishes; the receipts catch the rest."""
 MAX_AGE = timedelta(days=7)

@@ -19,7 +19,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
 from cryptoviz.core import contract
@@ -97,6 +97,14 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
         except Exception:  # another process created it between our two calls
             log.debug("add_stream raced; updating instead")
     await js.update_stream(wanted)
+
+
+async def bind_durable(js: JetStreamContext, stream: str, config: ConsumerConfig) -> JetStreamContext.PullSubscription:
+    """Create the durable pull consumer, or bring an existing one to `config` (ack wait, max deliver …: a
+    consumer made by an older version keeps its settings otherwise), then bind to it."""
+    config.name = config.durable_name
+    await js.add_consumer(stream, config=config)
+    return await js.pull_subscribe_bind(durable=config.durable_name, stream=stream)
 
 
 def nats_server_binary() -> str:

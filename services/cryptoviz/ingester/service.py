@@ -27,6 +27,7 @@ from cryptoviz.ingester.backup import snapshot_tar
 from cryptoviz.ingester.candle_writes import CandleCommit
 from cryptoviz.ingester.consumer import CandleConsumer, Consumer, QuoteConsumer
 from cryptoviz.ingester.outbox import Outbox, ReceiptConsumer, insert_alerts
+from cryptoviz.ingester.quarantine import quarantine_future, report
 from cryptoviz.ingester.retention import Housekeeper
 from cryptoviz.ingester.store import CommitResult, Store
 
@@ -182,6 +183,7 @@ async def run(settings: Settings) -> None:
     _check_port(settings.api_host, settings.api_port)
     store = await asyncio.to_thread(Store, settings.duckdb_path)
     log.info("opened %s (schema version %d)", settings.duckdb_path, store.version)
+    report(await store.write(quarantine_future, store))  # before anything reads or writes
     runtime = Runtime(settings, store)
     config = uvicorn.Config(
         create_app(runtime),
