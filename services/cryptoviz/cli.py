@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 
 import click
@@ -62,9 +63,31 @@ class LazyGroup(click.Group):
     help="Seconds (or 90s, 5m; at most 1d) a quote's or candle's time may lie past its receive time and the"
     " clock of the scraper or ingester checking it; later ones are refused.",
 )
-def cli(log_level: str, log_format: str, max_clock_skew: str) -> None:
+@click.option("--nats-user", envvar="NATS_USER", show_envvar=True, help="NATS user (scrape, ingest, notify).")
+@click.option("--nats-password", envvar="NATS_PASSWORD", show_envvar=True, help="Its password (never logged).")
+@click.option(
+    "--nats-password-file", envvar="NATS_PASSWORD_FILE", show_envvar=True, help="A file holding it (a mounted Secret)."
+)
+@click.option("--nats-ca-file", envvar="NATS_CA_FILE", show_envvar=True, help="CA bundle for a tls:// NATS_URL.")
+def cli(
+    log_level: str,
+    log_format: str,
+    max_clock_skew: str,
+    nats_user: str | None,
+    nats_password: str | None,
+    nats_password_file: str | None,
+    nats_ca_file: str | None,
+) -> None:
     """CryptoViz: crypto prices → NATS JetStream → DuckDB → dashboard."""
     setup_logging(log_level, log_format)
+    if (nats_password or nats_password_file) and not nats_user:
+        raise click.BadParameter("a NATS password needs NATS_USER / --nats-user", param_hint="NATS_USER")
+    if nats_user and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", nats_user):
+        raise click.BadParameter("letters, digits, - and _ only", param_hint="NATS_USER / --nats-user")
+    if nats_user or nats_ca_file:
+        from cryptoviz.core.nats import Credentials, use_credentials  # imports nats-py: only when needed
+
+        use_credentials(Credentials(nats_user, nats_password, nats_password_file, nats_ca_file))
     try:
         set_max_clock_skew(parse_clock_skew(max_clock_skew))
     except ValueError as exc:

@@ -44,6 +44,9 @@ DEADLETTER_PREFIX = "cryptoviz.deadletter"
 ALERTS_PREFIX = "cryptoviz.alerts"
 """Fired alerts: `cryptoviz.alerts.<symbol>`, in their own stream (see `alert_contract`), not this one."""
 STREAM_SUBJECTS: tuple[str, ...] = (f"{SUBJECT_PREFIX}.>", f"{CANDLES_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
+QUOTES_CONSUMER = "cryptoviz-ingester"
+CANDLES_CONSUMER = "cryptoviz-ingester-candles"
+"""The ingester's durable consumers on `cryptoviz.quotes.>` and `cryptoviz.candles.>` (NATS permissions name them)."""
 DUPLICATE_WINDOW = timedelta(hours=2)
 """Longer than any sensible scrape interval, so a CronJob run twice stores nothing twice."""
 MAX_AGE = timedelta(days=7)

@@ -49,9 +49,9 @@ from cryptoviz.ingester.store import AlertRules, CommitResult, StorageError, Sto
 
 log = logging.getLogger(__name__)
 
-DURABLE_NAME = "cryptoviz-ingester"
+DURABLE_NAME = contract.QUOTES_CONSUMER
 FILTER_SUBJECT = f"{contract.SUBJECT_PREFIX}.>"
-CANDLES_DURABLE_NAME = "cryptoviz-ingester-candles"
+CANDLES_DURABLE_NAME = contract.CANDLES_CONSUMER
 CANDLES_FILTER_SUBJECT = f"{contract.CANDLES_PREFIX}.>"
 MAX_FETCH = 256
 CRASH_AFTER_COMMIT = int(os.environ.get("CRYPTOVIZ_CRASH_AFTER_COMMIT") or 0)

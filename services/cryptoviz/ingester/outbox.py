@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
 SWEEP_LIMIT = 5000
-RECEIPTS_DURABLE = "cryptoviz-ingester-receipts"
+RECEIPTS_DURABLE = ac.RECEIPTS_CONSUMER
 _ALERT_FIELDS = ", ".join(ALERTS_SCHEMA.names)
 _DELIVERIES = pa.schema(
     [

@@ -44,7 +44,7 @@ from cryptoviz.notify.targets import Target, Targets
 
 log = logging.getLogger("cryptoviz.notify")
 
-DURABLE_NAME = "cryptoviz-notify"
+DURABLE_NAME = ac.NOTIFY_CONSUMER
 ACK_WAIT = 30.0
 MAX_FETCH = 256
 NO_TARGET = "none"
@@ -105,7 +105,7 @@ class Notifier:
     # -- loop ----------------------------------------------------------------------------------
 
     async def _attach(self):
-        await ac.ensure_alerts_stream(self.js)
+        await ac.ensure_alerts_stream(self.js, update=False)  # the ingester manages it
         subject = f"{ac.ALERTS_PREFIX}.>"
         config = ConsumerConfig(
             durable_name=DURABLE_NAME,
