@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -186,18 +187,35 @@ async def _held(url: str, count: int, timeout: float = 30) -> None:
         await asyncio.sleep(0.1)
 
 
-def test_after_a_sigkill_every_held_message_is_stored_within_10_s_of_restart(nats_server, tmp_path: Path):
+KILLED = {
+    # BATCH_TIMEOUT long: it holds every message unacked, waiting for more, when it is killed.
+    "collecting": {"BATCH_TIMEOUT": "30"},
+    # A slow disk: killed inside the commit, its messages kept in progress by heartbeats until then.
+    "committing": {"CRYPTOVIZ_COMMIT_DELAY": "60", "LOG_LEVEL": "DEBUG"},
+    # The rows written, the acks not sent: the redelivered messages are stored once, not twice.
+    "before_the_acks": {"CRYPTOVIZ_CRASH_AFTER_COMMIT": "1"},
+}
+
+
+@pytest.mark.parametrize("moment", list(KILLED))
+def test_after_a_sigkill_every_held_message_is_stored_within_10_s_of_restart(nats_server, tmp_path: Path, moment):
     quotes = synthetic_quotes(2000, coins=20)
     messages = chunked(quotes, 100)
     db = tmp_path / "db.duckdb"
-    # BATCH_TIMEOUT long: it holds every message unacked, waiting for more, when it is killed.
-    env = {"BATCH_SIZE": "100000", "BATCH_TIMEOUT": "30"}
-    first = Ingester(nats_server.url, db, tmp_path / "first.log", **env)
+    first = Ingester(nats_server.url, db, tmp_path / "first.log", BATCH_SIZE="100000", **KILLED[moment])
     first.env.pop("ACK_WAIT")  # the default, as installed
     first.start()
     try:
         publish(nats_server.url, messages)
-        asyncio.run(_held(nats_server.url, len(messages)))
+        if moment == "before_the_acks":
+            assert first.process.wait(30) == -signal.SIGKILL  # it killed itself after its first commit
+        else:
+            asyncio.run(_held(nats_server.url, len(messages)))
+            if moment == "committing":
+                give_up = time.monotonic() + 30
+                while "committing batch" not in first.log():
+                    assert time.monotonic() < give_up, first.log()[-2000:]
+                    time.sleep(0.05)
     finally:
         first.kill()
     restarted = Ingester(nats_server.url, db, tmp_path / "restarted.log", BATCH_TIMEOUT="0.2")
@@ -211,7 +229,9 @@ def test_after_a_sigkill_every_held_message_is_stored_within_10_s_of_restart(nat
     finally:
         restarted.stop()
     assert elapsed < 10, f"{elapsed:.1f}s from restart until every held message was stored"
-    assert stats["records"] == len(quotes) and stats["duplicates"] == 0
+    assert stats["records"] == len(quotes) and stats["consumer_lag"] == 0
+    if moment != "before_the_acks":
+        assert stats["duplicates"] == 0
     with duckdb.connect(str(db), read_only=True) as conn:
         sql = "SELECT count(*), count(DISTINCT (coin_id, timestamp)) FROM crypto_prices"
         total, distinct = conn.execute(sql).fetchone()

@@ -277,6 +277,7 @@ class Consumer:
         """The batch's commit, retried in place while the store fails (its messages stay in progress);
         None when asked to stop meanwhile."""
         delay = 0.5
+        log.debug("committing batch", extra={"consumer": self.durable, "messages": len(pending.messages)})
         while True:
             try:
                 return await self.store.write(self._timed_write, pending)
