@@ -91,9 +91,10 @@ def test_history_buckets_ohlc_and_respects_points(api):
     answer = ingester.json(
         "/api/v1/history", symbols="BTC,ETH", start=format_ts(start), end=str(int(end.timestamp())), points=7
     )
-    assert answer["bucket_seconds"] == -(-int((end - start).total_seconds()) // 7)
+    assert answer["bucket_seconds"] == 43200  # 2 days of data in at most 7 round buckets (aligned on UTC days)
     rows = [r for r in answer["data"] if r["symbol"] == "BTC"]
-    assert len(rows) == 7 and len([r for r in answer["data"] if r["symbol"] == "ETH"]) == 7
+    assert len(rows) == 5 and len([r for r in answer["data"] if r["symbol"] == "ETH"]) == 5  # at most 7
+    assert rows[0]["timestamp"] == format_ts(start)  # the first bucket is stamped at the first sample
     assert sum(r["samples"] for r in rows) == len(btc)
     assert rows[0]["open"] == btc[0].price and rows[-1]["close"] == btc[-1].price == rows[-1]["price"]
     assert max(r["high"] for r in rows) == max(q.price for q in btc)
@@ -268,7 +269,7 @@ def test_history_answers_are_reused_until_the_next_commit(api):
 def test_history_json_equals_the_arrow_answer_row_for_row(api):
     """JSON rows are written by DuckDB, the other formats from the Arrow table: same values."""
     ingester, _, quotes = api
-    start = min(q.timestamp for q in quotes) + timedelta(microseconds=250_000)  # fractional bucket starts
+    start = min(q.timestamp for q in quotes) + timedelta(microseconds=250_000)  # starts between two samples
     fractional = {"symbols": "BTC,ETH,NOPE", "points": "97", "start": format_ts(start)}
     for query in (fractional, {"points": "3000"}):
         answer = ingester.json("/api/v1/history", **query)
@@ -276,7 +277,10 @@ def test_history_json_equals_the_arrow_answer_row_for_row(api):
         assert len(answer["data"]) == table.num_rows > 0
         assert answer["data"] == orjson.loads(orjson.dumps(table.to_pylist(), option=JSON_OPTIONS))
         assert list(answer["data"][0]) == table.column_names
-    assert all("." in row["timestamp"] for row in ingester.json("/api/v1/history", **fractional)["data"])
+    # buckets start at the first sample in the window, not at the window's start (fractional JSON
+    # timestamps: tests/test_history_window.py)
+    stamps = [datetime.fromisoformat(r["timestamp"]) for r in ingester.json("/api/v1/history", **fractional)["data"]]
+    assert min(stamps) == min(q.timestamp for q in quotes if q.timestamp >= start)
 
 
 def test_answer_cache_keeps_one_generation_within_its_byte_bound():
@@ -294,3 +298,35 @@ def test_answer_cache_keeps_one_generation_within_its_byte_bound():
     assert cache.get("a", 1) is None and cache.get("e", 2) is None and cache.get("d", 2) is not None
     cache.put("big", 2, Response(b"x" * 11))
     assert cache.get("big", 2) is None and cache.get("d", 2) is not None
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize(("path", "operation"), [("/docs", ".opblock-summary-path"), ("/redoc", "[data-section-id]")])
+def test_api_docs_render_with_every_non_local_request_blocked(api, browser, path: str, operation: str):
+    """/docs (Swagger UI) and /redoc (ReDoc) come with their assets from the ingester itself: offline,
+    or behind a NetworkPolicy without egress, they still list the operations."""
+    ingester, _, _ = api
+    context = browser.new_context()
+    blocked: list[str] = []
+
+    def only_local(route) -> None:
+        url = route.request.url
+        if url.startswith(ingester.url):
+            route.continue_()
+        else:
+            blocked.append((route.request.resource_type, url))
+            route.abort()
+
+    try:
+        page = context.new_page()
+        page.route("**/*", only_local)
+        page.goto(ingester.url + path)
+        page.wait_for_selector(operation, timeout=30_000)
+        text = page.locator("body").inner_text()
+        assert "/api/v1/history" in text or "history" in text.lower()
+        assert page.locator(operation).count() >= 5, "operations listed"
+        # only ReDoc's decorative "by Redocly" logo is asked of its CDN (and shown as missing)
+        needed = [(kind, url) for kind, url in blocked if kind != "image"]
+        assert needed == [], f"the page needs outside resources: {needed}"
+    finally:
+        context.close()

@@ -305,3 +305,47 @@ def test_refresh_spacing_is_immediate_at_a_normal_cadence_and_shares_the_server_
     assert refresh_spacing(0.08, 5, floor=0.5) == pytest.approx(0.8)  # still well inside 2 s
     assert refresh_spacing(0.08, 20, floor=0.5) == pytest.approx(3.2)  # 20 tabs × 80 ms: half of one core
     assert refresh_spacing(0.0, 0, floor=0.5) == 0.5
+
+
+# ---- display decisions ---------------------------------------------------------------------
+
+
+def test_prices_keep_about_four_significant_digits() -> None:
+    from cryptoviz.dashboard.logic import price_decimals, round_price
+
+    assert [price_decimals(p) for p in (97123.45, 187.4219, 1.0002, 0.25345, 0.00001234)] == [0, 2, 2, 4, 8]
+    assert round_price(97123.45) == 97123 and round_price(0.253452) == 0.2535 and round_price(None) is None
+
+
+def test_axis_formats_show_cents_only_where_they_matter() -> None:
+    from cryptoviz.dashboard.logic import axis_format
+
+    assert axis_format(94_000, 102_000) == "$0,0"
+    assert axis_format(180, 210) == "$0,0" and axis_format(181, 184) == "$0,0.0"
+    assert axis_format(0.24, 0.27) == "$0,0.000"
+
+
+def test_each_coin_keeps_its_colour_and_colours_differ() -> None:
+    from cryptoviz.dashboard.logic import PALETTE, coin_colours
+
+    colours = coin_colours(["BTC", "ETH", "SOL", "BTC"])
+    assert list(colours) == ["BTC", "ETH", "SOL"] and len(set(colours.values())) == 3
+    assert coin_colours(["BTC", "ETH", "SOL", "XRP"])["SOL"] == colours["SOL"]
+    assert len(set(PALETTE)) == len(PALETTE) == 20
+
+
+def test_the_first_view_is_percent_change_when_prices_span_two_orders_of_magnitude() -> None:
+    from cryptoviz.dashboard.logic import first_mode
+
+    assert first_mode([97_000, 2_600, 0.25]) == "percent"
+    assert first_mode([97_000, 2_600]) == "shared"
+
+
+def test_indicators_say_how_many_candles_they_need() -> None:
+    from cryptoviz.dashboard.logic import indicator_notes
+
+    assert indicator_notes(["SMA", "RSI", "MACD"], 16) == [
+        "SMA needs 20 candles; this period has 16.",
+        "MACD needs 35 candles; this period has 16.",
+    ]
+    assert indicator_notes(["SMA", "Bollinger"], 80) == []

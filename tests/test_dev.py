@@ -189,3 +189,25 @@ def test_sub_second_intervals_are_refused_for_live_providers(tmp_path: Path):
         timeout=60,
     )
     assert scrape.returncode == 2 and "allowed only for SCRAPE_PROVIDER=demo|replay" in scrape.stderr
+
+
+def test_demo_replay_and_live_data_never_share_a_state_dir(tmp_path: Path, market_5m: Path):
+    """Each mode has its own dir under ./.cryptoviz by default; a given --state-dir keeps the mode it
+    was first used for and refuses another with the way out (replay after demo mixed both for good)."""
+    with socket.socket() as busy:  # stops each run right after the state dir is chosen
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        env = {**os.environ, "COINGECKO_BASE_URL": UNREACHABLE, "CMC_API_KEY": ""}
+        env.pop("STATE_DIR", None)
+        for args in (["--demo"], ["--replay", str(market_5m)], ["--no-demo-fallback"]):
+            subprocess.run(cryptoviz("dev", *args, "--api-port", port), cwd=tmp_path, env=env, timeout=60, check=False)
+        assert (tmp_path / ".cryptoviz" / "demo" / "mode").read_text() == "demo\n"
+        assert (tmp_path / ".cryptoviz" / "replay" / "mode").read_text() == "replay\n"
+        assert not (tmp_path / ".cryptoviz" / "live").exists()  # live was unreachable: no dir claimed
+
+        assert run_dev(tmp_path, "--demo", "--api-port", port).returncode == 1  # claims state/ for demo
+        refused = run_dev(tmp_path, "--replay", str(market_5m), "--api-port", port)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "holds demo data; running replay there would mix both" in refused.stderr
+    assert "--state-dir" in refused.stderr

@@ -46,7 +46,8 @@ def _fresh_clone(tmp_path: Path) -> Path:
     script.write_text(f"#!{venv}/bin/python\nfrom cryptoviz.cli import main\nmain()\n", encoding="utf-8")
     script.chmod(0o755)
     (venv / "bin" / "nats-server").symlink_to(Path(sys.executable).parent.joinpath("nats-server").resolve())
-    stamp = sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    inputs = (clone / "pyproject.toml").read_bytes() + (clone / "locks" / "dev.txt").read_bytes()
+    stamp = sha256(inputs).hexdigest()[:16]
     (venv / ".stamp").write_text(stamp + "\n", encoding="utf-8")
     # helm/kubectl/checkov: this checkout's, so setup.sh downloads nothing.
     cache_bin = clone / ".cache" / "bin"
@@ -123,7 +124,7 @@ def test_run_sh_demo_in_a_fresh_clone_serves_the_api_and_dashboard_and_a_second_
         "CMC_API_KEY": "",
     }
     api = f"http://127.0.0.1:{api_port}"
-    state = clone / ".cryptoviz"
+    state = clone / ".cryptoviz" / "demo"  # each mode has its own state dir
 
     first = Run(clone, env, "--demo")
     try:

@@ -16,6 +16,7 @@ from cryptoviz.core.quote import parse_clock_skew, set_max_clock_skew
 
 SUBCOMMANDS: dict[str, str] = {
     "scrape": "cryptoviz.scraper.cli:scrape",
+    "backfill": "cryptoviz.scraper.cli:backfill",
     "ingest": "cryptoviz.ingester.cli:ingest",
     "backup": "cryptoviz.ingester.cli:backup",
     "dashboard": "cryptoviz.dashboard.cli:dashboard",

@@ -91,7 +91,7 @@ def dashboard(
     """
     import panel as pn
 
-    from cryptoviz.dashboard.app import Settings, build
+    from cryptoviz.dashboard.app import Settings, build, warm_up
     from cryptoviz.dashboard.data import IngesterClient, SharedData
     from cryptoviz.dashboard.metrics import serve_metrics
 
@@ -112,6 +112,8 @@ def dashboard(
         ingester_url,
         "basic" if auth else oauth_provider or "none",
     )
+
+    warm_up(shared, settings)
 
     def app() -> pn.template.FastListTemplate:
         return build(shared, settings)

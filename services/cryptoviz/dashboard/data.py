@@ -181,12 +181,14 @@ class SharedData:
         alerts = self.cache.get(("alerts", version), self.latest_ttl, self._load_alerts)
         return Snapshot(stats=stats, latest=latest, alerts=alerts)
 
-    def history(self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    def history(
+        self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None, points: int = HISTORY_POINTS
+    ) -> pd.DataFrame:
         symbols = tuple(s for s in symbols if _QUERYABLE.match(s))  # the API rejects other tickers
         if not symbols:
             return _empty_history()
-        key = ("history", self.version, symbols, _iso(start), _iso(end))
-        return self.cache.get(key, self.history_ttl, lambda: self._load_history(symbols, start, end))
+        key = ("history", self.version, symbols, _iso(start), _iso(end), points)
+        return self.cache.get(key, self.history_ttl, lambda: self._load_history(symbols, start, end, points))
 
     def _load_stats(self) -> dict[str, Any]:
         stats = self.client.get("/api/v1/stats")
@@ -217,10 +219,12 @@ class SharedData:
             frame["fired_at"] = pd.to_datetime(frame["fired_at"], utc=True, format="ISO8601")
         return frame
 
-    def _load_history(self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None) -> pd.DataFrame:
+    def _load_history(
+        self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None, points: int
+    ) -> pd.DataFrame:
         try:
             answer = self.client.get(
-                "/api/v1/history", symbols=",".join(symbols), start=_iso(start), end=_iso(end), points=HISTORY_POINTS
+                "/api/v1/history", symbols=",".join(symbols), start=_iso(start), end=_iso(end), points=points
             )
         except IngesterRejected as exc:  # e.g. none of the symbols has data any more
             log.info("history not available: %s", exc)
@@ -312,7 +316,8 @@ def data_age(stats: dict[str, Any] | None) -> float | None:
 
 
 def _data_mark(stats: dict[str, Any]) -> tuple[Any, ...]:
-    return stats.get("records"), stats.get("last_update"), stats.get("coins")
+    """What changes when data is stored: a backfill stores candles only (`records` counts quotes)."""
+    return stats.get("records"), stats.get("candles"), stats.get("last_update"), stats.get("coins")
 
 
 def _iso(value: datetime | None) -> str | None:

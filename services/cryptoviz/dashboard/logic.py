@@ -206,3 +206,69 @@ def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
 
 
 STABLECOINS = frozenset({"USDT", "USDC", "DAI", "BUSD", "TUSD", "USDP", "FDUSD", "USDE", "PYUSD"})
+
+
+# ---- display decisions ---------------------------------------------------------------------
+
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)  # fmt: skip
+"""Tableau 10 (ten distinct hues, readable on light and dark backgrounds), then their light variants."""
+
+
+def coin_colours(symbols: Iterable[str]) -> dict[str, str]:
+    """One colour per coin, the same in every view of a session: by the coin's place in `symbols`
+    (the latest prices' order), cycling through the palette."""
+    return {symbol: PALETTE[index % len(PALETTE)] for index, symbol in enumerate(dict.fromkeys(symbols))}
+
+
+def price_decimals(price: float | None) -> int:
+    """Decimals that show a price to about four significant digits, never more than 8:
+    BTC $97,123 · SOL $187.42 · DOGE $0.2534 · SHIB $0.00001234."""
+    if price is None or not math.isfinite(price) or price == 0:
+        return 2
+    magnitude = math.floor(math.log10(abs(price)))
+    if magnitude >= 3:
+        return 0
+    if magnitude >= 0:
+        return 2
+    return min(8, 3 - magnitude)
+
+
+def round_price(price: float | None) -> float | None:
+    if price is None or not math.isfinite(price):
+        return None
+    return round(price, price_decimals(price))
+
+
+def axis_format(low: float, high: float) -> str:
+    """A Numeral.js format for a price axis spanning [low, high]: cents only where they matter."""
+    span = abs(high - low) or abs(high) or 1.0
+    decimals = max(0, min(8, 1 - math.floor(math.log10(span))))  # ticks are about a tenth of the span apart
+    return "$0,0" if decimals == 0 else "$0,0." + "0" * decimals
+
+
+def first_mode(prices: Iterable[float]) -> str:
+    """The display mode a first visit starts in: percent change when the selection spans more than two
+    orders of magnitude (a shared price axis would flatten the cheap coins), else the shared scale."""
+    return "percent" if needs_scale_advice(prices) else "shared"
+
+
+INDICATOR_NEEDS = {"SMA": 20, "EMA": 2, "Bollinger": 20, "RSI": 15, "MACD": 35}
+"""Candles each indicator needs before it draws anything (MACD: 26 for the slow EMA + 9 for the signal)."""
+
+
+def indicator_notes(chosen: Iterable[str], candles: int) -> list[str]:
+    """What cannot be drawn yet with `candles` candles, said plainly."""
+    return [
+        f"{name} needs {INDICATOR_NEEDS[name]} candles; this period has {candles}."
+        for name in chosen
+        if candles < INDICATOR_NEEDS.get(name, 0)
+    ]
+
+
+def candle_points(samples: int, most: int = 80, per_candle: int = 4) -> int:
+    """Candles to ask for: at most `most`, and few enough that each holds about `per_candle` quotes, so
+    a candle shows how the price moved inside it (one quote per bucket would be a flat dash)."""
+    return max(2, min(most, samples // per_candle))

@@ -9,6 +9,7 @@ import click
 import requests
 
 from cryptoviz.core.config import ConfigError
+from cryptoviz.core.providers import PROVIDERS
 from cryptoviz.dev import probe
 from cryptoviz.dev.local_config import ensure_config
 from cryptoviz.dev.supervisor import (
@@ -28,6 +29,10 @@ MIN_LIVE_INTERVAL = 1.0
 MIN_LOCAL_INTERVAL = 0.05
 """`cryptoviz scrape --loop`'s floors: 1 s for live providers, 0.05 s for the local market (demo/replay)."""
 LIVE_INTERVAL = 60.0
+DEFAULT_STATE = Path(".cryptoviz")
+MODE_FILE = "mode"
+"""Names the kind of data a state dir holds (demo, replay, live): simulated prices, replayed history
+and live quotes must never share one DuckDB file, or a chart mixes them for good."""
 
 
 def _opt(name: str, envvar: str, **kwargs):
@@ -40,7 +45,8 @@ def _opt(name: str, envvar: str, **kwargs):
     "--replay",
     "REPLAY",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="Replay the CSV candles in this directory (e.g. shared/data/market/5m) as provider replay.",
+    help="Replay the CSV candles in this directory as provider replay: one <SYMBOL>-USD_5m.csv per coin with "
+    "columns Date,Close,High,Low,Open,Volume (see docs/dev.md).",
 )
 @_opt(
     "--speed", "SPEED", type=click.FloatRange(min=0.01), default=60.0, help="Replay speed: market seconds per second."
@@ -68,7 +74,7 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt(
     "--scrape-provider",
     "SCRAPE_PROVIDER",
-    type=click.Choice([*probe.DEFAULT_BASE_URLS, "demo"]),
+    type=click.Choice([*PROVIDERS, "demo"]),
     default=None,
     help="Live provider (demo = --demo) [default: coinmarketcap when CMC_API_KEY is set, else coingecko].",
 )
@@ -91,8 +97,9 @@ def _opt(name: str, envvar: str, **kwargs):
     "--state-dir",
     "STATE_DIR",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".cryptoviz"),
-    help="Where DuckDB, JetStream data, logs and the local config live.",
+    default=None,
+    help=f"Where DuckDB, JetStream data and logs live [default: {DEFAULT_STATE}/demo, /replay or /live, one per "
+    "mode; a given dir holds one mode's data and refuses another's].",
 )
 @_opt("--dev-host", "DEV_HOST", default="127.0.0.1", help="Interface the API and dashboard listen on.")
 @_opt("--api-port", "API_PORT", type=click.IntRange(1, 65535), default=8000, help="Ingester API port.")
@@ -109,7 +116,7 @@ def dev(
     scrape_provider: str | None,
     scrape_interval: float | None,
     scraper_config: Path | None,
-    state_dir: Path,
+    state_dir: Path | None,
     dev_host: str,
     api_port: int,
     dashboard_port: int,
@@ -118,13 +125,28 @@ def dev(
 ) -> None:
     """Run the whole pipeline on this machine: NATS, ingester + API, scraper, dashboard.
 
-    Ctrl-C stops everything; the next run reuses the data in --state-dir.
+    Ctrl-C stops everything; the next run of the same mode (demo, replay or live) reuses its data.
     """
     demo = demo or scrape_provider == "demo"
     if demo and replay:
         raise click.UsageError("--demo and --replay exclude each other")
-    state_dir = state_dir.resolve()
+    if replay:
+        provider, note = "replay", f"replaying {replay} at {speed:g}x (market time)"
+        interval = max(scrape_interval or REPLAY_CANDLE_SECONDS / speed, MIN_LOCAL_INTERVAL)
+    elif demo:
+        provider, note = "demo", "SIMULATED prices (--demo)"
+        interval = scrape_interval or DEMO_INTERVAL
+    else:
+        provider, note, interval = _choose_live(scrape_provider, scrape_interval, no_demo_fallback)
+    mode = provider if provider in ("demo", "replay") else "live"
+    base = (state_dir or DEFAULT_STATE).resolve()
+    state_dir = base if state_dir else base / mode
     with state_lock(state_dir):
+        _claim(state_dir, mode)
+        if state_dir != base and (base / "cryptoviz.duckdb").exists():
+            click.echo(
+                f"Note: {base}/cryptoviz.duckdb is an earlier version's data of every mode; {mode} now uses {state_dir}"
+            )
         reap_leftovers(state_dir)
         check_ports(
             {
@@ -134,7 +156,7 @@ def dev(
             },
             dev_host,
         )
-        config_path = (scraper_config or state_dir / "scraper.yaml").resolve()
+        config_path = (scraper_config or base / "scraper.yaml").resolve()
         try:
             config, written = ensure_config(config_path)
         except ConfigError as exc:
@@ -142,14 +164,6 @@ def dev(
         click.echo(f"{'Wrote' if written else 'Using'} scraper config {config_path} ({len(config.coins)} coins)")
 
         market = None
-        if replay:
-            provider, note = "replay", f"replaying {replay} at {speed:g}x (market time)"
-            interval = max(scrape_interval or REPLAY_CANDLE_SECONDS / speed, MIN_LOCAL_INTERVAL)
-        elif demo:
-            provider, note = "demo", "SIMULATED prices (--demo)"
-            interval = scrape_interval or DEMO_INTERVAL
-        else:
-            provider, note, interval = _choose_live(scrape_provider, scrape_interval, no_demo_fallback)
         local = provider in ("demo", "replay")
         plan = Plan(
             state_dir=state_dir,
@@ -200,6 +214,20 @@ def dev(
         click.echo(f"Stopped. Data kept in {state_dir}; run the same command again to continue.")
 
 
+def _claim(state_dir: Path, mode: str) -> None:
+    """Mark the state dir as holding `mode` data, or refuse when it holds another mode's."""
+    marker = state_dir / MODE_FILE
+    held = marker.read_text(encoding="utf-8").strip() if marker.exists() else ""
+    if held and held != mode:
+        raise DevError(
+            f"{state_dir} holds {held} data; running {mode} there would mix both in every chart. "
+            f"Pass another --state-dir (or leave STATE_DIR unset: each mode then has its own dir under "
+            f"{DEFAULT_STATE}/), or delete {state_dir} to start over"
+        )
+    if not held:
+        marker.write_text(mode + "\n", encoding="utf-8")
+
+
 def _choose_live(
     scrape_provider: str | None, scrape_interval: float | None, no_fallback: bool
 ) -> tuple[str, str, float]:
@@ -210,7 +238,7 @@ def _choose_live(
             f"{scrape_interval:g} s is below {MIN_LIVE_INTERVAL:g} s, allowed only with --demo or --replay",
             param_hint="'--scrape-interval' / SCRAPE_INTERVAL",
         )
-    name = probe.DISPLAY_NAMES[live]
+    name = probe.display_name(live)
     click.echo(f"Checking that {name} can be reached …")
     reason = probe.probe(live)
     if reason is None:

@@ -17,6 +17,7 @@ import orjson
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -62,7 +63,9 @@ def _utc(value: datetime | None) -> datetime | None:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    app = FastAPI(
+    # /docs and /redoc with Swagger UI and ReDoc served from the package's own files: no CDN, so they
+    # work offline and behind a NetworkPolicy that allows no egress
+    app = FastAPIOffline(
         title="CryptoViz ingester API",
         version=__version__,
         description="Read-only snapshots of the quotes stored by the ingester (DuckDB).",
@@ -146,7 +149,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         provider: str | None = ProviderQ,
         format: str | None = FormatQ,
     ) -> Response:
-        """OHLC buckets per symbol over [start, end], at most `points` per series."""
+        """OHLC buckets per symbol over [start, end], at most `points` per series, spread over the part of
+        the window that holds each series' data (from its first sample on); `bucket_seconds` is the widest."""
         fmt = negotiate(format, request.headers.get("accept"))
         wanted, source = params.symbols(symbols), params.provider(provider)
         start_ts, end_ts = params.timestamp(start, "start"), params.timestamp(end, "end")
@@ -170,15 +174,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             begin = start_ts or stop - DEFAULT_WINDOW
             if begin >= stop:
                 raise BadRequest("start must be before end (the default end is the newest data)")
-            step = queries.bucket_seconds(begin, stop, count)
+            # Encoded here, off the event loop; JSON text written by DuckDB itself.
+            query = queries.history_json if fmt == "json" else queries.history
+            step, rows = query(cur, series, begin, stop, count)
             meta = {"bucket_seconds": step, "start": _utc(begin), "end": _utc(stop)}
             if unknown:
                 meta["unknown_symbols"] = unknown
-            # Encoded here, off the event loop; JSON text written by DuckDB itself.
-            if fmt == "json":
-                response = json_rows_response(meta, queries.history_json(cur, series, begin, stop, count)[1])
-            else:
-                response = table_response(queries.history(cur, series, begin, stop, count)[1], fmt, meta)
+            response = json_rows_response(meta, rows) if fmt == "json" else table_response(rows, fmt, meta)
             if series:  # without data the default end is "now", which a cache would freeze
                 history_cache.put(key, generation, response)
             return response

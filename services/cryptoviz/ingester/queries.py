@@ -99,16 +99,60 @@ def bucket_seconds(start: datetime, end: datetime, points: int) -> int:
     return max(1, math.ceil(span / points))
 
 
+STEPS = (
+    1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30,
+    60, 120, 180, 240, 300, 360, 600, 720, 900, 1200, 1800, 2400,
+    3600, 7200, 10800, 14400, 21600, 28800, 43200, 86400,
+)  # fmt: skip
+"""Bucket widths (s): each divides a day, so buckets start on round UTC times (10:05, 10:10 …), series
+with the same width share bucket times, and hourly rollup rows fill whole buckets of ≥ 1 h."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """Where one series has data inside a requested window."""
+
+    first: datetime
+    last: datetime
+
+    def step(self, points: int) -> int:
+        """The narrowest bucket width (s) of `STEPS` (then whole days) that covers the data in at most
+        `points` buckets aligned on multiples of the width."""
+        span = (self.last - self.first).total_seconds()
+        need = math.ceil(span / max(points - 1, 1))  # one bucket of slack for the alignment
+        return next((s for s in STEPS if s >= need), None) or math.ceil(need / 86400) * 86400
+
+
+def data_extent(
+    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime
+) -> dict[tuple[str, str], Extent]:
+    """The first and last sample time of each series inside [start, end], by (provider, coin_id).
+
+    The one place that says where a selection has data: /history spreads its buckets over this
+    part of the window (not the whole window, which may be mostly empty), and stamps no bucket
+    before a series' first sample. It reads the same union of sources as the history itself
+    (sources.py: quotes, their rollups, candles and theirs), so a new source added there counts here
+    too. Series without data in the window are absent.
+    """
+    if not series:
+        return {}
+    where, params = _series_filter(series)
+    bounds = sources.data_bounds(cur, where, params, start, end)
+    return {key: Extent(first, last) for key, (first, last) in bounds.items()}
+
+
 def history(
     cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
 ) -> tuple[int, pa.Table]:
-    """OHLC per bucket per series, at most `points` buckets, from quotes and candles (sources.py).
+    """OHLC per bucket per series, at most `points` buckets per series over its data in [start, end].
 
-    A quote lives either raw or (after retention) in the rollup, never both, and likewise a candle;
-    where quotes and candles (or candles of several intervals) meet in a bucket only the preferred
-    source counts, so no sample is counted twice. Bucket k starts at start + k * bucket_seconds;
-    `samples` counts the quotes or candles merged into it. Symbol and name are the coin's current
-    ones (from `coins`), not aggregated per bucket.
+    Each series' buckets are as wide as its data's span in the window needs (`Extent.step`), so ten
+    minutes of data in a 7-day window still draw a line, and the first bucket is stamped at the first
+    sample, never before; the step returned is the widest. Samples come from quotes and candles
+    (sources.py): a quote lives either raw or (after retention) in the rollup, never both, and likewise
+    a candle; where quotes and candles (or candles of several intervals) meet in a bucket only the
+    preferred source counts, so no sample is counted twice. `samples` counts the quotes or candles
+    merged into a bucket. Symbol and name are the coin's current ones (from `coins`).
     """
     step, sql, params = _history_query(cur, series, start, end, points)
     return step, cur.sql(f"{sql} ORDER BY {_HISTORY_ORDER}", params=params).to_arrow_table()
@@ -135,24 +179,22 @@ def history_json(
 def _history_query(
     cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime, points: int
 ) -> tuple[int, str, list]:
-    step = bucket_seconds(start, end, points)
+    extents = data_extent(cur, series, start, end)
+    grid = []
+    for key, extent in extents.items():
+        step, first = extent.step(points), _epoch_us(extent.first)
+        grid.append((*key, first - first % (step * 1_000_000), first, step * 1_000_000))
     where, series_params = _series_filter(series) if series else ("false", [])
     found = sources.present(cur, start, end)
     samples, sample_params = sources.samples_sql(where, series_params, start, end, found)
-    head = [_epoch_us(start), step * 1_000_000, points - 1]
-    ranking = {"rank": ", rank", "qualify": _PREFER_LOWEST_RANK} if found.ranked else {"rank": "", "qualify": ""}
-    return step, _HISTORY_SQL.format(samples=samples, **ranking), [*head, *sample_params, start, step]
-
-
-def data_bounds(
-    cur: duckdb.DuckDBPyConnection, series: list[Series], start: datetime, end: datetime
-) -> dict[tuple[str, str], tuple[datetime, datetime]]:
-    """Per (provider, coin_id) of `series`: first and last time `history` has a sample for in
-    [start, end], quotes and candles alike (see sources.data_bounds)."""
-    if not series:
-        return {}
-    where, params = _series_filter(series)
-    return sources.data_bounds(cur, where, params, start, end)
+    ranking = {"rank": _PREFERENCE, "preference_column": ", preference", "qualify": _PREFER} if found.ranked else {}
+    ranking = {"rank": "", "preference_column": "", "qualify": "", **ranking}
+    # no data: a grid row that joins nothing keeps the answer's columns (CSV headers, Arrow schema)
+    rows = grid or [(None, None, 0, 0, 1)]
+    values = ", ".join("(?::VARCHAR, ?::VARCHAR, ?::BIGINT, ?::BIGINT, ?::BIGINT)" for _ in rows)
+    params = [value for row in rows for value in row] + [points - 1, *sample_params]
+    step = max(row[4] for row in grid) // 1_000_000 if grid else bucket_seconds(start, end, points)
+    return step, _HISTORY_SQL.format(grid=values, samples=samples, **ranking), params
 
 
 def _finite(column: str) -> str:
@@ -176,21 +218,32 @@ def _epoch_us(naive_utc: datetime) -> int:
     return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
-_PREFER_LOWEST_RANK = "QUALIFY rank = min(rank) OVER (PARTITION BY provider, coin_id, bucket)"
-"""Where sources overlap in a bucket, only the preferred one (lowest rank: quotes, else the finest
-candles) counts. (A window over the grouped rows: cheaper than a second aggregation picking values.)"""
+_PREFERENCE = """, CASE WHEN rank = 0 THEN 100000
+                  WHEN (rank - 1)::BIGINT * 1000000 <= g.step THEN rank
+                  ELSE 200000 + rank END AS preference"""
+"""Where sources overlap in a bucket, only one counts: candles no longer than the bucket (the finest
+first: they carry the market's real open, high, low and close), else quotes (samples of the price),
+else coarser candles. `rank` is 0 for quotes and 1 + interval for candles (sources.py)."""
+_PREFER = "QUALIFY preference = min(preference) OVER (PARTITION BY provider, coin_id, bucket)"
 
 _HISTORY_SQL = """
-WITH params AS (SELECT ?::BIGINT AS origin, ?::BIGINT AS step, ?::BIGINT AS last_bucket),
+WITH grid(provider, coin_id, origin, first_us, step) AS (VALUES {grid}),
+placed AS (
+    SELECT s.provider, s.coin_id, first_ts, last_ts, open, high, low, close, volume_24h, n,
+           g.origin, g.first_us, g.step, least(greatest((us - g.origin) // g.step, 0), ?::BIGINT) AS bucket{rank}
+    FROM ({samples}) s JOIN grid g ON s.provider = g.provider AND s.coin_id = g.coin_id
+),
 buckets AS (
-    SELECT provider, coin_id, least(greatest((us - origin) // step, 0), last_bucket) AS bucket{rank},
+    SELECT provider, coin_id, bucket{preference_column},
+           any_value(origin) AS origin, any_value(first_us) AS first_us, any_value(step) AS step,
            arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
            arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
-    FROM ({samples}), params
-    GROUP BY provider, coin_id, bucket{rank}
+    FROM placed
+    GROUP BY provider, coin_id, bucket{preference_column}
     {qualify}
 )
-SELECT c.symbol, b.provider, b.coin_id, c.name, ?::TIMESTAMP + to_seconds(b.bucket * ?) AS timestamp,
+SELECT c.symbol, b.provider, b.coin_id, c.name,
+       make_timestamp(greatest(b.origin + b.bucket * b.step, b.first_us)) AS timestamp,
        b.open, b.high, b.low, b.close, b.close AS price, b.volume_24h, b.samples
 FROM buckets b JOIN coins c ON b.provider = c.provider AND b.coin_id = c.coin_id
 """
