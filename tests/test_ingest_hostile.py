@@ -191,7 +191,7 @@ KILLED = {
     # BATCH_TIMEOUT long: it holds every message unacked, waiting for more, when it is killed.
     "collecting": {"BATCH_TIMEOUT": "30"},
     # A slow disk: killed inside the commit, its messages kept in progress by heartbeats until then.
-    "committing": {"CRYPTOVIZ_COMMIT_DELAY": "60", "LOG_LEVEL": "DEBUG"},
+    "committing": {"BATCH_TIMEOUT": "3", "CRYPTOVIZ_COMMIT_DELAY": "60", "LOG_LEVEL": "DEBUG"},
     # The rows written, the acks not sent: the redelivered messages are stored once, not twice.
     "before_the_acks": {"CRYPTOVIZ_CRASH_AFTER_COMMIT": "1"},
 }
