@@ -4,6 +4,8 @@ so `cryptoviz scrape` in a CronJob never pays for importing Panel."""
 from __future__ import annotations
 
 import importlib
+import os
+import re
 import sys
 from typing import NamedTuple
 
@@ -11,6 +13,7 @@ import click
 
 from cryptoviz import __version__
 from cryptoviz.core.logs import setup_logging
+from cryptoviz.core.quote import parse_clock_skew, set_max_clock_skew
 
 
 class Subcommand(NamedTuple):
@@ -77,9 +80,44 @@ class LazyGroup(click.Group):
     type=click.Choice(["text", "json"]),
     help="json for containers, text for terminals.",
 )
-def cli(log_level: str, log_format: str) -> None:
+@click.option(
+    "--max-clock-skew",
+    envvar="MAX_CLOCK_SKEW",
+    show_envvar=True,
+    default="300",
+    help="Seconds (or 90s, 5m; at most 1d) a quote's or candle's time may lie past its receive time and the"
+    " clock of the scraper or ingester checking it; later ones are refused.",
+)
+@click.option("--nats-user", envvar="NATS_USER", show_envvar=True, help="NATS user (scrape, ingest, notify).")
+@click.option("--nats-password", envvar="NATS_PASSWORD", show_envvar=True, help="Its password (never logged).")
+@click.option(
+    "--nats-password-file", envvar="NATS_PASSWORD_FILE", show_envvar=True, help="A file holding it (a mounted Secret)."
+)
+@click.option("--nats-ca-file", envvar="NATS_CA_FILE", show_envvar=True, help="CA bundle for a tls:// NATS_URL.")
+def cli(
+    log_level: str,
+    log_format: str,
+    max_clock_skew: str,
+    nats_user: str | None,
+    nats_password: str | None,
+    nats_password_file: str | None,
+    nats_ca_file: str | None,
+) -> None:
     """CryptoViz: crypto prices → NATS JetStream → DuckDB → dashboard."""
     setup_logging(log_level, log_format)
+    if (nats_password or nats_password_file) and not nats_user:
+        raise click.BadParameter("a NATS password needs NATS_USER / --nats-user", param_hint="NATS_USER")
+    if nats_user and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", nats_user):
+        raise click.BadParameter("letters, digits, - and _ only", param_hint="NATS_USER / --nats-user")
+    if nats_user or nats_ca_file:
+        from cryptoviz.core.nats import Credentials, use_credentials  # imports nats-py: only when needed
+
+        use_credentials(Credentials(nats_user, nats_password, nats_password_file, nats_ca_file))
+    try:
+        set_max_clock_skew(parse_clock_skew(max_clock_skew))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="MAX_CLOCK_SKEW / --max-clock-skew") from None
+    os.environ["MAX_CLOCK_SKEW"] = max_clock_skew  # the children of `cryptoviz dev` judge times alike
 
 
 def main() -> None:

@@ -52,9 +52,9 @@ def _option(name: str, envvar: str, **kwargs):
 @_option(
     "--ack-wait",
     "ACK_WAIT",
-    default=30.0,
+    default=5.0,
     type=click.FloatRange(1.0, 3600.0),
-    help="Seconds before JetStream redelivers a message the ingester has not acked (after a crash).",
+    help="Seconds before JetStream redelivers a message a crashed ingester held (a live one reports progress).",
 )
 @_option(
     "--metrics-port",

@@ -18,6 +18,7 @@ from cryptoviz.ingester.alerts import AlertEngine
 from cryptoviz.ingester.api import create_app, create_metrics_app
 from cryptoviz.ingester.consumer import CandleConsumer, Consumer, QuoteConsumer
 from cryptoviz.ingester.outbox import Outbox, ReceiptConsumer
+from cryptoviz.ingester.quarantine import quarantine_future, report
 from cryptoviz.ingester.retention import Housekeeper
 from cryptoviz.ingester.runtime import Runtime, Settings
 from cryptoviz.ingester.serving import ApiConfig, Server
@@ -53,6 +54,7 @@ async def run(settings: Settings) -> None:
         _check_port(settings.api_host, settings.metrics_port, "the metrics")
     store = await asyncio.to_thread(Store, settings.duckdb_path)
     log.info("opened %s (schema version %d)", settings.duckdb_path, store.version)
+    report(await store.write(quarantine_future, store))  # before anything reads or writes
     runtime = Runtime(settings, store)
     servers = _servers(runtime)
     stopping = asyncio.Event()
