@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from nats.aio.client import Client
@@ -45,9 +46,9 @@ class Credentials:
     password_file: str | None = None
     ca_file: str | None = None
 
-    def options(self, url: str) -> dict:
+    def options(self, url: str) -> dict[str, Any]:
         """nats.connect's keyword arguments for these credentials; OSError names an unreadable file."""
-        options: dict = {}
+        options: dict[str, Any] = {}
         user = self.user or urlsplit(url.split(",")[0]).username
         if user:
             options["inbox_prefix"] = inbox_prefix(user)
@@ -127,10 +128,10 @@ async def connect(url: str, *, name: str, connect_timeout: float = 2.0, deadline
         nc.connect(
             url,
             name=name,
-            connect_timeout=connect_timeout,
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]  # seconds; nats-py says int, takes floats
             allow_reconnect=True,
             max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]
             error_cb=problems.report,
             **options,
         )
@@ -175,6 +176,8 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1, *, update: bool
 
 
 async def provide_stream(js: JetStreamContext, wanted: StreamConfig, *, update: bool) -> None:
+    if wanted.name is None:
+        raise ValueError("a stream config needs a name")
     try:
         await js.stream_info(wanted.name)
     except NotFoundError:
