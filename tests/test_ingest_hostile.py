@@ -241,7 +241,7 @@ def test_after_a_sigkill_every_held_message_is_stored_within_10_s_of_restart(nat
 def test_a_commit_slower_than_ack_wait_is_not_redelivered(nats_server, tmp_path: Path):
     quotes = synthetic_quotes(600, coins=6)
     ingester = Ingester(
-        nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log", ACK_WAIT="1", CRYPTOVIZ_COMMIT_DELAY="3"
+        nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log", ACK_WAIT="2", CRYPTOVIZ_COMMIT_DELAY="5"
     ).start()
     messages = chunked(quotes, 50)
     try:
