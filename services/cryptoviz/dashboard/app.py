@@ -157,6 +157,7 @@ class Dashboard:
             theme_toggle=False,
             theme="dark" if self.theme == "dark" else "default",
             accent=ACCENT,
+            font_url="",  # Open Sans from Google: none offline (the CSP allows this server's styles only)
             sidebar_width=300,
             collapsed_sidebar=self.touch,
             meta_viewport="width=device-width, initial-scale=1",
