@@ -23,7 +23,7 @@ from cryptoviz.core.contract import OutgoingMessage, encode_scrape
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
 from cryptoviz.scraper.http import HttpClient
-from cryptoviz.scraper.providers import CoinMarketCap
+from cryptoviz.scraper.providers.coinmarketcap import CoinMarketCap
 from cryptoviz.scraper.publish import Publisher
 
 COINS = 5000

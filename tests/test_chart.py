@@ -38,7 +38,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "auth-basic": {
         "dashboard": {
-            "auth": {"type": "basic", "basic": {"username": "ops", "password": "s3cret"}, "cookieSecret": "c" * 32}
+            "auth": {
+                "type": "basic",
+                "basic": {"username": "ops", "password": "s3cret-passphrase"},
+                "cookieSecret": "c" * 32,
+            },
+            "ingress": {"enabled": True, "host": "prices.example.org", "tls": {"enabled": True}},
         }
     },
     "auth-oauth": {
@@ -54,7 +59,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
             }
         },
     },
-    "operator-all-namespaces": {"operator": {"watchAllNamespaces": True, "manageSchedule": False}},
+    "operator-all-namespaces": {
+        "operator": {
+            "watchAllNamespaces": True,
+            "manageSchedule": False,
+            "allowedNamespaces": ["team-*", "prices"],
+            "maxTrackedCryptos": 200,
+            "scheduleFloor": "10m",
+        }
+    },
     "persistence-off": {"nats": {"persistence": {"enabled": False}}, "ingester": {"persistence": {"enabled": False}}},
     "backfill-off": {"backfill": {"enabled": False}, "operator": {"enabled": False}},
     "notify-targets": {
@@ -73,14 +86,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "backup-on": {
         "backup": {"enabled": True},
         "scraper": {"secret": {"cmcApiKey": "k-123", "coingeckoApiKey": "g-456"}},
-        "image": {"digest": "sha256:" + "ab" * 32},
+        "image": {"ingester": {"digest": "sha256:" + "ab" * 32}},
     },
 }
 
 # Checks skipped for every resource, each with its reason. Per-resource skips live in the templates as
 # `checkov.io/skipN` annotations (the operator's API token, the test pod's probes, env-var secrets).
 CHECKOV_SKIPS = {
-    "CKV_K8S_43": "digests are supported (image.digest), but a chart default cannot know one; tags are immutable",
+    "CKV_K8S_43": "digests are supported (image.<component>.digest), but a chart default cannot know one",
     "CKV_K8S_15": "IfNotPresent is right for immutable tags and required for images loaded into kind",
 }
 
@@ -223,7 +236,7 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
     assert summary["kubernetes"]["passed"] > 1000 and summary["dockerfile"]["passed"] > 20
     # Per-resource skips (template annotations) are few, and each says why.
     skipped = {c["check_id"] for r in by_type.values() for c in r["skipped_checks"]}
-    assert skipped <= {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38"}
+    assert skipped <= {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38", "CKV_DOCKER_7"}
     reasons = [
         value
         for path in renders.values()
@@ -316,7 +329,10 @@ def test_every_key_in_values_yaml_is_documented() -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"dashboard": {"auth": {"type": "basic", "cookieSecret": "x"}}}, "dashboard.auth.basic.username is required"),
+        (
+            {"dashboard": {"auth": {"type": "basic", "cookieSecret": "x" * 32}}},
+            "dashboard.auth.basic.username is required",
+        ),
         (
             {"dashboard": {"auth": {"type": "oauth", "existingSecret": "s"}}},
             "dashboard.auth.oauth.provider is required",
@@ -329,15 +345,114 @@ def test_incomplete_settings_fail_with_a_clear_message(values: dict, message: st
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
+STRONG_BASIC = {"type": "basic", "basic": {"username": "ops", "password": "p" * 12}, "cookieSecret": "c" * 32}
+OAUTH = {"type": "oauth", "existingSecret": "dash-oauth", "oauth": {"provider": "github"}}
+NO_TLS_INGRESS = {"enabled": True, "host": "prices.example.org"}
+
+
+@pytest.mark.parametrize(
+    ("values", "path", "message"),
+    [
+        (
+            {"dashboard": {"auth": STRONG_BASIC, "ingress": NO_TLS_INGRESS}},
+            "/dashboard/ingress/tls/enabled",
+            "dashboard.auth.type=basic behind the Ingress needs dashboard.ingress.tls.enabled=true",
+        ),
+        (
+            {"dashboard": {"auth": OAUTH, "ingress": NO_TLS_INGRESS}},
+            "/dashboard/ingress/tls/enabled",
+            "dashboard.auth.type=oauth behind the Ingress needs dashboard.ingress.tls.enabled=true",
+        ),
+        (
+            {"dashboard": {"auth": {**STRONG_BASIC, "basic": {"username": "ops", "password": "p" * 11}}}},
+            "/dashboard/auth/basic/password",
+            "dashboard.auth.basic.password must be at least 12 characters",
+        ),
+        (
+            {"dashboard": {"auth": {**OAUTH, "cookieSecret": "c" * 31}}},
+            "/dashboard/auth/cookieSecret",
+            "dashboard.auth.cookieSecret must be at least 32 characters",
+        ),
+        (
+            {"operator": {"allowedNamespaces": ["team-a"]}},
+            "/operator/allowedNamespaces",
+            "operator.allowedNamespaces needs operator.watchAllNamespaces",
+        ),
+    ],
+)
+def test_weak_dashboard_auth_and_a_pointless_allow_list_are_refused(values: dict, path: str, message: str) -> None:
+    """By the values schema (`if/then`, lengths) and, for `--skip-schema-validation`, by the templates."""
+    result = helm_template(values)
+    assert result.returncode != 0 and path in result.stderr, result.stderr
+    result = helm_template(values, "--skip-schema-validation")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "dashboard",
+    [
+        {"auth": STRONG_BASIC, "ingress": {**NO_TLS_INGRESS, "tls": {"enabled": True}}},
+        {"auth": OAUTH, "ingress": {**NO_TLS_INGRESS, "tls": {"enabled": True}}},
+        {"auth": STRONG_BASIC},  # no Ingress: reached through kubectl port-forward
+        {"auth": {**STRONG_BASIC, "existingSecret": "dash-auth", "basic": {"username": "", "password": ""}}},
+        {"ingress": NO_TLS_INGRESS},  # no auth: nothing secret crosses the network
+    ],
+)
+def test_sound_dashboard_auth_settings_still_render(dashboard: dict) -> None:
+    result = helm_template({"dashboard": dashboard})
+    assert result.returncode == 0, result.stderr
+    assert find(docs_of(result.stdout), "Deployment", f"{FULLNAME}-dashboard")
+
+
+@pytest.mark.parametrize(
+    ("operator", "message"),
+    [
+        ({"scheduleFloor": "30s"}, "/operator/scheduleFloor"),
+        ({"scheduleFloor": "5 minutes"}, "/operator/scheduleFloor"),
+        ({"maxTrackedCryptos": 0}, "/operator/maxTrackedCryptos"),
+        ({"watchAllNamespaces": True, "allowedNamespaces": ["Team_A"]}, "/operator/allowedNamespaces/0"),
+    ],
+)
+def test_values_schema_refuses_bad_operator_limits(operator: dict, message: str) -> None:
+    result = helm_template({"operator": operator})
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_operator_limits_reach_the_operator(renders: dict[str, Path]) -> None:
+    def env(scenario: str) -> dict[str, Any]:
+        return env_of(pod_spec(one(load(renders, scenario), "Deployment", f"{FULLNAME}-operator"))["containers"][0])
+
+    assert {k: env("defaults")[k] for k in ("ALLOWED_NAMESPACES", "MAX_TRACKED_CRYPTOS", "SCHEDULE_FLOOR")} == {
+        "ALLOWED_NAMESPACES": "",
+        "MAX_TRACKED_CRYPTOS": "1000",
+        "SCHEDULE_FLOOR": "5m",
+    }
+    tenants = env("operator-all-namespaces")
+    assert (tenants["ALLOWED_NAMESPACES"], tenants["MAX_TRACKED_CRYPTOS"], tenants["SCHEDULE_FLOOR"]) == (
+        "team-*,prices",
+        "200",
+        "10m",
+    )
+    from cryptoviz_operator.settings import Settings
+
+    settings = Settings.from_env({k: v for k, v in tenants.items() if isinstance(v, str)})
+    assert settings.limits.allowed_namespaces == ("team-*", "prices")
+    assert (settings.max_tracked_cryptos, settings.schedule_floor_seconds) == (200, 600)
+
+
 def test_image_tag_defaults_to_the_chart_app_version(renders: dict[str, Path]) -> None:
     """One version to bump: Chart.yaml's appVersion is the image tag, the package and image version."""
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert yaml.safe_load((CHART / "values.yaml").read_text())["image"]["tag"] == ""
     images = {c["image"] for _, spec in pods(load(renders, "defaults")) for c in spec["containers"]}
-    assert images == {f"ghcr.io/cryptoviz/cryptoviz:{app_version}", "docker.io/library/nats:2.10.24-alpine"}
+    components = ("scraper", "ingester", "dashboard", "operator")
+    assert images == {
+        *(f"ghcr.io/cryptoviz/cryptoviz-{c}:{app_version}" for c in components),
+        "docker.io/library/nats:2.10.24-alpine",
+    }
     pinned = docs_of(helm_template({"image": {"tag": "1.2.3"}}).stdout)
     assert {c["image"] for _, spec in pods(pinned) for c in spec["containers"] if "cryptoviz" in c["image"]} == {
-        "ghcr.io/cryptoviz/cryptoviz:1.2.3"
+        f"ghcr.io/cryptoviz/cryptoviz-{c}:1.2.3" for c in components
     }
     assert re.search(rf'(?m)^version = "{re.escape(app_version)}"$', (REPO / "pyproject.toml").read_text())
     assert f"ARG VERSION={app_version}\n" in (REPO / "Dockerfile").read_text()
@@ -395,7 +510,10 @@ def test_config_checksums_follow_the_config_the_pods_read() -> None:
     changed = checksums(
         {
             "nats": {"service": {"monitorPort": 8223}},
-            "dashboard": {"auth": {**auth["dashboard"]["auth"], "basic": {"username": "ops", "password": "new"}}},
+            "dashboard": {
+                **auth["dashboard"],
+                "auth": {**auth["dashboard"]["auth"], "basic": {"username": "ops", "password": "new-passphrase"}},
+            },
         }
     )
     rolled = {name for name in base if base[name] != changed[name]}
@@ -563,7 +681,7 @@ def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> No
 
     docs = load(renders, "auth-basic")
     secret = one(docs, "Secret", f"{FULLNAME}-dashboard-auth")
-    assert base64.b64decode(secret["data"]["DASHBOARD_BASIC_AUTH"]).decode() == "ops:s3cret"
+    assert base64.b64decode(secret["data"]["DASHBOARD_BASIC_AUTH"]).decode() == "ops:s3cret-passphrase"
     env = env_of(pod_spec(one(docs, "Deployment", f"{FULLNAME}-dashboard"))["containers"][0])
     assert env["DASHBOARD_BASIC_AUTH"] == {
         "secretKeyRef": {"name": f"{FULLNAME}-dashboard-auth", "key": "DASHBOARD_BASIC_AUTH"}
@@ -674,9 +792,10 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert one(docs, "PersistentVolumeClaim", claim)["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     secret = one(docs, "Secret", f"{FULLNAME}-providers")
     assert set(secret["data"]) == {"CMC_API_KEY", "COINGECKO_API_KEY"}
-    # A digest, when given, pins every CryptoViz container.
-    images = {c["image"] for _, spec in pods(docs) for c in spec["containers"] if "cryptoviz" in c["image"]}
-    assert images == {"ghcr.io/cryptoviz/cryptoviz@sha256:" + "ab" * 32}
+    # The backup runs the ingester's image (`cryptoviz backup` is its command); a digest, when given, pins it.
+    assert container["image"] == "ghcr.io/cryptoviz/cryptoviz-ingester@sha256:" + "ab" * 32
+    ingester = one(docs, "StatefulSet", f"{FULLNAME}-ingester")["spec"]["template"]["spec"]["containers"][0]
+    assert ingester["image"] == container["image"]
 
 
 def _label_values(node: Any) -> Iterator[str]:

@@ -110,3 +110,13 @@ def test_unusable_candle_envelopes_are_contract_errors(payload, reason):
     with pytest.raises(contract.ContractError) as info:
         contract.decode_candles(payload, now=NOW)
     assert info.value.reason == reason
+
+
+def test_candles_go_on_the_wire_exactly_as_their_json_dicts():
+    """encode_candles lets orjson write the Candle dataclasses (faster); the bytes are those of to_json_dict()."""
+    candles = [
+        candle(open_time=OPEN + timedelta(minutes=5 * i), received_at=NOW + timedelta(microseconds=i * 7919), volume=v)
+        for i, v in enumerate([None, 0, 1.5e12, 3.25, None])
+    ]
+    [message] = contract.encode_candles("binance", candles, scraped_at=NOW)
+    assert b'"candles":' + orjson.dumps([c.to_json_dict() for c in candles]) + b"}" in message.payload

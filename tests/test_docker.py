@@ -1,6 +1,7 @@
-"""The Dockerfile, checked without a Docker daemon: hadolint with no warnings, the runtime stage's
-shape (non-root UID the chart uses, no build tools, the `cryptoviz` entrypoint, OCI labels), and the
-build context that .dockerignore leaves is enough for `pip install .` to build the whole project."""
+"""The Dockerfile, checked without a Docker daemon: hadolint with no warnings, the base pinned by digest
+and replaceable, each component target's shape (its own venv from its lock, non-root UID the chart
+uses, no build tools, entrypoint, ports, OCI labels), and the build context that .dockerignore leaves
+is enough to build the whole project. tests/test_containers.py builds and runs the images for real."""
 
 from __future__ import annotations
 
@@ -64,38 +65,57 @@ def test_hadolint_reports_nothing_and_ignores_nothing() -> None:
 def test_hadolint_config_enforces_pins_and_oci_labels(tmp_path: Path) -> None:
     """The same linter and config do fail a Dockerfile that drifts (so the clean result above means something)."""
     bad = DOCKERFILE.read_text().replace('org.opencontainers.image.title="cryptoviz" \\\n', "")
-    bad = bad.replace("FROM python:3.11-slim-bookworm AS runtime", "FROM python AS runtime")
+    bad = bad.replace("FROM ${PYTHON_IMAGE} AS runtime", "FROM python AS runtime")
     (tmp_path / "Dockerfile").write_text(bad)
     report = hadolint(tmp_path / "Dockerfile").stdout
     assert "DL3049" in report  # the OCI title label is missing
     assert "DL3006" in report  # untagged base image
 
 
-def test_runtime_stage_is_slim_non_root_and_runs_cryptoviz() -> None:
+TARGETS = {"scraper": set(), "ingester": {8000}, "dashboard": {5006, 9464}, "operator": {8080}}
+
+
+def test_base_is_the_official_python_image_pinned_by_digest_and_replaceable() -> None:
+    """One ARG names the base of every stage (tests pass a local Debian 12 one); its default is pinned."""
+    text = DOCKERFILE.read_text()
+    default = re.search(r"(?m)^ARG PYTHON_IMAGE=(\S+)$", text).group(1)
+    assert re.fullmatch(r"docker\.io/library/python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", default), default
+    bases = {rest.split()[0] for keyword, rest in instructions(text) if keyword == "FROM"}
+    assert bases == {"${PYTHON_IMAGE}", "runtime"}, bases  # build and runtime share the interpreter's paths
+
+
+def test_each_component_target_is_slim_non_root_and_carries_only_its_venv() -> None:
     text = DOCKERFILE.read_text()
     by_stage = stages(text)
-    assert list(by_stage) == ["build", "runtime"]
-    runtime = by_stage["runtime"]
-    base = runtime[0][1].split()[0]
-    assert re.fullmatch(r"python:3\.1[12]-slim(-\w+)?", base), base
-    assert by_stage["build"][0][1].split()[0] == base  # the venv's interpreter paths match
-    keywords = [k for k, _ in runtime]
-    # No RUN at all in the runtime stage: nothing is installed or compiled there, the venv is copied in.
-    assert "RUN" not in keywords
-    assert ("COPY", "--from=build /opt/cryptoviz /opt/cryptoviz") in runtime
-    assert re.search(r"\bpip install --no-cache-dir \.", dict(by_stage["build"][1:]).get("RUN", "") + text)
+    assert list(by_stage) == ["tools", "wheel", "runtime", *TARGETS]
+    assert "--require-hashes -r /locks/build.txt" in dict(by_stage["tools"])["RUN"]
     assert not re.search(r"\b(gcc|g\+\+|build-essential|apt-get)\b", text)
 
-    user = dict(runtime)["USER"]
-    uid, gid = (int(x) for x in user.split(":"))
-    values = yaml.safe_load((REPO / "charts" / "cryptoviz" / "values.yaml").read_text())["securityContext"]
-    assert uid >= 10000 and (uid, gid) == (values["runAsUser"], values["runAsGroup"])
-    assert dict(runtime)["ENTRYPOINT"] == '["cryptoviz"]'
-    assert {int(p) for p in dict(runtime)["EXPOSE"].split()} == {8000, 5006, 8080, 9464}  # API, app, operator, metrics
+    runtime = by_stage["runtime"]
+    assert "RUN" not in [k for k, _ in runtime]
     labels = dict(re.findall(r'(org\.opencontainers\.image\.\w+)="([^"]+)"', dict(runtime)["LABEL"]))
     assert {"title", "version", "revision", "created", "source", "licenses"} <= {k.rsplit(".", 1)[1] for k in labels}
-    env = dict(runtime)["ENV"]
-    assert "PATH=/opt/cryptoviz/bin:$PATH" in env and "HOME=/tmp" in env  # HOME on the chart's /tmp emptyDir
+    assert "HOME=/tmp" in dict(runtime)["ENV"]  # HOME on the chart's /tmp emptyDir
+    assert dict(runtime)["ENTRYPOINT"] == '["cryptoviz"]'
+    values = yaml.safe_load((REPO / "charts" / "cryptoviz" / "values.yaml").read_text())["securityContext"]
+    for target, ports in TARGETS.items():
+        stage = by_stage[target]
+        venv = f"/opt/venvs/{target}"
+        # Its own lock, hash-checked; the installer is only mounted (never copied) from the tools stage.
+        assert ("COPY", f"locks/{target}.txt {venv}.lock") in stage
+        deps, app = (rest for keyword, rest in stage if keyword == "RUN")
+        assert f"--require-hashes --compile-bytecode -r {venv}.lock" in deps
+        assert all("--mount=type=bind,from=tools,source=/opt/tools,target=/opt/tools" in r for r in (deps, app))
+        assert not [rest for keyword, rest in stage if keyword == "COPY" and "--from=tools" in rest]
+        assert ("COPY", f"--from=wheel /dist/ {venv}.dist/") in stage and "--no-deps" in app
+        assert dict(stage)["LABEL"] == f'org.opencontainers.image.title="cryptoviz-{target}"'
+        assert dict(stage)["ENV"] == f"PATH={venv}/bin:$PATH"
+        # The last instruction that sets the user leaves the non-root UID/GID the chart runs as.
+        user = [rest for keyword, rest in stage if keyword == "USER"][-1]
+        uid, gid = (int(x) for x in user.split(":"))
+        assert uid >= 10000 and (uid, gid) == (values["runAsUser"], values["runAsGroup"])
+        assert {int(p) for p in dict(stage).get("EXPOSE", "").split()} == ports
+    assert dict(by_stage["operator"])["ENTRYPOINT"] == '["kopf"]'
 
 
 def _matches(pattern: str, rel: str) -> bool:
@@ -143,6 +163,7 @@ def test_build_context_builds_the_project_with_cli_and_operator(tmp_path: Path) 
         "README.md",
         "services/cryptoviz/cli.py",
         "operator/cryptoviz_operator/__init__.py",
+        *(f"locks/{t}.txt" for t in [*TARGETS, "build"]),
     } <= names
     assert not [n for n in names if n.split("/")[0] in {".venv", ".git", ".cache", "tests", "bench", "charts"}]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".duckdb")]

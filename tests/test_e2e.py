@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -21,6 +22,13 @@ from test_dev_support import (
 LIMIT = 24
 """Candle times replayed: enough to watch the dashboard move, few enough for the test budget.
 At --speed 300 (one a second) the replay outlasts the dashboard's start and first page load."""
+
+
+def replayed_candles(expected) -> int:
+    """Candles a replay stores: each tick sends every coin's candle that ended at it (opened the tick before)."""
+    times = sorted({when for _, when, _ in expected.candles})
+    seen = {(symbol, when) for symbol, when, _ in expected.candles}
+    return sum((s, a) in seen and (s, b) in seen for s in expected.per_symbol for a, b in itertools.pairwise(times))
 
 
 def _records(page) -> int:
@@ -62,8 +70,11 @@ def test_replay_flows_into_the_api_and_the_dashboard_exactly(tmp_path: Path, mar
                     os.kill(run.process.pid, signal.SIGCONT)  # it restarts the ingester; the replay goes on
                 expect(banner).to_have_count(0, timeout=60_000)
 
+                candles = replayed_candles(expected)
                 wait_for(lambda: run.stats()["records"] == expected.rows, 90, f"{expected.rows} stored rows")
-                wait_for(lambda: _records(page) == expected.rows, 30, "the page to show the final count")
+                wait_for(lambda: run.stats()["candles"] == candles, 30, f"{candles} stored candles")
+                # Total records: quotes, and the candles each tick sent for the one before it.
+                wait_for(lambda: _records(page) == expected.rows + candles, 30, "the page to show the final count")
             finally:
                 browser.close()
 

@@ -46,7 +46,8 @@ def _fresh_clone(tmp_path: Path) -> Path:
     script.write_text(f"#!{venv}/bin/python\nfrom cryptoviz.cli import main\nmain()\n", encoding="utf-8")
     script.chmod(0o755)
     (venv / "bin" / "nats-server").symlink_to(Path(sys.executable).parent.joinpath("nats-server").resolve())
-    stamp = sha256((clone / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    inputs = (clone / "pyproject.toml").read_bytes() + (clone / "locks" / "dev.txt").read_bytes()
+    stamp = sha256(inputs).hexdigest()[:16]
     (venv / ".stamp").write_text(stamp + "\n", encoding="utf-8")
     # helm/kubectl/checkov: this checkout's, so setup.sh downloads nothing.
     cache_bin = clone / ".cache" / "bin"

@@ -113,9 +113,10 @@ def test_retention_rolls_sub_hour_candles_into_hours_once(store: Store):
     assert apply_retention(store, 30, now=NOW) == 0  # quotes' retention is untouched by candles
 
 
-def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Store):
+def test_history_takes_per_bucket_the_finest_candles_else_the_quotes(store: Store):
     """Hour 0: quotes and 5 m and 1 h candles; hour 1: 5 m and 1 h candles; hour 2: the 1 h candle
-    only. Hourly buckets show the quotes, the 5 m candles, the 1 h candle: one source each."""
+    only. Hourly buckets show the 5 m candles, the 5 m candles, the 1 h candle: one source each; with
+    5-minute buckets the 1 h candles are coarser than a bucket, so the quotes show where there are any."""
     start = OLD.replace(tzinfo=None)
     five = [candle(5 * i, 100.0 + i) for i in range(24)]
     hours = [candle(60 * h, 500.0 + h, interval=3600) for h in range(3)]
@@ -131,7 +132,7 @@ def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Stor
     assert step == 3600
     got = [(r["open"], r["high"], r["low"], r["close"], r["samples"]) for r in table.to_pylist()]
     assert got == [
-        (900.0, 950.0, 900.0, 950.0, 6),  # the quotes
+        (100.0, 113.0, 99.0, 112.0, 12),  # the 5-minute candles (real OHLC), not the quotes nor the hourly one
         (112.0, 125.0, 111.0, 124.0, 12),  # the 5-minute candles, not the hourly one as well
         (502.0, 504.0, 501.0, 503.0, 1),  # only the hourly candle
     ]
@@ -139,3 +140,14 @@ def test_history_takes_per_bucket_the_quotes_else_the_finest_candles(store: Stor
     assert text.count(b'"samples"') == 3
     extent = queries.data_extent(cur, series, start, start + timedelta(hours=3))
     assert extent == {("binance", "BTCUSDT"): queries.Extent(start, start + timedelta(hours=2))}
+    # 10-minute buckets in hour 2: the hourly candle is coarser than a bucket, so quotes show where there are any
+    later = [
+        Quote("binance", "BTCUSDT", "BTC", "Bitcoin", 700.0 + m, OLD + timedelta(hours=2, minutes=m), NOW)
+        for m in range(0, 60, 10)
+    ]
+    store.write_batch(quotes_to_arrow(later))
+    cur = store.reader()
+    hour2 = start + timedelta(hours=2)
+    step, table = queries.history(cur, series, hour2, hour2 + timedelta(minutes=59), 7)
+    assert step == 600
+    assert [(r["close"], r["samples"]) for r in table.to_pylist()] == [(700.0 + m, 1) for m in range(0, 60, 10)]

@@ -198,6 +198,7 @@ async def start_operator(
             "MANAGE_SCHEDULE": "true",
             "INGESTER_URL": cluster.ingester_url,
             "STATUS_REFRESH_INTERVAL": "1",
+            "SCHEDULE_FLOOR": "1m",  # the CRD's minimum (the default is 5m): the flows below use 1m intervals
             **extra_env,
         }
         log = tmp_path / f"operator-{len(logs)}.log"
@@ -363,32 +364,63 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
 async def test_all_namespaces_scope_renders_every_namespace_into_one_config(
     cluster: Cluster, start_operator: Callable[..., Awaitable[asyncio.subprocess.Process]]
 ) -> None:
-    await start_operator("--all-namespaces")
-    first = example("btc", "2026-01-01T00:00:00Z", "uid-a")
-    first["metadata"]["namespace"] = "team-a"
-    second = example("btc", "2026-01-02T00:00:00Z", "uid-b")
-    second["metadata"]["namespace"] = "team-b"
-    second["spec"]["ids"] = {"coingecko": "not-bitcoin"}
-    other = example("eth", "2026-01-03T00:00:00Z", "uid-c")
-    other["metadata"]["namespace"] = "team-b"
-    for obj in (second, other, first):
+    """Tenants share one config but not each other's entries or names; the allow-list, the cap and the
+    schedule floor hold against any namespace."""
+    settings = {"ALLOWED_NAMESPACES": "team-*", "MAX_TRACKED_CRYPTOS": "4", "SCHEDULE_FLOOR": "10m"}
+    await start_operator("--all-namespaces", **settings)
+
+    def in_ns(name: str, namespace: str, created: str, uid: str, **spec: Any) -> dict[str, Any]:
+        obj = example(name, created, uid)
+        obj["metadata"]["namespace"] = namespace
+        obj["spec"].update(spec)
+        return obj
+
+    first = in_ns("btc", "team-a", "2026-01-01T00:00:00Z", "uid-a", interval="1m")
+    second = in_ns("btc", "team-b", "2026-01-02T00:00:00Z", "uid-b", ids={"coingecko": "not-bitcoin"})
+    other = in_ns("eth", "team-b", "2026-01-03T00:00:00Z", "uid-c")
+    reader = in_ns("btc", "team-c", "2026-01-04T00:00:00Z", "uid-d", ids={"coingecko": "bitcoin"})
+    del reader["spec"]["backfill"]
+    outsider = in_ns("usdt", "default", "2025-01-01T00:00:00Z", "uid-e", interval="1m")
+    newest = in_ns("usdt", "team-c", "2026-01-05T00:00:00Z", "uid-f")
+    for obj in (second, other, first, reader, outsider, newest):
         await cluster.apply(obj)
-    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH"], what="coins of both namespaces")
-    rejected = await eventually(
-        lambda: (
-            cluster.condition("btc", "Accepted", "team-b")["status"] == "False"
-            and cluster.condition("btc", "Accepted", "team-b")
-        ),
-        what="team-b/btc rejected",
-    )
-    assert "team-a/btc" in rejected["message"]
-    # statuses are patched one object at a time: team-a's may land just after team-b's
-    await eventually(
-        lambda: cluster.condition("btc", "Accepted", "team-a")["status"] == "True", what="team-a/btc accepted"
-    )
+    await eventually(lambda: cluster.tracked_symbols() == ["BTC", "ETH"], what="coins of the allowed namespaces")
+    btc = parse_config(yaml.safe_load(cluster.configmap()["data"]["scraper.yaml"])).coins[0]
+    assert btc.ids["coingecko"] == "bitcoin"  # team-a's entry, unchanged by the others
+
+    def accepted(name: str, namespace: str, status: str) -> dict[str, Any] | None:
+        condition = cluster.condition(name, "Accepted", namespace)
+        return condition if condition["status"] == status else None
+
+    rejected = await eventually(lambda: accepted("btc", "team-b", "False"), what="team-b/btc rejected")
+    assert rejected["reason"] == "SymbolConflict" and "another namespace" in rejected["message"]
+    shared = await eventually(lambda: accepted("btc", "team-c", "True"), what="team-c/btc shares team-a's BTC")
+    refused = await eventually(lambda: accepted("usdt", "default", "False"), what="default/usdt refused")
+    assert refused["reason"] == "NamespaceNotAllowed"
+    capped = await eventually(lambda: accepted("usdt", "team-c", "False"), what="team-c/usdt over the cap")
+    assert capped["reason"] == "TooManyTrackedCryptos" and "at most 4" in capped["message"]
+    owner = await eventually(lambda: accepted("btc", "team-a", "True"), what="team-a/btc accepted")
+    # team-a asked for 1m: the CronJob does not go below the 10m floor, and its status says so
+    assert "below the schedule floor of 10m" in owner["message"]
+    await eventually(lambda: cluster.schedule() == "*/10 * * * *", what="schedule at the floor")
+
     events = await eventually(lambda: cluster.events("team-b"), what="Event in team-b")
     assert [(e["reason"], e["involvedObject"]["namespace"]) for e in events] == [("SymbolConflict", "team-b")]
+    await eventually(
+        lambda: [e["reason"] for e in cluster.events("team-c")] == ["TooManyTrackedCryptos"], what="cap Event"
+    )
     assert cluster.events("team-a") == []
+
+    # nobody reads another namespace's object names, in status or in Events
+    messages = {
+        ns: [c["message"] for n in names for c in cluster.tc(n, ns)["status"]["conditions"]]
+        + [e["message"] for e in cluster.events(ns)]
+        for ns, names in {"team-a": ["btc"], "team-b": ["btc", "eth"], "team-c": ["btc", "usdt"]}.items()
+    }
+    for ns, texts in messages.items():
+        for text in texts:
+            assert not [o for o in ("team-a", "team-b", "team-c", "default") if o != ns and o in text], text
+    assert "another namespace" in shared["message"]
 
 
 async def wait_http(url: str, proc: asyncio.subprocess.Process, log: Path, timeout: float = 30) -> None:
@@ -654,3 +686,55 @@ async def complete_job(cluster: Cluster, name: str) -> None:
 def env_of(job: dict[str, Any]) -> dict[str, Any]:
     container = job["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value") for e in container["env"]}
+
+
+async def test_status_of_more_than_200_coins_is_read_from_the_ingester_in_chunks(
+    cluster: Cluster, nats_server: Any, tmp_path: Path
+) -> None:
+    """The API answers at most 200 symbols per request: the operator asks in chunks, so 250 TrackedCryptos
+    all get their price (instead of every one turning Ready=False on an HTTP 400); it asks only for the
+    symbols of objects it accepted (a namespace not allowed costs the ingester nothing)."""
+    import kubernetes
+    from cryptoviz.core.quote import Quote
+    from cryptoviz_operator.ingester import IngesterClient
+    from cryptoviz_operator.kube import KubeApi
+    from cryptoviz_operator.reconcile import Operator
+    from cryptoviz_operator.settings import Settings
+    from test_ingest_harness import Ingester, chunked, publish_async
+
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    quotes = [
+        Quote(
+            provider="coingecko",
+            coin_id=f"c-{i}",
+            symbol=f"C{i}",
+            name=f"Coin {i}",
+            price=1.0 + i,
+            timestamp=now,
+            received_at=now,
+        )
+        for i in range(250)
+    ]
+    ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log").start()
+    try:
+        await publish_async(nats_server.url, chunked(quotes))
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await get_json(f"{ingester.url}/api/v1/stats"))["records"] < 250:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.2)
+        rows = await IngesterClient(ingester.url).latest(q.symbol for q in quotes)
+        assert sorted(r["symbol"] for r in rows) == sorted(q.symbol for q in quotes)
+
+        config = kubernetes.client.Configuration()
+        config.host = cluster.url
+        settings = Settings(pod_namespace=NS, ingester_url=ingester.url, allowed_namespaces=(NS,))
+        operator = Operator(settings, KubeApi(kubernetes.client.ApiClient(config)), IngesterClient(ingester.url))
+        objects = [example("btc", "2026-01-01T00:00:00Z", f"uid-{i}") for i in range(3)]
+        for i, (obj, namespace) in enumerate(zip(objects, (NS, NS, "elsewhere"), strict=True)):
+            obj["metadata"].update(name=f"c{i}", namespace=namespace)
+            obj["spec"] = {"symbol": f"C{i}"}
+        await operator.reconcile(lambda: objects)
+        await operator.refresh(lambda: objects)
+        assert operator.ingest is not None and set(operator.ingest.quotes) == {"C0", "C1"}
+    finally:
+        ingester.stop()

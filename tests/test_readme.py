@@ -12,7 +12,7 @@ from conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 CLI = [str(Path(sys.executable).with_name("cryptoviz"))]
-COMMANDS = ["scrape", "ingest", "backup", "dashboard", "notify", "dev"]
+COMMANDS = ["scrape", "backfill", "ingest", "backup", "dashboard", "notify", "dev"]
 OPERATOR_SETTINGS = (REPO_ROOT / "operator" / "cryptoviz_operator" / "settings.py").read_text()
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptoviz.dev.market import KNOWN_COINS, CoinRow, CsvReplayFeed, MarketServer
+from cryptoviz.dev.market import CoinRow, CsvReplayFeed, MarketServer, coin_id
 from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_NATS, EXIT_OK, EXIT_PROVIDER, run_loop, run_once
 from test_scraper_support import BTC_GAP_START, csv_closes, settings_for, stream_quotes
 
@@ -55,9 +55,7 @@ def test_every_provider_parses_into_the_replayed_prices(provider, market, nats_s
         assert quote.price == pytest.approx(closes[(quote.symbol, now)], rel=1e-12)
         assert quote.volume_24h is not None and quote.volume_24h >= 0
     by_symbol = {q.symbol: q for q in stored}
-    ids = KNOWN_COINS["BTC"][2]
-    expected_id = {"demo": ids.coingecko, "replay": ids.coingecko}.get(provider, getattr(ids, provider, None))
-    assert by_symbol["BTC"].coin_id == str(expected_id)
+    assert by_symbol["BTC"].coin_id == coin_id(provider, "BTC")
     if provider in ("coinmarketcap", "coingecko", "replay"):
         assert by_symbol["BTC"].rank == 1 and by_symbol["BTC"].name == "Bitcoin"
         assert by_symbol["ETH"].percent_change_24h is not None
@@ -242,8 +240,8 @@ def test_a_coinbase_product_that_opened_at_zero_keeps_its_price_without_a_change
 
 def test_a_coin_listed_twice_in_one_answer_is_published_once(nats_server):
     when = datetime(2025, 3, 1, tzinfo=UTC)
-    btc = CoinRow("BTC", "Bitcoin", 90000.0, when, rank=1, ids=KNOWN_COINS["BTC"][2])
-    eth = CoinRow("ETH", "Ethereum", 2000.0, when, rank=2, ids=KNOWN_COINS["ETH"][2])
+    btc = CoinRow("BTC", "Bitcoin", 90000.0, when, rank=1)
+    eth = CoinRow("ETH", "Ethereum", 2000.0, when, rank=2)
     with MarketServer(FixedFeed([btc, eth, btc])) as market:  # as when ranks shift between pages
         result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap"))
     assert result.exit_code == EXIT_OK and result.providers[0].rejected == {"duplicate_in_answer": 1}
@@ -373,19 +371,19 @@ def test_invalid_config_and_missing_key_are_config_errors(market, nats_server, t
     config = write_config(tmp_path, "coins:\n  - symbol: btc\n")
     result = run_once(settings_for(market.url, nats_server.url, scraper_config=config))
     assert result.exit_code == EXIT_CONFIG and "coins.0.symbol" in result.error
-    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=None))
+    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={}))
     assert result.exit_code == EXIT_CONFIG and "CMC_API_KEY" in result.error
     assert market.requests == []
 
 
 def test_the_cmc_key_is_sent_as_a_header_and_never_shown(market, nats_server, tmp_path, caplog, capsys):
     secret = "sk-live-5e3c7a1d9f"
-    market.cmc_api_key = secret
+    market.wires["coinmarketcap"].api_key = secret
     caplog.set_level(logging.DEBUG)
     key_file = tmp_path / "cmc-key"
     key_file.write_text(secret + "\n")
-    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=None)
-    settings.cmc_api_key_file = str(key_file)
+    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={})
+    settings.api_key_files = {"coinmarketcap": str(key_file)}
     assert run_once(settings).exit_code == EXIT_OK
     assert market.requests[-1].headers["x-cmc_pro_api_key"] == secret
     assert not any(secret in repr(r.query) + r.path for r in market.requests)  # a header, never in the URL
@@ -403,7 +401,7 @@ def test_the_coingecko_demo_key_is_sent_as_a_header_and_never_shown(market, nats
     secret = "CG-demo-8b1f0c2e7d"
     caplog.set_level(logging.DEBUG)  # urllib3 logs each URL at DEBUG
     market.add_fault(kind="http_5xx", count=1)
-    settings = settings_for(market.url, nats_server.url, provider="coingecko", coingecko_api_key=secret)
+    settings = settings_for(market.url, nats_server.url, provider="coingecko", api_keys={"coingecko": secret})
     assert run_once(settings).exit_code == EXIT_OK
     assert [r.headers.get("x-cg-demo-api-key") for r in market.requests] == [secret, secret]
     assert "GET /api/v3/coins/markets" in caplog.text
@@ -416,7 +414,8 @@ def test_the_coingecko_demo_key_is_sent_as_a_header_and_never_shown(market, nats
 def test_a_key_unfit_for_a_header_is_refused_without_being_shown(key, market, nats_server, caplog):
     """HTTP libraries quote a bad header value in their errors (where redaction cannot recognise it)."""
     caplog.set_level(logging.DEBUG)
-    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=key))
+    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={"coinmarketcap": key})
+    result = run_once(settings)
     assert result.exit_code == EXIT_CONFIG and "CMC_API_KEY contains whitespace, control or non-ASCII" in result.error
     for part in key.split("\n"):
         assert part not in result.error + caplog.text

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
-from test_scraper_support import stream_quotes
+from test_scraper_support import UNREACHABLE, stream_quotes
 
 CRYPTOVIZ = str(Path(sys.executable).parent / "cryptoviz")
 
@@ -37,6 +37,7 @@ def scrape_env(market: MarketServer, nats_url: str, **extra: str) -> dict[str, s
         COINGECKO_BASE_URL=market.url,
         SCRAPE_BACKOFF="0.05",
         PUBLISH_DEADLINE="3",
+        INGESTER_URL=UNREACHABLE,
     )
     env.update(extra)
     return env

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import nats
 from cryptoviz.core import contract
-from cryptoviz.core.quote import Quote
+from cryptoviz.core.candle import Candle
+from cryptoviz.core.quote import PROVIDERS, Quote
 from cryptoviz.scraper.run import Settings
 
+UNREACHABLE = "http://127.0.0.1:9"
+"""The discard port: an ingester that is not there (coverage then knows nothing)."""
 BTC_GAP_START = 2013
 """Feed position of 2025-01-19 23:45; BTC has no candle at 2025-01-20 00:00 (three ticks on)."""
 
@@ -19,13 +22,11 @@ BTC_GAP_START = 2013
 def settings_for(market_url: str, nats_url: str, **overrides) -> Settings:
     fields = dict(
         nats_url=nats_url,
-        cmc_base_url=market_url,
-        coingecko_base_url=market_url,
-        binance_base_url=market_url,
-        kraken_base_url=market_url,
-        coinbase_base_url=market_url,
+        base_urls=dict.fromkeys(PROVIDERS, market_url),
         market_base_url=market_url,
-        cmc_api_key="test-cmc-key",
+        api_keys={"coinmarketcap": "test-cmc-key"},
+        ingester_url=UNREACHABLE,
+        gap_fill_lookback=0,
         publish_deadline=5,
         scrape_timeout=2,
         scrape_retries=3,
@@ -36,10 +37,10 @@ def settings_for(market_url: str, nats_url: str, **overrides) -> Settings:
     return Settings(**fields)
 
 
-def stream_quotes(nats_url: str) -> list[Quote]:
-    """Every quote stored in the stream, in stream order."""
+def _stream_payloads(nats_url: str, prefix: str) -> list[bytes]:
+    """The payloads of every message on `prefix`.* in the stream, in stream order."""
 
-    async def read() -> list[Quote]:
+    async def read() -> list[bytes]:
         nc = await nats.connect(nats_url)
         try:
             js = nc.jetstream()
@@ -47,15 +48,29 @@ def stream_quotes(nats_url: str) -> list[Quote]:
                 info = await js.stream_info(contract.STREAM_NAME)
             except nats.js.errors.NotFoundError:
                 return []
-            quotes: list[Quote] = []
+            payloads = []
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 msg = await js.get_msg(contract.STREAM_NAME, seq)
-                quotes += contract.decode_message(msg.data).quotes
-            return quotes
+                if msg.subject.startswith(prefix + "."):
+                    payloads.append(msg.data)
+            return payloads
         finally:
             await nc.close()
 
     return asyncio.run(read())
+
+
+def stream_quotes(nats_url: str) -> list[Quote]:
+    """Every quote stored in the stream, in stream order."""
+    return [
+        q for data in _stream_payloads(nats_url, contract.SUBJECT_PREFIX) for q in contract.decode_message(data).quotes
+    ]
+
+
+def stream_candles(nats_url: str) -> list[Candle]:
+    """Every candle in the stream (on `cryptoviz.candles.<provider>`), in stream order, repeats included."""
+    payloads = _stream_payloads(nats_url, contract.CANDLES_PREFIX)
+    return [c for data in payloads for c in contract.decode_candles(data).candles]
 
 
 def csv_closes(directory: Path) -> dict[tuple[str, datetime], float]:

@@ -19,15 +19,22 @@ REPO = Path(__file__).resolve().parent.parent
 SKAFFOLD = yaml.safe_load((REPO / "skaffold.yaml").read_text())
 WORKFLOW_PATH = REPO / ".github" / "workflows" / "kind-e2e.yaml"
 RELEASE = SKAFFOLD["deploy"]["helm"]["releases"][0]
+# Sanitized name (as templates spell it) -> artifact image name.
+ARTIFACTS = {re.sub(r"[/.-]", "_", a["image"]): a["image"] for a in SKAFFOLD["build"]["artifacts"]}
 
 
 def render_as_skaffold(tmp_path: Path, profile_values: dict[str, Any]) -> list[dict[str, Any]]:
     """helm template the way skaffold deploys: its release name/namespace, images from artifacts, --set values."""
     sets = dict(profile_values)
     for key, template in RELEASE["setValueTemplates"].items():
-        # skaffold fills {{.IMAGE_REPO_<name>}} / {{.IMAGE_TAG_<name>}} from the artifact it built.
-        sets[key] = re.sub(r"\{\{\s*\.IMAGE_REPO_(\w+)\s*\}\}", r"built/\1", template)
-        sets[key] = re.sub(r"\{\{\s*\.IMAGE_TAG_(\w+)\s*\}\}", "tag123", sets[key])
+        # skaffold fills {{.IMAGE_REPO_<name>}} / {{.IMAGE_TAG_<name>}} from the artifact it built, the
+        # artifact's name spelled with `_` for `/`, `-` and `.`; an unknown name would render as "<no value>".
+        def repo(match: re.Match[str]) -> str:
+            assert match.group(1) in ARTIFACTS, f"{match.group(0)} names no artifact"
+            return f"built/{ARTIFACTS[match.group(1)]}"
+
+        sets[key] = re.sub(r"\{\{\s*\.IMAGE_REPO_(\w+)\s*\}\}", repo, template)
+        sets[key] = re.sub(r"\{\{\s*\.IMAGE_TAG_(\w+)\s*\}\}", lambda m: f"tag-{ARTIFACTS[m.group(1)]}", sets[key])
     args = [
         a
         for key, value in sets.items()
@@ -74,8 +81,13 @@ def test_every_artifact_is_used_by_the_chart_and_every_chart_image_is_built(tmp_
     for extra in ({}, {"backup.enabled": True, "operator.watchAllNamespaces": True}):
         for _, spec in pods(render_as_skaffold(tmp_path, extra)):
             used |= {c["image"] for c in spec["containers"]}
-    built = {f"built/{a}:tag123" for a in artifacts}
+    built = {f"built/{a}:tag-{a}" for a in artifacts}
     assert used - {third_party} == built, "chart images not built by skaffold, or artifacts the chart never runs"
+    # Each artifact is the Dockerfile target the chart's component runs, and every target is built.
+    targets = {a["docker"]["target"] for a in SKAFFOLD["build"]["artifacts"]}
+    assert {a["image"] for a in SKAFFOLD["build"]["artifacts"]} == {f"cryptoviz-{t}" for t in targets}
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert targets == set(re.findall(r"(?m)^FROM runtime AS (\w+)$", dockerfile))
 
 
 def test_kind_profile_activates_on_kind_contexts_with_small_volumes(tmp_path: Path) -> None:
@@ -125,7 +137,7 @@ def test_kind_e2e_workflow_is_valid_and_uses_real_files() -> None:
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@v\d+", step["uses"]), step["uses"]
     script = "\n".join(s.get("run", "") for s in steps)
     for needle in (
-        "docker build",
+        "ENGINE=docker scripts/images.sh",
         "kind load docker-image",
         "helm install",
         "--wait",
@@ -143,9 +155,13 @@ def test_kind_e2e_workflow_is_valid_and_uses_real_files() -> None:
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("ConfigMap", f"{env['RELEASE']}-scraper-config") in names
     assert ("CronJob", f"{env['RELEASE']}-scraper") in names
-    # The workflow's image override is one the chart accepts.
-    repository, tag = env["IMAGE"].split(":")
-    assert f"image.repository={repository}" in script and f"image.tag={tag}" in script
+    # The workflow loads every image the chart runs, under the names the chart gives them.
+    assert '--set image.repository="$IMAGE_REPOSITORY" --set image.tag="$IMAGE_TAG"' in script
+    load = r"for target in ([\w ]+); do\n\s*kind load docker-image \"\$IMAGE_REPOSITORY-\$target:\$IMAGE_TAG\""
+    loaded = re.search(load, script)
+    assert loaded, script
+    targets = set(re.findall(r"(?m)^FROM runtime AS (\w+)$", (REPO / "Dockerfile").read_text()))
+    assert set(loaded.group(1).split()) == targets
 
 
 @pytest.mark.parametrize("path", ["examples/trackedcrypto-btc.yaml"])

@@ -9,7 +9,9 @@ from typing import Any
 
 import aiohttp
 
-COVERAGE_SYMBOLS = 200
+MAX_SYMBOLS = 200
+"""Symbols per request the API takes at most (`cryptoviz.ingester.params.MAX_SYMBOLS`, not imported: that
+module brings the API's dependencies, which the operator's process does not need)."""
 
 
 class IngesterError(RuntimeError):
@@ -41,7 +43,10 @@ class IngesterClient:
 
     async def latest(self, symbols: Iterable[str]) -> list[dict[str, Any]]:
         """The newest quote of every coin (one row per provider/coin) for these symbols."""
-        return await self._rows("/api/v1/latest", {"symbols": ",".join(sorted(set(symbols)))})
+        rows: list[dict[str, Any]] = []
+        for chunk in _chunks(symbols):
+            rows += await self._rows("/api/v1/latest", {"symbols": chunk})
+        return rows
 
     async def alerts(self, since: datetime) -> list[dict[str, Any]]:
         """Alerts the ingester fired at or after `since`."""
@@ -50,12 +55,17 @@ class IngesterClient:
     async def coverage(self, symbols: Iterable[str], since: datetime) -> list[dict[str, Any]]:
         """Every stored series of these symbols since `since`: first/last time and gaps of an hour or more."""
         rows: list[dict[str, Any]] = []
-        wanted = sorted(set(symbols))
-        for start in range(0, len(wanted), COVERAGE_SYMBOLS):  # the API takes at most 200 symbols
+        for chunk in _chunks(symbols):
             params = {
-                "symbols": ",".join(wanted[start : start + COVERAGE_SYMBOLS]),
+                "symbols": chunk,
                 "since": since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "min_gap": "3600",
             }
             rows += await self._rows("/api/v1/coverage", params)
         return rows
+
+
+def _chunks(symbols: Iterable[str]) -> list[str]:
+    """`symbols=` values of at most the API's MAX_SYMBOLS (200) symbols each, sorted, without duplicates."""
+    wanted = sorted(set(symbols))
+    return [",".join(wanted[start : start + MAX_SYMBOLS]) for start in range(0, len(wanted), MAX_SYMBOLS)]

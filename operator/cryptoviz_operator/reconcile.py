@@ -30,16 +30,15 @@ from cryptoviz_operator.render import (
     coin_from_spec,
     object_key,
     render,
+    render_cached,
 )
 from cryptoviz_operator.settings import Settings
 from cryptoviz_operator.status import (
     IngestView,
     alert_statuses,
-    desired_status,
-    find_condition,
     format_time,
     parse_time,
-    status_changes,
+    status_work,
 )
 
 log = logging.getLogger(__name__)
@@ -86,6 +85,8 @@ class Operator:
         self.schedule: str | None = None
         self.cronjob_missing_logged = False
         self.ingest: IngestView | None = None
+        self.rendered: tuple[str, Rendering] | None = None
+        """(fingerprint of the objects' identities and specs, their rendering), to skip unchanged renders."""
         self.backfills = Backfills(settings, kube, ingester)
         self.alerts_since = _now() - ALERT_LOOKBACK
 
@@ -134,19 +135,29 @@ class Operator:
             self.completed = covers
 
     async def refresh(self, objects: Callable[[], Iterable[Mapping[str, Any]]]) -> None:
-        """Periodic: ask the ingester for prices and alerts, then reconcile everything, re-reading
-        the ConfigMap/CronJob even if this process wrote them (self-healing)."""
+        """Periodic: ask the ingester for prices and alerts (of accepted objects only: refused ones, e.g.
+        from a namespace not allowed, cost no requests), then reconcile everything, re-reading the
+        ConfigMap/CronJob even if this process wrote them (self-healing)."""
         if not self.indexed and not await self._nothing_in_scope(objects):
             return  # kopf has not finished listing; a partial view must not be rendered
         async with self.lock:
             self.indexed = True
             view = self._with_written_status(objects())
-            symbols = {str((o.get("spec") or {}).get("symbol")) for o in view}
+            decisions = (await self.render(view)).decisions
+            accepted = [o for o in view if decisions[object_key(o)].accepted]  # not others' symbols
+            symbols = {str((o.get("spec") or {}).get("symbol")) for o in accepted}
             self.ingest = await self._fetch_latest(symbols) if symbols else None
-            await self.backfills.refresh_coverage(view)
+            await self.backfills.refresh_coverage(accepted)
             rendering = await self._reconcile(view, verify=True)
             if symbols:
                 await self._surface_alerts(self._with_written_status(view), rendering)
+
+    async def render(self, objects: list[dict[str, Any]]) -> Rendering:
+        """The rendering of `objects`, in a worker thread: thousands of objects take seconds, during which
+        kopf's loop (watch events, the liveness probe) keeps running; callers hold the lock, so renders
+        still happen one at a time, in order. Reused while no object's identity or spec changed."""
+        self.rendered = await asyncio.to_thread(render_cached, objects, self.settings.limits, self.rendered)
+        return self.rendered[1]
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -163,7 +174,7 @@ class Operator:
             return False
 
     async def _reconcile(self, objects: list[dict[str, Any]], *, verify: bool) -> Rendering:
-        rendering = render(objects)
+        rendering = await self.render(objects)
         if verify or rendering.digest != self.config_digest:
             await self._ensure_configmap(rendering)
         if self.settings.manage_schedule and (verify or rendering.schedule != self.schedule):
@@ -230,25 +241,13 @@ class Operator:
         decisions: Mapping[ObjectKey, Decision],
         plans: Mapping[ObjectKey, backfill.Plan],
     ) -> None:
-        now = _now()
-        for obj in objects:
-            key = object_key(obj)
-            decision = decisions[key]
-            current = obj.get("status") or {}
-            plan = plans[key]
-            desired = desired_status(obj, decision, self.ingest, now, plan.condition, plan.history)
-            changes = status_changes(current, desired)
+        work = await asyncio.to_thread(status_work, objects, decisions, plans, self.ingest, _now())
+        for obj, changes, warning in work:
             if changes:
                 await self._patch_status(obj, changes)
-            if not decision.accepted:
-                before = find_condition(current, "Accepted") or {}
-                if (before.get("status"), before.get("reason"), before.get("message")) != (
-                    "False",
-                    decision.reason,
-                    decision.message,
-                ):
-                    meta = obj.get("metadata") or {}
-                    await self._event(obj, "Warning", decision.reason, decision.message, meta.get("generation"))
+            if warning is not None:
+                meta = obj.get("metadata") or {}
+                await self._event(obj, "Warning", warning.reason, warning.message, meta.get("generation"))
 
     async def _event(self, obj: Mapping[str, Any], kind: str, reason: str, message: str, *identity: object) -> None:
         """An Event on the object; its name derives from `identity`, so re-reporting the same

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptoviz.core.config import parse_duration
+
+from cryptoviz_operator.tenancy import MIN_INTERVAL_SECONDS, Limits
+
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
+"""A namespace name, or a glob of one (`team-*`)."""
 
 
 class SettingsError(ValueError):
@@ -41,6 +48,24 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _namespaces(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    bad = [n for n in names if not _NAMESPACE_PATTERN.match(n)]
+    if bad:
+        raise SettingsError(f"ALLOWED_NAMESPACES must list namespace names or globs (team-*), not {bad[0]!r}")
+    return names
+
+
+def _floor(raw: str) -> int:
+    try:
+        seconds = int(raw) if raw.strip().isdigit() else int(parse_duration(raw))
+    except ValueError:
+        raise SettingsError(f"SCHEDULE_FLOOR must be a duration such as 5m (or seconds), not {raw!r}") from None
+    if not MIN_INTERVAL_SECONDS <= seconds <= 86400:
+        raise SettingsError(f"SCHEDULE_FLOOR must be between 1m and 24h, not {raw!r}")
+    return seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     ingester_url: str = "http://127.0.0.1:8000"
@@ -56,6 +81,20 @@ class Settings:
     backfill_backoff_limit: int = 2
     backfill_concurrency: int = 2
     """Backfill Jobs running at once at most."""
+    allowed_namespaces: tuple[str, ...] = ()
+    """Namespaces (or globs) whose TrackedCryptos are rendered; () for every watched namespace."""
+    max_tracked_cryptos: int = 1000
+    """TrackedCryptos rendered at most, oldest first; newer ones are `TooManyTrackedCryptos`."""
+    schedule_floor_seconds: int = 300
+    """The shared CronJob never runs more often than this, whatever a `spec.interval` asks."""
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            allowed_namespaces=self.allowed_namespaces,
+            max_objects=self.max_tracked_cryptos,
+            schedule_floor_seconds=self.schedule_floor_seconds,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -80,4 +119,7 @@ class Settings:
             ),
             backfill_backoff_limit=_int(env, "BACKFILL_BACKOFF_LIMIT", cls.backfill_backoff_limit, 0, 20),
             backfill_concurrency=_int(env, "BACKFILL_CONCURRENCY", cls.backfill_concurrency, 1, 100),
+            allowed_namespaces=_namespaces(env.get("ALLOWED_NAMESPACES", "")),
+            max_tracked_cryptos=_int(env, "MAX_TRACKED_CRYPTOS", cls.max_tracked_cryptos, 1, 100_000),
+            schedule_floor_seconds=_floor(env.get("SCHEDULE_FLOOR", str(cls.schedule_floor_seconds))),
         )

@@ -7,9 +7,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptoviz_operator.render import Decision, interval_seconds
+from cryptoviz_operator.render import Decision, ObjectKey, interval_seconds, object_key
+
+if TYPE_CHECKING:
+    from cryptoviz_operator.backfill import Plan
 
 INGESTER_REASONS = frozenset({"QuotesReceived", "NoData", "Stale", "IngesterUnreachable"})
 """Ready reasons only the status refresh (which talks to the ingester) can establish."""
@@ -94,10 +97,12 @@ def _ready(
     if quote is None:
         return ("False", "NoData", f"the ingester has no quotes for {symbol} yet")
     seen = parse_time(quote.get("received_at")) or parse_time(quote["timestamp"])
-    try:
-        interval = interval_seconds(obj.get("spec") or {})
-    except ValueError:
-        interval = 0
+    interval = decision.interval_seconds  # the schedule floor may make it longer than spec.interval
+    if interval is None:
+        try:
+            interval = interval_seconds(obj.get("spec") or {})
+        except ValueError:
+            interval = 0
     stale_after = timedelta(seconds=max(STALE_AFTER_INTERVALS * interval, MIN_STALE_SECONDS))
     when = format_time(parse_time(quote["timestamp"]))
     if seen is not None and now - seen > stale_after:
@@ -214,3 +219,33 @@ def alert_statuses(rules: list[tuple[str, str]], rows: list[Mapping[str, Any]], 
             entry["lastDeliveredAt"] = format_time(last_delivered)
         result.append(entry)
     return result
+
+
+def status_work(
+    objects: list[dict[str, Any]],
+    decisions: Mapping[ObjectKey, Decision],
+    plans: Mapping[ObjectKey, Plan],
+    ingest: IngestView | None,
+    now: datetime,
+) -> list[tuple[dict[str, Any], dict[str, Any], Decision | None]]:
+    """(object, status patch, refusal to report as a Warning Event) for every object with something to
+    write: the status it should have differs, or it is newly refused (or refused for another reason)."""
+    work = []
+    for obj in objects:
+        key = object_key(obj)
+        decision = decisions[key]
+        current = obj.get("status") or {}
+        plan = plans[key]
+        changes = status_changes(current, desired_status(obj, decision, ingest, now, plan.condition, plan.history))
+        warning = None
+        if not decision.accepted:
+            before = find_condition(current, "Accepted") or {}
+            if (before.get("status"), before.get("reason"), before.get("message")) != (
+                "False",
+                decision.reason,
+                decision.message,
+            ):
+                warning = decision
+        if changes or warning is not None:
+            work.append((obj, changes, warning))
+    return work

@@ -13,6 +13,7 @@ from cryptoviz.core.logs import setup_logging
 
 SUBCOMMANDS: dict[str, str] = {
     "scrape": "cryptoviz.scraper.cli:scrape",
+    "backfill": "cryptoviz.scraper.cli:backfill",
     "ingest": "cryptoviz.ingester.cli:ingest",
     "backup": "cryptoviz.ingester.cli:backup",
     "dashboard": "cryptoviz.dashboard.cli:dashboard",

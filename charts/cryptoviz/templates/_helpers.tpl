@@ -42,10 +42,22 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s-%s" (include "cryptoviz.fullname" .ctx) .component }}
 {{- end }}
 
-{{/* The one application image: the tag defaults to the chart's appVersion; a digest, when given, wins. */}}
+{{/*
+A component's image: (dict "ctx" $ "image" "ingester"), the name being a key of image.* (scraper,
+ingester, dashboard, operator). `<image.repository>-<name>:<image.tag or appVersion>` unless
+image.<name> overrides repository, tag or digest (a digest wins over the tag).
+*/}}
 {{- define "cryptoviz.image" -}}
-{{- $i := .Values.image }}
-{{- include "cryptoviz.imageRef" (dict "repository" $i.repository "digest" $i.digest "tag" (default .Chart.AppVersion $i.tag)) }}
+{{- if not (and (kindIs "map" .) (hasKey . "ctx") (hasKey . "image")) }}
+{{- fail "cryptoviz.image takes (dict \"ctx\" $ \"image\" COMPONENT): each component has its own image" }}
+{{- end }}
+{{- $i := .ctx.Values.image }}
+{{- if not (kindIs "map" (get $i .image)) }}
+{{- fail (printf "image.%s: no such component image (scraper, ingester, dashboard, operator)" .image) }}
+{{- end }}
+{{- $own := get $i .image }}
+{{- $tag := $own.tag | default $i.tag | default .ctx.Chart.AppVersion }}
+{{- include "cryptoviz.imageRef" (dict "repository" ($own.repository | default (printf "%s-%s" $i.repository .image)) "digest" $own.digest "tag" $tag) }}
 {{- end }}
 
 {{- define "cryptoviz.imageRef" -}}
@@ -209,7 +221,7 @@ securityContext:
 {{- include "cryptoviz.scheduling" $ctx }}
 containers:
   - name: scraper
-    image: {{ include "cryptoviz.image" $ctx }}
+    image: {{ include "cryptoviz.image" (dict "ctx" $ctx "image" "scraper") }}
     imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
     args: {{ toJson .args }}
     env:
@@ -237,6 +249,9 @@ containers:
             key: {{ $s.secret.coingeckoApiKeyKey }}
             optional: true
       {{- with .env }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+      {{- with $s.extraEnv }}
       {{- toYaml . | nindent 6 }}
       {{- end }}
     resources:

@@ -29,9 +29,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cryptoviz.core.quote import PROVIDERS
+from cryptoviz.core.providers import PROVIDERS, ProviderName
 
-ProviderName = Literal["coinmarketcap", "coingecko", "binance", "kraken", "coinbase"]
 SYMBOL_PATTERN = r"^[A-Z0-9][A-Z0-9.\-]{0,19}$"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 TARGET_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$"
@@ -220,9 +219,29 @@ def load_config(path: str | Path | None) -> ScraperConfig:
     return parse_config(data, str(file))
 
 
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+"""libyaml's emitter when PyYAML has it (2-3x faster for the operator's thousands of coins). It may wrap a
+long escaped string differently from the pure-Python one; both read back as the same config."""
+_COINS_PER_DUMP = 200
+"""libyaml holds the GIL for a whole dump: in chunks, a worker thread rendering 10,000 coins never stalls
+the operator's event loop for long."""
+
+
 def dump_config(config: ScraperConfig) -> str:
-    """Deterministic YAML (sorted keys, no nulls) so equal configs are byte-identical."""
-    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), sort_keys=True)
+    """Deterministic YAML (sorted keys, no nulls) so equal configs are byte-identical.
+
+    Coins are dumped `_COINS_PER_DUMP` at a time and joined: `coins` sorts first and PyYAML writes a
+    mapping's block sequence unindented, so the joined text is byte for byte the whole document's
+    (tests/test_operator_scale.py checks it on generated configs).
+    """
+    rest = yaml.dump(
+        config.model_dump(mode="json", exclude_none=True, exclude={"coins"}), Dumper=_DUMPER, sort_keys=True
+    )
+    if not config.coins:
+        return "coins: []\n" + rest
+    coins = [coin.model_dump(mode="json", exclude_none=True) for coin in config.coins]
+    chunks = (coins[start : start + _COINS_PER_DUMP] for start in range(0, len(coins), _COINS_PER_DUMP))
+    return "coins:\n" + "".join(yaml.dump(chunk, Dumper=_DUMPER, sort_keys=True) for chunk in chunks) + rest
 
 
 def config_json_schema() -> dict:

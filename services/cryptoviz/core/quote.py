@@ -12,11 +12,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-PROVIDERS: tuple[str, ...] = ("coinmarketcap", "coingecko", "binance", "kraken", "coinbase")
-"""Live providers. `demo` and `replay` are local sources used by `cryptoviz dev`."""
-
-LOCAL_PROVIDERS: tuple[str, ...] = ("demo", "replay")
-ALL_PROVIDERS: tuple[str, ...] = PROVIDERS + LOCAL_PROVIDERS
+from cryptoviz.core.providers import ALL_PROVIDERS, LOCAL_PROVIDERS, PROVIDERS  # noqa: F401 - the registry, re-exported
 
 MAX_PRICE_USD = 1e9
 """No traded coin is worth a billion dollars; anything above is a feed error."""

@@ -9,6 +9,7 @@ import click
 import requests
 
 from cryptoviz.core.config import ConfigError
+from cryptoviz.core.providers import PROVIDERS
 from cryptoviz.dev import probe
 from cryptoviz.dev.local_config import ensure_config
 from cryptoviz.dev.supervisor import (
@@ -73,7 +74,7 @@ def _opt(name: str, envvar: str, **kwargs):
 @_opt(
     "--scrape-provider",
     "SCRAPE_PROVIDER",
-    type=click.Choice([*probe.DEFAULT_BASE_URLS, "demo"]),
+    type=click.Choice([*PROVIDERS, "demo"]),
     default=None,
     help="Live provider (demo = --demo) [default: coinmarketcap when CMC_API_KEY is set, else coingecko].",
 )
@@ -237,7 +238,7 @@ def _choose_live(
             f"{scrape_interval:g} s is below {MIN_LIVE_INTERVAL:g} s, allowed only with --demo or --replay",
             param_hint="'--scrape-interval' / SCRAPE_INTERVAL",
         )
-    name = probe.DISPLAY_NAMES[live]
+    name = probe.display_name(live)
     click.echo(f"Checking that {name} can be reached …")
     reason = probe.probe(live)
     if reason is None:

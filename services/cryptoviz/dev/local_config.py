@@ -10,24 +10,10 @@ from pathlib import Path
 
 from cryptoviz.core.config import ScraperConfig, TrackedCoin, dump_config, load_config
 from cryptoviz.dev.simulator import COINS
+from cryptoviz.scraper.providers.coinmarketcap import CoinMarketCapWire
 
-# CoinMarketCap's numeric ids for the original coin set (symbols alone collide on CMC).
-CMC_IDS: dict[str, str] = {
-    "BTC": "1",
-    "ETH": "1027",
-    "BNB": "1839",
-    "SOL": "5426",
-    "LTC": "2",
-    "AVAX": "5805",
-    "LINK": "1975",
-    "DOT": "6636",
-    "XRP": "52",
-    "ADA": "2010",
-    "MATIC": "3890",
-    "DOGE": "74",
-    "USDT": "825",
-    "USDC": "3408",
-}
+CMC_IDS: dict[str, str] = CoinMarketCapWire.known_ids
+"""CoinMarketCap's numeric ids for the original coin set (symbols alone collide on CMC)."""
 
 
 def default_config() -> ScraperConfig:

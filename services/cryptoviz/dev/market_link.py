@@ -20,15 +20,16 @@ from pathlib import Path
 import requests
 
 from cryptoviz.core.quote import InvalidQuote, parse_ts
-from cryptoviz.dev.market import CoinRow, CsvReplayFeed, Feed, MarketServer, ids_for
+from cryptoviz.dev.market import CandleRow, CoinRow, CsvReplayFeed, Feed, MarketServer
 from cryptoviz.dev.simulator import MarketSimulator
 
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 30.0
 """A tick some coin of which never gets stored (a provider that keeps sending it invalid) is left after this."""
-SCRAPE_PROVIDER_PATH = "coingecko"
-"""`demo` and `replay` speak CoinGecko's wire format, so their requests are recorded under it."""
+QUOTES_PATH = "/api/v3/coins/markets"
+"""`demo` and `replay` speak CoinGecko's wire format: a scrape has fetched a tick once it asked this
+(their candle requests, which follow, do not count)."""
 
 
 class SimulatorFeed:
@@ -46,6 +47,9 @@ class SimulatorFeed:
     def now(self) -> datetime:
         return self._now
 
+    def candles(self, symbol: str, interval: int, start: datetime, end: datetime) -> list[CandleRow]:
+        return self.simulator.candles(symbol, interval, start, end)
+
     def advance(self) -> bool:
         quotes = self.simulator.tick(datetime.now(UTC).replace(microsecond=0))
         self._now = quotes[0].timestamp
@@ -61,7 +65,7 @@ class SimulatorFeed:
                 percent_change_24h=q.percent_change_24h,
                 percent_change_7d=q.percent_change_7d,
                 rank=q.rank,
-                ids=ids_for(q.symbol, q.coin_id),
+                ids={"coingecko": q.coin_id},
             )
             for q in quotes
         ]
@@ -107,7 +111,7 @@ class LocalMarket:
         return self.server.url
 
     def _requests(self) -> int:
-        return self.server.request_counts[SCRAPE_PROVIDER_PATH]
+        return self.server.path_counts[QUOTES_PATH]
 
     def _stored(self, tick: datetime, symbols: set[str]) -> bool:
         """Has the ingester committed this tick for every coin in it? (Its API is the only DuckDB reader.)"""
@@ -181,7 +185,8 @@ def start_market(
     if provider == "replay":
         if replay_dir is None:
             raise ValueError("replay needs a directory of CSV candles")
-        feed: Feed = CsvReplayFeed(replay_dir)
+        daily = replay_dir.parent / "1d"  # the shared data's daily candles beside the 5-minute ones
+        feed: Feed = CsvReplayFeed(replay_dir, daily=daily if daily.is_dir() else None)
     else:
         feed = SimulatorFeed(MarketSimulator(start_prices=start_prices))
     return LocalMarket(feed, period, provider=provider, api_url=api_url, limit=limit, window=window, on_end=on_end)

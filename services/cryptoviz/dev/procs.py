@@ -47,9 +47,17 @@ class Child:
     proved healthy: its `ready_url` answered (or, without one, it ran a few seconds)."""
 
     def __init__(
-        self, name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_url: str | None = None
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        ready_url: str | None = None,
+        one_shot: bool = False,
     ) -> None:
         self.name = name
+        self.one_shot = one_shot
+        """Runs once to its end (the start-up backfill): never restarted."""
         self.ready_url = ready_url
         self.healthy = False
         self.argv = argv

@@ -4,15 +4,26 @@ Prices follow geometric Brownian motion with each coin's typical annual volatili
 newcomer sees believable wiggles at a scrape every few seconds; stablecoins mean-revert
 tightly around $1. Every quote made from it is labelled provider `demo` (simulated) by the
 scraper, so it can never be mistaken for, or mixed with, live data.
+
+The simulator also has a past: 30 days of 1-minute prices per coin, drawn the same way backwards
+from its starting prices (deterministic per coin and seed), as 5-minute candles. The local market
+serves them as history, so a backfill against `demo` fills every period from the first second,
+and the 1h/24h/7d changes of the first quotes are measured against that same past.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from cryptoviz.dev.market.feed import aggregate
+from cryptoviz.scraper.providers.wire import CandleRow
 
 SECONDS_PER_YEAR = 365.25 * 86400
 CHANGE_WINDOWS: dict[str, timedelta] = {
@@ -20,6 +31,11 @@ CHANGE_WINDOWS: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
     "7d": timedelta(days=7),
 }
+SLOT = 300
+"""Seconds per simulated candle."""
+PAST = timedelta(days=30)
+KEEP = timedelta(days=60)
+"""Candles older than this are forgotten (a demo left running for months stays small)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +98,34 @@ class _CoinState:
     price: float
     history: deque[tuple[datetime, float]] = field(default_factory=deque)
     anchors: dict[str, float] = field(default_factory=dict)
-    """Prices 1h/24h/7d before the start, drawn once, so changes are defined from the first tick."""
+    """Prices 1h/24h/7d before the start (from the simulated past), so changes are defined from the first tick."""
+    candles: dict[int, list[float]] = field(default_factory=dict)
+    """5-minute slot (epoch seconds // 300) → [open, high, low, close], past and present."""
+
+
+def simulated_past(spec: CoinSpec, price: float, start: datetime, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch seconds and prices, one a minute for PAST, ending at `price` at `start` (same draw for same inputs)."""
+    minutes = int(PAST.total_seconds() // 60)
+    shocks = np.random.default_rng([seed, zlib.crc32(spec.symbol.encode())]).standard_normal(minutes)
+    if spec.stable:
+        prices = np.append(1.0 + spec.volatility * shocks, price)
+    else:
+        sigma = spec.volatility * math.sqrt(60 / SECONDS_PER_YEAR)
+        back = price * np.exp(-np.cumsum(sigma * shocks))  # the price 1, 2, … minutes before the start
+        prices = np.append(back[::-1], price)
+    times = start.timestamp() - 60.0 * np.arange(minutes, -1, -1)
+    return times, prices
+
+
+def _slots(times: np.ndarray, prices: np.ndarray) -> dict[int, list[float]]:
+    slot = (times // SLOT).astype(np.int64)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(slot)) + 1])
+    ends = np.append(starts[1:], len(prices)) - 1
+    highs, lows = np.maximum.reduceat(prices, starts), np.minimum.reduceat(prices, starts)
+    return {
+        int(slot[s]): [float(prices[s]), float(h), float(lo), float(prices[e])]
+        for s, e, h, lo in zip(starts, ends, highs, lows, strict=True)
+    }
 
 
 class MarketSimulator:
@@ -102,16 +145,39 @@ class MarketSimulator:
         for spec in coins:
             price = (start_prices or {}).get(spec.symbol) or spec.price
             state = _CoinState(spec, price)
+            times, prices = simulated_past(spec, price, self._now, seed or 0)
             for label, window in CHANGE_WINDOWS.items():
-                state.anchors[label] = self._drawn_past_price(spec, price, window)
+                state.anchors[label] = float(prices[-1 - int(window.total_seconds() // 60)])
+            state.candles = _slots(times, prices)
             state.history.append((self._now, price))
             self._coins.append(state)
+        self._by_symbol = {state.spec.symbol: state for state in self._coins}
 
-    def _drawn_past_price(self, spec: CoinSpec, price: float, window: timedelta) -> float:
-        if spec.stable:
-            return 1.0 + self._rng.gauss(0.0, spec.volatility)
-        sigma = spec.volatility * math.sqrt(window.total_seconds() / SECONDS_PER_YEAR)
-        return price * math.exp(-self._rng.gauss(0.0, sigma))
+    def candles(self, symbol: str, interval: int, start: datetime, end: datetime) -> list[CandleRow]:
+        """Candles of `interval` (a multiple of 5 minutes) opening in [start, end), up to now; oldest first."""
+        state = self._by_symbol.get(symbol)
+        if state is None or interval % SLOT:
+            return []
+        first = int(start.timestamp()) // interval * interval // SLOT
+        last = int(min(end, self._now + timedelta(seconds=1)).timestamp() - 1) // SLOT
+        rows = []
+        for slot in range(first, last + 1):
+            ohlc = state.candles.get(slot)
+            if ohlc is not None:
+                volume = ohlc[3] * state.spec.supply * state.spec.daily_turnover * SLOT / 86_400
+                rows.append(CandleRow(datetime.fromtimestamp(slot * SLOT, UTC), *ohlc, volume=volume))
+        return [c for c in (rows if interval == SLOT else aggregate(rows, interval)) if c.open_time >= start]
+
+    def _record(self, state: _CoinState, before: float) -> None:
+        """The tick's price in its 5-minute candle (a new candle opens at the previous price)."""
+        slot = int(self._now.timestamp()) // SLOT
+        candle = state.candles.get(slot)
+        if candle is None:
+            state.candles[slot] = candle = [before, max(before, state.price), min(before, state.price), state.price]
+            oldest = slot - int(KEEP.total_seconds()) // SLOT
+            for old in [s for s in state.candles if s < oldest]:
+                del state.candles[old]
+        candle[1], candle[2], candle[3] = max(candle[1], state.price), min(candle[2], state.price), state.price
 
     def _step(self, state: _CoinState, seconds: float) -> None:
         spec = state.spec
@@ -139,8 +205,10 @@ class MarketSimulator:
         self._now = max(now, self._now)
         week_ago = self._now - CHANGE_WINDOWS["7d"]
         for state in self._coins:
+            before = state.price
             if seconds:
                 self._step(state, seconds)
+            self._record(state, before)
             state.history.append((self._now, state.price))
             while state.history and state.history[0][0] < week_ago:
                 state.history.popleft()

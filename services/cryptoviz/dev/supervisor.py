@@ -165,9 +165,11 @@ class Supervisor:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def _child(self, name: str, args: list[str], ready_url: str | None = None, **env: str) -> Child:
+    def _child(
+        self, name: str, args: list[str], ready_url: str | None = None, one_shot: bool = False, **env: str
+    ) -> Child:
         log_path = self.plan.logs_dir / f"{name}.log"
-        child = Child(name, cryptoviz_command(*args), self._env(**env), log_path, ready_url)
+        child = Child(name, cryptoviz_command(*args), self._env(**env), log_path, ready_url, one_shot)
         self.children[name] = child
         return child
 
@@ -209,7 +211,9 @@ class Supervisor:
         }
         if p.market_url:
             scraper_env["MARKET_BASE_URL"] = p.market_url
-        self._child("scraper", ["scrape", "--loop"], **scraper_env)
+        self._child("scraper", ["scrape", "--loop"], INGESTER_URL=p.api_url, **scraper_env)
+        if p.provider != "replay":  # a replay is its own history; live providers and the simulator have a past
+            self._child("backfill", ["backfill"], one_shot=True, INGESTER_URL=p.api_url, **scraper_env)
         # Targets come from the caller's NOTIFY_URLS / NOTIFY_TARGETS_FILE; without any, alerts are
         # recorded as not delivered (the dashboard says why).
         self._child(
@@ -279,6 +283,12 @@ class Supervisor:
         self._build_scraper_and_dashboard()
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
         self.children["scraper"].start()
+        if "backfill" in self.children:  # one-shot, in the background: nothing waits for it
+            days = os.environ.get("BACKFILL_DAYS", "30")
+            self.echo(
+                f"      backfill           filling {days} days of history (log: {self.children['backfill'].log_path})"
+            )
+            self.children["backfill"].start()
         self.echo("      notifier           starting (alerts to NOTIFY_URLS / NOTIFY_TARGETS_FILE) …")
         self.children["notify"].start()
         if p.with_dashboard:
@@ -296,6 +306,14 @@ class Supervisor:
                 changed |= self._revive_nats()
             for child in self.children.values():
                 child.check_health()
+                if child.one_shot and child.process is not None and not child.alive():
+                    code = child.exit_code()
+                    outcome = "done" if code == 0 else f"exited with code {code}; the scrapes fill holes as they go"
+                    self.echo(f"  {child.name} {outcome} (log: {child.log_path})")
+                    child.process = None
+                    continue
+                if child.one_shot:
+                    continue
                 if child.process is not None and not child.alive():
                     code = child.exit_code()
                     delay = child.schedule_restart()
@@ -330,7 +348,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """Reverse order; the ingester gets time to commit and ack before NATS stops."""
-        for name in ("dashboard", "notify", "scraper", "ingester"):
+        for name in ("dashboard", "backfill", "notify", "scraper", "ingester"):
             child = self.children.get(name)
             if child:
                 child.stop(timeout=20 if name == "ingester" else 10)

@@ -59,8 +59,33 @@ def fetch_backup(ingester_url: str, target: Path, timeout: float) -> list[str]:
                 for chunk in response.iter_content(1 << 20):
                     out.write(chunk)
         with tarfile.open(partial) as tar:
-            tar.extractall(target, filter="data")
-            names = tar.getnames()
+            names = safe_extract(tar, target)
     finally:
         partial.unlink(missing_ok=True)
     return sorted(names)
+
+
+def safe_extract(tar: tarfile.TarFile, target: Path) -> list[str]:
+    """Unpack the regular files and directories of `tar` below `target`; refuse anything else.
+
+    `extractall(filter="data")` would do this, but the filter exists only from Python 3.11.4 and
+    Debian 12 ships 3.11.2. A snapshot holds nothing but files, so links, devices, absolute names
+    and `..` are refused (ValueError) before anything is written.
+    """
+    root = target.resolve()
+    members = tar.getmembers()
+    for member in members:
+        path = (root / member.name).resolve()
+        if not (member.isfile() or member.isdir()) or member.name.startswith("/") or not path.is_relative_to(root):
+            raise ValueError(f"backup archive member {member.name!r} is not a plain file below the target")
+    for member in members:
+        path = root / member.name
+        if member.isdir():
+            path.mkdir(parents=True, exist_ok=True)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        with source, path.open("wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
+    return [m.name for m in members]

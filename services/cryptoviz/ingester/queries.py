@@ -187,7 +187,8 @@ def _history_query(
     where, series_params = _series_filter(series) if series else ("false", [])
     found = sources.present(cur, start, end)
     samples, sample_params = sources.samples_sql(where, series_params, start, end, found)
-    ranking = {"rank": ", rank", "qualify": _PREFER_LOWEST_RANK} if found.ranked else {"rank": "", "qualify": ""}
+    ranking = {"rank": _PREFERENCE, "preference_column": ", preference", "qualify": _PREFER} if found.ranked else {}
+    ranking = {"rank": "", "preference_column": "", "qualify": "", **ranking}
     # no data: a grid row that joins nothing keeps the answer's columns (CSV headers, Arrow schema)
     rows = grid or [(None, None, 0, 0, 1)]
     values = ", ".join("(?::VARCHAR, ?::VARCHAR, ?::BIGINT, ?::BIGINT, ?::BIGINT)" for _ in rows)
@@ -217,19 +218,28 @@ def _epoch_us(naive_utc: datetime) -> int:
     return (naive_utc - datetime(1970, 1, 1)) // timedelta(microseconds=1)
 
 
-_PREFER_LOWEST_RANK = "QUALIFY rank = min(rank) OVER (PARTITION BY s.provider, s.coin_id, bucket)"
-"""Where sources overlap in a bucket, only the preferred one (lowest rank: quotes, else the finest
-candles) counts. (A window over the grouped rows: cheaper than a second aggregation picking values.)"""
+_PREFERENCE = """, CASE WHEN rank = 0 THEN 100000
+                  WHEN (rank - 1)::BIGINT * 1000000 <= g.step THEN rank
+                  ELSE 200000 + rank END AS preference"""
+"""Where sources overlap in a bucket, only one counts: candles no longer than the bucket (the finest
+first: they carry the market's real open, high, low and close), else quotes (samples of the price),
+else coarser candles. `rank` is 0 for quotes and 1 + interval for candles (sources.py)."""
+_PREFER = "QUALIFY preference = min(preference) OVER (PARTITION BY provider, coin_id, bucket)"
 
 _HISTORY_SQL = """
 WITH grid(provider, coin_id, origin, first_us, step) AS (VALUES {grid}),
+placed AS (
+    SELECT s.provider, s.coin_id, first_ts, last_ts, open, high, low, close, volume_24h, n,
+           g.origin, g.first_us, g.step, least(greatest((us - g.origin) // g.step, 0), ?::BIGINT) AS bucket{rank}
+    FROM ({samples}) s JOIN grid g ON s.provider = g.provider AND s.coin_id = g.coin_id
+),
 buckets AS (
-    SELECT s.provider, s.coin_id, least(greatest((us - origin) // step, 0), ?::BIGINT) AS bucket{rank},
+    SELECT provider, coin_id, bucket{preference_column},
            any_value(origin) AS origin, any_value(first_us) AS first_us, any_value(step) AS step,
            arg_min(open, first_ts) AS open, max(high) AS high, min(low) AS low, arg_max(close, last_ts) AS close,
            arg_max(volume_24h, last_ts) AS volume_24h, sum(n)::BIGINT AS samples
-    FROM ({samples}) s JOIN grid g ON s.provider = g.provider AND s.coin_id = g.coin_id
-    GROUP BY s.provider, s.coin_id, bucket{rank}
+    FROM placed
+    GROUP BY provider, coin_id, bucket{preference_column}
     {qualify}
 )
 SELECT c.symbol, b.provider, b.coin_id, c.name,

@@ -10,8 +10,9 @@ retention (`candles_hourly`). Each row becomes a *sample*: a time span with OHLC
   up (a rolled-up hour keeps the interval of the candles it was made of), so they add up too.
 
 Sources of different ranks describe the same market twice (a backfill overlapping live quotes,
-5-minute and hourly candles of one range): `/history` takes, per bucket, only the lowest rank
-present, i.e. quotes where there are any, else the finest candles. Nothing is counted twice.
+a replay sending each tick's quote and candle, 5-minute and hourly candles of one range): `/history`
+takes, per bucket, only one: candles no longer than the bucket (the finest first: they carry the
+market's real OHLC), else quotes, else coarser candles (queries._PREFERENCE). Nothing is counted twice.
 """
 
 from __future__ import annotations

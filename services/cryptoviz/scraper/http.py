@@ -7,6 +7,7 @@ provider maps to a permanent condition (invalid key, plan limit, exhausted credi
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import random
@@ -101,9 +102,21 @@ class HttpClient:
         self.secrets = [s for s in secrets if s]
         self.last_headers: dict[str, str] = {}
         self._last_request = 0.0
+        self._not_before = 0.0
 
     def __repr__(self) -> str:
         return f"HttpClient({self.provider!r})"
+
+    def clone(self) -> HttpClient:
+        """The same settings and secrets on a new session (sessions are not shared between threads)."""
+        twin = copy.copy(self)
+        twin.session = requests.Session()
+        twin.headers, twin.secrets, twin.last_headers = dict(self.headers), list(self.secrets), {}
+        return twin
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for `seconds` (a provider's budget, such as Binance's request weight, is nearly spent)."""
+        self._not_before = max(self._not_before, time.monotonic() + seconds)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -124,6 +137,7 @@ class HttpClient:
                         self.provider,
                         f"{exc.message}; Retry-After {exc.retry_after:.0f}s exceeds "
                         f"SCRAPE_MAX_RETRY_AFTER={self.max_retry_after:g}s, giving up until the next run",
+                        status=exc.status,
                     ) from None
                 delay = self._delay(attempt, exc.retry_after)
                 attempt += 1
@@ -136,7 +150,7 @@ class HttpClient:
         return min(self.backoff * 2**attempt, 30.0) * random.uniform(0.5, 1.5)
 
     def _attempt(self, url: str, params: dict[str, Any] | None, check: Checker | None) -> Any:
-        wait = self._last_request + self.min_interval - time.monotonic()
+        wait = max(self._last_request + self.min_interval, self._not_before) - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         self._last_request = time.monotonic()
@@ -164,5 +178,8 @@ class HttpClient:
             detail = self.redact(response.text[:200]).strip()
             raise ProviderError(self.provider, f"HTTP {status}: {detail}", status=status)
         if body is None:
+            if response.content.lstrip()[:1] == b"<":
+                what = f"an HTML page instead of JSON (HTTP {status}: an error page?)"
+                raise ProviderError(self.provider, what, retryable=True, status=status)
             raise ProviderError(self.provider, "malformed JSON in response (truncated?)", retryable=True)
         return body

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -38,6 +38,7 @@ class PublishReport:
     stored: int = 0
     duplicates: int = 0
     """Messages JetStream already had (same Nats-Msg-Id within the duplicate window)."""
+    duplicate_ids: set[str] = field(default_factory=set)
 
 
 class Publisher:
@@ -137,6 +138,7 @@ class Publisher:
                 ack = future.result()
                 if ack.duplicate:
                     report.duplicates += 1
+                    report.duplicate_ids.add(message.msg_id)
                 else:
                     report.stored += 1
                 continue

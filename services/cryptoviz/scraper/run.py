@@ -4,7 +4,10 @@
     result.exit_code  # 0 ok, 1 provider failure, 2 config error, 3 NATS unavailable
 
 A scrape connects to NATS first (so an unreachable NATS costs no provider credits), fetches each
-provider in use, validates every record, and publishes the contract messages.
+provider in use, validates every record, and publishes the contract messages. Then it closes the
+holes coverage shows in the last GAP_FILL_LOOKBACK from candles, within GAP_FILL_BUDGET seconds
+(a stopped scraper's hole is closed by its next run); the local market also sends each coin's
+newest candle, so replayed data keeps its open, high, low and close.
 """
 
 from __future__ import annotations
@@ -14,19 +17,25 @@ import contextlib
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import requests
 
 from cryptoviz.core.config import ConfigError, ScraperConfig, TrackedCoin, load_config
 from cryptoviz.core.contract import encode_scrape
-from cryptoviz.core.nats import DEFAULT_NATS_URL
-from cryptoviz.core.quote import LOCAL_PROVIDERS
+from cryptoviz.core.quote import LOCAL_PROVIDERS, Quote
+from cryptoviz.scraper.coverage import CoverageClient
+from cryptoviz.scraper.fill import Filler, ProviderHistory, ask_coverage, gap_ranges, targets_of
+from cryptoviz.scraper.history import Span
 from cryptoviz.scraper.http import USER_AGENT, HttpClient, ProviderError
-from cryptoviz.scraper.providers import DEFAULT_BASE_URLS, MIN_INTERVAL, Provider, build_provider
+from cryptoviz.scraper.providers import build_provider, spec
+from cryptoviz.scraper.providers.base import Provider, Target
 from cryptoviz.scraper.publish import NatsUnavailable, Publisher
+from cryptoviz.scraper.settings import Settings, checked_key
+
+__all__ = ["EXIT_CODES", "Settings", "run_loop", "run_once", "scrape_once"]
 
 log = logging.getLogger("cryptoviz.scraper")
 
@@ -40,71 +49,19 @@ EXIT_CODES = {
     EXIT_CONFIG: "configuration error (bad SCRAPER_CONFIG, missing or malformed key, ambiguous symbol, unknown pair)",
     EXIT_NATS: "NATS/JetStream did not acknowledge the quotes within PUBLISH_DEADLINE",
 }
+LOCAL_CANDLE = timedelta(minutes=5)
+"""The local market's candles (replayed CSV rows, the simulator's): each scrape sends the one before its quote."""
 
 
-def checked_key(name: str, key: str | None) -> str | None:
-    """Refuse a key that cannot go into an HTTP header, without showing it (HTTP libraries quote it in errors)."""
-    if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
-        raise ConfigError(
-            f"{name} contains whitespace, control or non-ASCII characters (e.g. two lines in a key file); "
-            "the key is not shown"
-        )
-    return key
-
-
-@dataclass(slots=True)
-class Settings:
-    """Every scraper setting; the CLI fills it from flags / env vars of the same names."""
-
-    nats_url: str = DEFAULT_NATS_URL
-    provider: str | None = None
-    cmc_api_key: str | None = field(default=None, repr=False)
-    cmc_api_key_file: str | None = None
-    coingecko_api_key: str | None = field(default=None, repr=False)
-    cmc_base_url: str = DEFAULT_BASE_URLS["coinmarketcap"]
-    coingecko_base_url: str = DEFAULT_BASE_URLS["coingecko"]
-    binance_base_url: str = DEFAULT_BASE_URLS["binance"]
-    kraken_base_url: str = DEFAULT_BASE_URLS["kraken"]
-    coinbase_base_url: str = DEFAULT_BASE_URLS["coinbase"]
-    market_base_url: str | None = None
-    scraper_config: str | None = None
-    scrape_interval: float = 300.0
-    publish_deadline: float = 60.0
-    scrape_timeout: float = 15.0
-    scrape_retries: int = 3
-    scrape_backoff: float = 1.0
-    scrape_max_retry_after: float = 60.0
-
-    def cmc_key(self) -> str | None:
-        """The key from CMC_API_KEY, else from the mounted file CMC_API_KEY_FILE."""
-        if self.cmc_api_key:
-            return checked_key("CMC_API_KEY", self.cmc_api_key.strip())
-        if self.cmc_api_key_file:
-            try:
-                key = Path(self.cmc_api_key_file).read_text(encoding="utf-8").strip() or None
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or "not UTF-8 text"
-                raise ConfigError(f"cannot read CMC_API_KEY_FILE {self.cmc_api_key_file}: {reason}") from None
-            return checked_key("CMC_API_KEY_FILE", key)
-        return None
-
-    def default_provider(self) -> str:
-        if self.provider:
-            return self.provider
-        return "coinmarketcap" if self.cmc_key() else "coingecko"
-
-    def base_url(self, provider: str) -> str:
-        if provider in LOCAL_PROVIDERS:
-            if not self.market_base_url:
-                raise ConfigError(f"provider {provider} needs MARKET_BASE_URL (the local market server)")
-            return self.market_base_url
-        return {
-            "coinmarketcap": self.cmc_base_url,
-            "coingecko": self.coingecko_base_url,
-            "binance": self.binance_base_url,
-            "kraken": self.kraken_base_url,
-            "coinbase": self.coinbase_base_url,
-        }[provider]
+def exit_code(config_error: str | None, nats_error: str | None, failed: bool, config_problems: bool) -> int:
+    """What a run exits with, worst first: a config it cannot use, NATS, a provider, a config problem met on the way."""
+    if config_error:
+        return EXIT_CONFIG
+    if nats_error:
+        return EXIT_NATS
+    if failed:
+        return EXIT_PROVIDER
+    return EXIT_CONFIG if config_problems else EXIT_OK
 
 
 @dataclass(slots=True)
@@ -118,6 +75,9 @@ class ProviderResult:
     messages: int = 0
     stored: int = 0
     duplicates: int = 0
+    candles: int = 0
+    """Candles fetched to fill holes (and, for the local market, the newest ones)."""
+    candles_stored: int = 0
 
     def summary(self) -> str:
         rejected = ",".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "0"
@@ -125,6 +85,8 @@ class ProviderResult:
             f"scrape provider={self.provider} quotes={self.quotes} rejected={rejected} "
             f"messages={self.messages} published={self.stored} duplicates={self.duplicates}"
         )
+        if self.candles:
+            text += f" candles={self.candles} candles_published={self.candles_stored}"
         if self.missing:
             text += f" missing={','.join(self.missing)}"
         if self.failure:
@@ -141,15 +103,8 @@ class ScrapeResult:
 
     @property
     def exit_code(self) -> int:
-        if self.config_error:
-            return EXIT_CONFIG
-        if self.nats_error:
-            return EXIT_NATS
-        if any(p.failure for p in self.providers):
-            return EXIT_PROVIDER
-        if any(p.config_errors for p in self.providers):
-            return EXIT_CONFIG
-        return EXIT_OK
+        failed = any(p.failure for p in self.providers)
+        return exit_code(self.config_error, self.nats_error, failed, any(p.config_errors for p in self.providers))
 
     @property
     def quotes(self) -> int:
@@ -175,18 +130,18 @@ def plan(settings: Settings, config: ScraperConfig) -> list[tuple[str, list[Trac
     return [(p, config.coins_for(p, default)) for p in config.providers_in_use(default)]
 
 
-def _adapter(label: str, settings: Settings, session: requests.Session) -> Provider:
+def adapter_for(label: str, settings: Settings, session: requests.Session) -> Provider:
+    """The provider's adapter with its key header, pacing, timeouts and retries."""
+    unit = spec(label)
     headers, secrets = {"Accept": "application/json", "User-Agent": USER_AGENT}, []
-    if label == "coinmarketcap":
-        key = settings.cmc_key()
-        if not key:
-            raise ConfigError("provider coinmarketcap needs CMC_API_KEY (or CMC_API_KEY_FILE)")
-        headers["X-CMC_PRO_API_KEY"] = key
-        secrets.append(key)
-    demo_key = checked_key("COINGECKO_API_KEY", (settings.coingecko_api_key or "").strip())
-    if label == "coingecko" and demo_key:
-        headers["x-cg-demo-api-key"] = demo_key
-        secrets.append(demo_key)
+    if unit.key is not None:
+        key = settings.key(label)
+        if unit.key.required and not key:
+            file_hint = f" (or {unit.key.file_env})" if unit.key.file_env else ""
+            raise ConfigError(f"provider {label} needs {unit.key.env}{file_hint}")
+        if key:
+            headers[unit.key.header] = checked_key(unit.key.env, key) or ""
+            secrets.append(key)
     http = HttpClient(
         label,
         session,
@@ -195,7 +150,7 @@ def _adapter(label: str, settings: Settings, session: requests.Session) -> Provi
         retries=settings.scrape_retries,
         backoff=settings.scrape_backoff,
         max_retry_after=settings.scrape_max_retry_after,
-        min_interval=MIN_INTERVAL.get(label, 0.0),
+        min_interval=unit.min_interval,
         headers=headers,
         secrets=secrets,
     )
@@ -212,7 +167,7 @@ async def scrape_once(settings: Settings, publisher: Publisher | None = None) ->
     session = requests.Session()
     try:
         config = load_config(settings.scraper_config)
-        work = [(_adapter(label, settings, session), coins) for label, coins in plan(settings, config)]
+        work = [(adapter_for(label, settings, session), coins) for label, coins in plan(settings, config)]
     except ConfigError as exc:
         session.close()
         result.config_error = str(exc)
@@ -220,10 +175,14 @@ async def scrape_once(settings: Settings, publisher: Publisher | None = None) ->
         return result
     own = publisher is None
     publisher = publisher or Publisher(settings.nats_url, settings.publish_deadline)
+    coverage = CoverageClient(settings.ingester_url, session)
+    deadline = started + settings.gap_fill_budget
     try:
         await publisher.connect()
         for adapter, coins in work:
-            outcome = await _scrape_provider(adapter, coins, config.top_n, publisher)
+            outcome, quotes = await _scrape_provider(adapter, coins, config.top_n, publisher)
+            if quotes:
+                await _fill(adapter, quotes, settings, coverage, publisher, deadline, outcome)
             result.providers.append(outcome)
             log.log(logging.ERROR if outcome.failure else logging.INFO, outcome.summary())
             for problem in outcome.config_errors:
@@ -241,18 +200,18 @@ async def scrape_once(settings: Settings, publisher: Publisher | None = None) ->
 
 async def _scrape_provider(
     adapter: Provider, coins: list[TrackedCoin], top_n: int, publisher: Publisher
-) -> ProviderResult:
+) -> tuple[ProviderResult, list[Quote]]:
     outcome = ProviderResult(adapter.label)
     try:
         fetched = await asyncio.to_thread(adapter.fetch, coins, top_n)
     except ProviderError as exc:
         outcome.failure = str(exc)
-        return outcome
+        return outcome, []
     except Exception as exc:  # an answer shaped in a way no adapter foresaw: fail this provider only
         trace = adapter.http.redact("".join(traceback.format_exception(exc)))
         log.error("%s: unexpected error while scraping\n%s", adapter.label, trace.rstrip())
         outcome.failure = f"{adapter.label}: unexpected {type(exc).__name__}: {adapter.http.redact(str(exc))[:200]}"
-        return outcome
+        return outcome, []
     outcome.quotes = len(fetched.quotes)
     outcome.rejected = dict(fetched.rejected)
     outcome.missing = fetched.missing
@@ -260,11 +219,67 @@ async def _scrape_provider(
     if not fetched.quotes:
         if not fetched.errors:
             outcome.failure = f"{adapter.label}: no valid quote in the answer"
-        return outcome
+        return outcome, []
     messages = encode_scrape(adapter.label, fetched.quotes, datetime.now(UTC))
     report = await publisher.publish(messages)
     outcome.messages, outcome.stored, outcome.duplicates = report.messages, report.stored, report.duplicates
-    return outcome
+    return outcome, fetched.quotes
+
+
+async def _fill(
+    adapter: Provider,
+    quotes: list[Quote],
+    settings: Settings,
+    coverage: CoverageClient,
+    publisher: Publisher,
+    deadline: float,
+    outcome: ProviderResult,
+) -> None:
+    """Close the holes of the scraped coins (and send the local market's newest candles); never fails the scrape."""
+    unit = spec(adapter.label)
+    gap_fill = settings.gap_fill_lookback > 0 and not unit.local  # a local market's pacer skips no tick
+    if unit.history is None or not (gap_fill or unit.candles_with_quotes):
+        return
+    targets, now = targets_of(quotes), adapter.clock()
+    histories: list[ProviderHistory] = []
+    filler = Filler(adapter, unit, publisher, deadline=deadline)
+    try:
+        if unit.candles_with_quotes:
+            histories.append(await filler.run_batch(targets, _newest(quotes), now))
+        if gap_fill:
+            since = now - timedelta(seconds=settings.gap_fill_lookback)
+            stored = await asyncio.to_thread(ask_coverage, coverage, adapter.label, targets, since, now)
+            if stored is not None:  # unknown: holes cannot be told from a scrape's own times; the next run asks again
+                histories.append(
+                    await filler.run(targets, gap_ranges(stored, adapter.label, since, now, past=False), now)
+                )
+    except Exception as exc:
+        if isinstance(exc, NatsUnavailable):
+            raise
+        log.exception("%s: filling history failed", adapter.label)
+    for history in histories:
+        outcome.candles += history.candles
+        outcome.candles_stored += history.stored
+        if history.failure:
+            log.warning("%s: holes left for the next run: %s", adapter.label, history.failure)
+        for coin in history.coins:
+            if coin.error:
+                log.warning("%s %s: history: %s", adapter.label, coin.target.symbol, coin.error)
+
+
+def _newest(quotes: list[Quote]) -> Callable[[Target], list[Span]]:
+    """The candle that ended at each coin's quote time: the replayed tick before, the simulator's last full slot.
+
+    A replay tick's own candle is still in progress by the market's clock (the quote is its close),
+    so it goes out with the next tick; a repeated candle has the same Nats-Msg-Id and is stored once.
+    """
+    at = {q.coin_id: q.timestamp for q in quotes}
+
+    def ranges(target: Target) -> list[Span]:
+        end = at[target.coin_id]
+        return [Span(end - LOCAL_CANDLE, end)]
+
+    return ranges
 
 
 def run_once(settings: Settings) -> ScrapeResult:
