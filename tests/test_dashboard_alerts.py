@@ -6,6 +6,7 @@ loopback webhook (one target answers 400) → `cryptoviz dashboard`. The panel l
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,16 +65,26 @@ def fired(tmp_path: Path, market_5m: Path) -> Iterator[tuple[Ingester, EmbeddedN
         nats.stop()
 
 
+@pytest.fixture
+def board(fired: tuple[Ingester, EmbeddedNats], tmp_path: Path) -> Iterator[DashboardProcess]:
+    dashboard = DashboardProcess(fired[0].url, tmp_path / "dashboard.log", CACHE_TTL="6")  # alerts re-read each 1 s
+    try:
+        yield dashboard.start()
+    finally:
+        dashboard.stop()
+
+
 def test_the_panel_shows_each_alert_and_follows_its_delivery(
-    browser: Any, playwright: Any, fired: tuple[Ingester, EmbeddedNats], tmp_path: Path
+    browser: Any, playwright: Any, fired: tuple[Ingester, EmbeddedNats], board: DashboardProcess, tmp_path: Path
 ) -> None:
     ingester, nats = fired
     alerts = ingester.json("/api/v1/alerts")["data"]
     assert sorted(a["symbol"] for a in alerts) == ["BTC", "ETH"]
-    board = DashboardProcess(ingester.url, tmp_path / "dashboard.log", CACHE_TTL="6").start()
     desktop = Page(browser, board.url, height=1600)
     phone = Page(browser, board.url, device=playwright.devices["iPhone 13"])
-    with Receiver() as receiver:
+    with contextlib.ExitStack() as pages, Receiver() as receiver:
+        pages.callback(desktop.close)
+        pages.callback(phone.close)
         receiver.script["/team"] = [400]  # the team's webhook refuses: dead-lettered, `default` still delivered
         (tmp_path / "targets.yaml").write_text(f"team: ['{receiver.json_url('/team')}']\n")
         notifier = NotifyProcess(
@@ -97,8 +108,6 @@ def test_the_panel_shows_each_alert_and_follows_its_delivery(
             phone.page.screenshot(path=str(tmp_path / "alerts-phone.png"))
         finally:
             notifier.stop()
-            phone.close()
-    try:
         answer = {a["alert_id"]: a for a in ingester.json("/api/v1/alerts")["data"]}
         rows = _rows(desktop)
         assert sorted(row["id"] for row in rows) == sorted(answer) and all(row["visible"] for row in rows)
@@ -115,9 +124,6 @@ def test_the_panel_shows_each_alert_and_follows_its_delivery(
             and "Partly failed" in eth["text"]
         )
         assert "2 fired" in desktop.page.locator("[data-testid=alerts] h3").inner_text()
-    finally:
-        desktop.close()
-        board.stop()
     assert "Traceback" not in board.log()
 
 
