@@ -140,7 +140,15 @@ def main() -> None:
     period = max(seconds * 0.8 / len(ticks), MIN_LOCAL_INTERVAL)  # market pacing on top of this
     ports = {"api": free_port(), "dashboard": free_port(), "nats": free_port(), "metrics": free_port()}
     state = Path(tempfile.mkdtemp(prefix="cryptoviz-soak-"))
-    env = {**os.environ, "CMC_API_KEY": "", "LOG_LEVEL": "WARNING", "DASHBOARD_METRICS_PORT": str(ports["metrics"])}
+    env = {
+        **os.environ,
+        "CMC_API_KEY": "",
+        "LOG_LEVEL": "WARNING",
+        "DASHBOARD_METRICS_PORT": str(ports["metrics"]),
+        # every simulated visitor is this machine, and reloads leave sessions behind for a while: no caps
+        "DASHBOARD_MAX_SESSIONS": "10000",
+        "DASHBOARD_MAX_SESSIONS_PER_CLIENT": "10000",
+    }
     command = [
         sys.executable, "-c", "from cryptoviz.cli import main; main()", "dev", "--replay", str(MARKET_5M),
         "--speed", f"{300 / period:g}", "--replay-limit", str(len(ticks)), "--replay-window", str(args.window),

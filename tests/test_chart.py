@@ -405,6 +405,35 @@ def test_sound_dashboard_auth_settings_still_render(dashboard: dict) -> None:
     assert find(docs_of(result.stdout), "Deployment", f"{FULLNAME}-dashboard")
 
 
+def test_dashboard_csp_and_session_caps_come_from_the_values() -> None:
+    dashboard = {"frameAncestors": "'self' https://wiki.example.com",
+                 "sessions": {"max": 40, "perClient": 4, "trustedProxies": ["10.2.0.0/16"]}}  # fmt: skip
+    result = helm_template({"dashboard": dashboard})
+    assert result.returncode == 0, result.stderr
+    container = one(docs_of(result.stdout), "Deployment", f"{FULLNAME}-dashboard")["spec"]["template"]["spec"]
+    env = env_of(container["containers"][0])
+    assert env["DASHBOARD_FRAME_ANCESTORS"] == "'self' https://wiki.example.com"
+    assert (env["DASHBOARD_MAX_SESSIONS"], env["DASHBOARD_MAX_SESSIONS_PER_CLIENT"]) == ("40", "4")
+    assert env["DASHBOARD_TRUSTED_PROXIES"] == "10.2.0.0/16"
+    plain = env_of(one(docs_of(helm_template({}).stdout), "Deployment", f"{FULLNAME}-dashboard")["spec"]["template"][
+        "spec"]["containers"][0])  # fmt: skip
+    assert "DASHBOARD_TRUSTED_PROXIES" not in plain and "DASHBOARD_ALLOWED_ORIGINS" not in plain  # local only
+
+
+@pytest.mark.parametrize(
+    ("dashboard", "message"),
+    [
+        ({"frameAncestors": "'none'; script-src *"}, "/dashboard/frameAncestors"),
+        ({"frameAncestors": ""}, "/dashboard/frameAncestors"),
+        ({"sessions": {"max": 0, "perClient": 1, "trustedProxies": []}}, "/dashboard/sessions/max"),
+        ({"sessions": {"max": 9, "perClient": 1, "trustedProxies": ["proxy.local"]}}, "/sessions/trustedProxies/0"),
+    ],
+)
+def test_values_schema_refuses_bad_dashboard_limits(dashboard: dict, message: str) -> None:
+    result = helm_template({"dashboard": dashboard})
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(
     ("operator", "message"),
     [
@@ -637,6 +666,10 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     env = env_of(container)
     assert env["DASHBOARD_PREFIX"] == "/cryptoviz"
     assert env["DASHBOARD_ALLOWED_ORIGINS"] == "prices.example.org,localhost:5006"
+    # behind the Ingress the controller's pods (private ranges) name the client for the per-client cap
+    assert env["DASHBOARD_TRUSTED_PROXIES"] == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+    assert (env["DASHBOARD_MAX_SESSIONS"], env["DASHBOARD_MAX_SESSIONS_PER_CLIENT"]) == ("100", "10")
+    assert env["DASHBOARD_FRAME_ANCESTORS"] == "'none'"
     assert container["livenessProbe"]["httpGet"]["path"] == "/cryptoviz/liveness"
     assert "replicas" not in deployment["spec"]  # the HPA owns it
     hpa = one(docs, "HorizontalPodAutoscaler", f"{FULLNAME}-dashboard")

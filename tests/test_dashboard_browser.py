@@ -431,7 +431,10 @@ def test_idle_tabs_cost_little_and_closed_ones_are_discarded(pipeline: Pipeline)
     data. (Panel's template busy spinner follows one process-wide flag, so every tick of any tab queued
     an update on every tab's document: work grew with the square of the tab count, and under load
     closed tabs were never idle long enough to be discarded: +1.6 GiB in the soak.)"""
-    board = pipeline.dashboard(SCRAPE_INTERVAL="300", DASHBOARD_SESSION_EXPIRY="1")
+    # 24 visitors, all from this machine: the per-client cap (10 by default) would refuse 14 of them
+    board = pipeline.dashboard(
+        SCRAPE_INTERVAL="300", DASHBOARD_SESSION_EXPIRY="1", DASHBOARD_MAX_SESSIONS_PER_CLIENT="30"
+    )
     assert requests.get(board.url + "metrics", timeout=5).status_code == 404  # not on the app's (public) port
     load_panel_models()
     tabs = [Tab(board.url) for _ in range(24)]

@@ -15,12 +15,13 @@ from typing import ClassVar
 
 import panel as pn
 
+from cryptoviz.dashboard.alerts_panel import AlertsPanel
 from cryptoviz.dashboard.chart_views import CandleCharts, Guidance, PriceCharts
 from cryptoviz.dashboard.data import SharedData
 from cryptoviz.dashboard.logic import refresh_spacing
 from cryptoviz.dashboard.sidebar import TOGGLE_CSS, Sidebar
 from cryptoviz.dashboard.state import TABS, URL_PARAMETERS, DashboardState
-from cryptoviz.dashboard.views import AlertsList, Banners, Groups, PriceTable, StatusCards
+from cryptoviz.dashboard.views import Banners, Groups, PriceTable, StatusCards
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Dashboard:
         Dashboard.live.add(self)
         self.settings, self.theme, self.touch = settings, theme, touch
         self.next_refresh = 0.0
+        self.next_alerts = 0.0
         self.watched = True
         self.seen_version, self.seen_reachable = -1, True
         self.timings = {"refresh": 0.0}
@@ -105,7 +107,7 @@ class Dashboard:
         self.guidance = Guidance(state=state)
         self.prices = PriceCharts(theme, touch, state=state)
         self.candles = CandleCharts(theme, touch, TOGGLE_CSS, state=state)
-        self.alerts = AlertsList(state=state)
+        self.alerts = AlertsPanel(state=state)
         self.table = PriceTable(state=state)
         self.sidebar = Sidebar(settings.ingester_url, settings.scrape_interval, self._theme_switch(), state=state)
         # dynamic: a hidden tab is neither rendered nor updated
@@ -157,6 +159,7 @@ class Dashboard:
             theme_toggle=False,
             theme="dark" if self.theme == "dark" else "default",
             accent=ACCENT,
+            font_url="",  # Open Sans from Google: none offline (the CSP allows this server's styles only)
             sidebar_width=300,
             collapsed_sidebar=self.touch,
             meta_viewport="width=device-width, initial-scale=1",
@@ -201,6 +204,9 @@ class Dashboard:
         else:
             with pn.io.hold():
                 self.cards.render()  # the data's age moves on; amber → red raises the stale banner
+                if time.monotonic() >= self.next_alerts:
+                    self.next_alerts = time.monotonic() + shared.latest_ttl
+                    self.state.refresh_alerts()
 
 
 def build(shared: SharedData, settings: Settings) -> pn.template.FastListTemplate:

@@ -8,11 +8,26 @@ import secrets
 
 import click
 
+from cryptoviz.dashboard.headers import frame_ancestors, local_origins
+from cryptoviz.dashboard.limits import parse_networks
+
 log = logging.getLogger(__name__)
 
 
 def _origins(value: str) -> list[str]:
     return [o.strip() for o in value.split(",") if o.strip()]
+
+
+def _checked(parse):
+    """A click callback turning a parser's ValueError into a usage error naming the setting."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str):
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    return callback
 
 
 def _basic_auth(value: str) -> dict[str, str]:
@@ -46,20 +61,59 @@ def http_limits(idle_timeout: float) -> dict[str, float | int]:
     }
 
 
+def _skip_google_fonts() -> None:
+    """Panel's FAST design adds a Google Fonts stylesheet (Open Sans) to every page: nothing the page
+    may load (its CSP allows this server's stylesheets only) and nothing an offline install can reach;
+    the system's sans-serif stands in. A class attribute of Panel's: if a release renames it, the
+    stylesheet is merely refused by the CSP."""
+    from panel.theme.fast import Fast
+
+    Fast._resources = {kind: files for kind, files in Fast._resources.items() if kind != "font"}
+
+
 def _opt(name: str, envvar: str, **kwargs: object):
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
 
 @click.command()
 @_opt("--ingester-url", "INGESTER_URL", default="http://127.0.0.1:8000", help="Base URL of the ingester API.")
-@_opt("--dashboard-port", "DASHBOARD_PORT", default=5006, type=click.IntRange(0, 65535), help="HTTP port.")
+@_opt("--dashboard-port", "DASHBOARD_PORT", default=5006, type=click.IntRange(1, 65535), help="HTTP port.")
 @_opt("--dashboard-address", "DASHBOARD_ADDRESS", default="0.0.0.0", help="Address to listen on.")
 @_opt("--dashboard-prefix", "DASHBOARD_PREFIX", default="", help="URL prefix when served behind an Ingress, e.g. /cv.")
 @_opt(
     "--dashboard-allowed-origins",
     "DASHBOARD_ALLOWED_ORIGINS",
     default="",
-    help="Comma-separated host[:port] allowed to open the websocket (default: any, '*').",
+    help="Comma-separated host[:port] allowed to open the websocket (default: localhost and 127.0.0.1 on"
+    " this port, and DASHBOARD_ADDRESS, or this machine's name when listening on all interfaces).",
+)
+@_opt(
+    "--dashboard-frame-ancestors",
+    "DASHBOARD_FRAME_ANCESTORS",
+    default="'none'",
+    callback=_checked(frame_ancestors),
+    help="CSP frame-ancestors: who may show the dashboard in a frame ('none', 'self' or origins).",
+)
+@_opt(
+    "--dashboard-max-sessions",
+    "DASHBOARD_MAX_SESSIONS",
+    default=100,
+    type=click.IntRange(1),
+    help="Most sessions this process holds (open tabs, and closed ones until discarded); then HTTP 503.",
+)
+@_opt(
+    "--dashboard-max-sessions-per-client",
+    "DASHBOARD_MAX_SESSIONS_PER_CLIENT",
+    default=10,
+    type=click.IntRange(1),
+    help="Most sessions one client (IP address) holds; then HTTP 429.",
+)
+@_opt(
+    "--dashboard-trusted-proxies",
+    "DASHBOARD_TRUSTED_PROXIES",
+    default="",
+    callback=_checked(parse_networks),
+    help="Proxies (IPs or CIDRs) whose X-Forwarded-For names the client, e.g. the Ingress controller's.",
 )
 @_opt("--cache-ttl", "CACHE_TTL", default=30.0, type=click.FloatRange(1), help="History cache TTL (s); latest: TTL/6.")
 @_opt(
@@ -97,6 +151,10 @@ def dashboard(
     dashboard_address: str,
     dashboard_prefix: str,
     dashboard_allowed_origins: str,
+    dashboard_frame_ancestors: str,
+    dashboard_max_sessions: int,
+    dashboard_max_sessions_per_client: int,
+    dashboard_trusted_proxies: list,
     cache_ttl: float,
     scrape_interval: float,
     dashboard_basic_auth: str,
@@ -114,7 +172,10 @@ def dashboard(
 
     from cryptoviz.dashboard.app import Settings, build, warm_up
     from cryptoviz.dashboard.data import IngesterClient, SharedData
+    from cryptoviz.dashboard.headers import transforms
+    from cryptoviz.dashboard.limits import SessionLimits
     from cryptoviz.dashboard.metrics import serve_metrics
+    from cryptoviz.dashboard.server import install_handlers, quiet_disconnects
 
     auth = _basic_auth(dashboard_basic_auth) if dashboard_basic_auth else None
     oauth_provider = os.environ.get("PANEL_OAUTH_PROVIDER") or None
@@ -123,6 +184,7 @@ def dashboard(
 
     pn.extension("tabulator", design="fast", notifications=False)
     _skip_mathjax()
+    _skip_google_fonts()
     shared = SharedData(IngesterClient(ingester_url), cache_ttl=cache_ttl).start()
     settings = Settings(ingester_url=ingester_url, scrape_interval=scrape_interval)
     log.info(
@@ -139,12 +201,33 @@ def dashboard(
     def app() -> pn.template.FastListTemplate:
         return build(shared, settings)
 
+    check_every = min(session_expiry / 2, 5.0)  # how often Bokeh looks for sessions to discard
+    install_handlers(
+        SessionLimits(
+            dashboard_max_sessions,
+            dashboard_max_sessions_per_client,
+            dashboard_trusted_proxies,
+            retry_after=int(session_expiry + check_every) + 1,
+        )
+    )
+    origins = _origins(dashboard_allowed_origins) or local_origins(dashboard_port, dashboard_address)
+    log.info(
+        "websocket origins %s; at most %d sessions, %d per client%s",
+        ", ".join(origins),
+        dashboard_max_sessions,
+        dashboard_max_sessions_per_client,
+        f" (X-Forwarded-For trusted from {', '.join(map(str, dashboard_trusted_proxies))})"
+        if dashboard_trusted_proxies
+        else "",
+    )
+
     server = pn.serve(
         {"/": app},
         port=dashboard_port,
         address=dashboard_address,
         prefix=prefix,
-        websocket_origin=_origins(dashboard_allowed_origins) or ["*"],
+        websocket_origin=origins,
+        transforms=transforms(dashboard_frame_ancestors),
         show=False,
         title="CryptoViz",
         liveness=True,
@@ -154,7 +237,7 @@ def dashboard(
         oauth_guest_endpoints=["/liveness"] if (auth or oauth_provider) else None,
         unused_session_lifetime_milliseconds=int(session_expiry * 1000),
         # checked often enough that a closed tab's session goes at most min(expiry/2, 5 s) late
-        check_unused_sessions_milliseconds=int(min(session_expiry / 2, 5.0) * 1000),
+        check_unused_sessions_milliseconds=int(check_every * 1000),
         admin=False,
         verbose=False,
         start=False,
@@ -166,5 +249,6 @@ def dashboard(
         except OSError as exc:
             raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc.strerror}") from exc
         log.info("metrics on %s:%s/metrics", dashboard_address, metrics_port)
+    quiet_disconnects(server.io_loop.asyncio_loop)
     server.start()
     server.io_loop.start()

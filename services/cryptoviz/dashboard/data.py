@@ -128,8 +128,12 @@ class SharedData:
         version = self.version
         stats = self.cache.get(("stats", version), self.latest_ttl, self._load_stats)
         latest = self.cache.get(("latest", version), self.latest_ttl, self._load_latest)
-        alerts = self.cache.get(("alerts", version), self.latest_ttl, self._load_alerts)
-        return Snapshot(stats=stats, latest=latest, alerts=alerts)
+        return Snapshot(stats=stats, latest=latest, alerts=self.alerts(version))
+
+    def alerts(self, version: int | None = None) -> pd.DataFrame:
+        """The last 24 h of alerts, re-read at most every `latest_ttl` seconds for the whole process."""
+        version = self.version if version is None else version
+        return self.cache.get(("alerts", version), self.latest_ttl, self._load_alerts)
 
     def history(
         self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None, points: int = HISTORY_POINTS

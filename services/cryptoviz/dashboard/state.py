@@ -48,6 +48,7 @@ class DashboardState(param.Parameterized):
     indicators = param.ListSelector(default=["SMA", "Bollinger"], objects=INDICATORS)
 
     snap = param.Parameter(default=None, doc="The latest Snapshot (stats, latest prices, alerts).")
+    alerts = param.DataFrame(default=None, doc="Alerts fired in the last 24 h with their delivery state.")
     history = param.DataFrame(default=None, doc="History rows of the selection in the window.")
     candles = param.DataFrame(default=None, doc="Fewer, fuller buckets of the candle coin.")
     problem = param.String(default="", doc="Why the last read of the ingester failed (the last data stays).")
@@ -70,6 +71,8 @@ class DashboardState(param.Parameterized):
             self.problem = str(exc)
             return
         updates: dict[str, Any] = {"snap": snap, "problem": ""}
+        if not _same(snap.alerts, self.alerts):
+            updates["alerts"] = snap.alerts
         latest = snap.latest
         if not latest.empty:
             symbols = latest.sort_values("market_cap", ascending=False, na_position="last")["symbol"].tolist()
@@ -83,6 +86,15 @@ class DashboardState(param.Parameterized):
                     chosen = updates.get("coins", self.coins)
                     updates["mode"] = first_mode(latest.loc[latest["symbol"].isin(chosen), "price"].tolist())
         self.param.update(**updates)  # one batch: `load` runs once for the new snapshot and the defaults
+
+    def refresh_alerts(self) -> None:
+        """Delivery receipts come without new data: re-read the alerts (shared cache) between refreshes."""
+        try:
+            alerts = self.shared.alerts()
+        except (IngesterUnavailable, IngesterRejected):
+            return  # the next refresh reports the ingester's problem
+        if not _same(alerts, self.alerts):
+            self.alerts = alerts
 
     def window(self) -> tuple[datetime | None, datetime | None]:
         """(start, end) of the API question; relative periods end at the newest data."""
@@ -205,3 +217,7 @@ def parse_time(value: Any) -> datetime | None:
 def utc(value: datetime) -> datetime:
     """A naive (UTC) or aware datetime as aware UTC."""
     return parse_time(value)
+
+
+def _same(a: pd.DataFrame | None, b: pd.DataFrame | None) -> bool:
+    return a is b or (a is not None and b is not None and a.equals(b))

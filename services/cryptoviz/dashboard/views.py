@@ -1,4 +1,4 @@
-"""The text parts of the page: status cards, banners, price groups, alerts and the latest-prices table.
+"""The text parts of the page: status cards, banners, price groups and the latest-prices table.
 
 Each is a small `pn.viewable.Viewer` reading `DashboardState`. Every provider string that reaches HTML
 goes through `esc`; Tabulator cells render text, never markup.
@@ -187,33 +187,6 @@ class Groups(pn.viewable.Viewer):
         html = f'<div class="cv-groups" data-testid="groups">{"".join(cells)}</div>'
         if html != self.pane.object:
             self.pane.object = html
-
-    def __panel__(self) -> pn.pane.HTML:
-        return self.pane
-
-
-class AlertsList(pn.viewable.Viewer):
-    """Alerts fired in the last 24 h (newest first), when there are any."""
-
-    state = param.ClassSelector(class_=DashboardState)
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.pane = pn.pane.HTML(sizing_mode="stretch_width")
-
-    @param.depends("state.snap", "state.tz", watch=True)
-    def render(self) -> None:
-        alerts = self.state.snap.alerts if self.state.snap is not None else pd.DataFrame()
-        if alerts.empty:
-            self.pane.object = ""
-            return
-        zone = self.state.zone()[0]
-        items = "".join(
-            f"<li><b>{esc(a.get('symbol'))}</b> {esc(a.get('message') or a.get('condition'))} "
-            f"<small>({esc(fmt_time(a.get('fired_at'), zone))})</small></li>"
-            for a in alerts.sort_values("fired_at", ascending=False).head(10).to_dict("records")
-        )
-        self.pane.object = f'<h3>Active alerts (24 h)</h3><ul data-testid="alerts">{items}</ul>'
 
     def __panel__(self) -> pn.pane.HTML:
         return self.pane

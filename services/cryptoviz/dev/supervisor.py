@@ -32,6 +32,7 @@ import requests
 
 from cryptoviz.core.nats import EmbeddedNats, port_is_free
 from cryptoviz.core.natsauth import ROLES
+from cryptoviz.dashboard.headers import local_origins
 from cryptoviz.dev.procs import Child, cryptoviz_command
 from cryptoviz.scraper.settings import provider_key_env_names
 
@@ -280,6 +281,9 @@ class Supervisor:
             INGESTER_URL=p.api_url,
             DASHBOARD_ADDRESS=p.host,
             DASHBOARD_PORT=str(p.dashboard_port),
+            # the websocket only for pages from this machine's own addresses, unless the caller names others
+            DASHBOARD_ALLOWED_ORIGINS=os.environ.get("DASHBOARD_ALLOWED_ORIGINS")
+            or ",".join(local_origins(p.dashboard_port, p.host)),
             SCRAPE_INTERVAL=f"{max(p.scrape_interval, 1.0):g}",  # the dashboard's cadence floor is 1 s
         )
 
