@@ -7,6 +7,7 @@ loopback webhook (one target answers 400) → `cryptoviz dashboard`. The panel l
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,13 @@ def _rows(page: Page) -> list[dict[str, Any]]:
 
 def _states(page: Page) -> dict[str, str]:
     return {row["symbol"]: row["delivery"] for row in _rows(page)}
+
+
+def shots_dir(tmp_path: Path) -> Path:
+    """docs/screenshots when regenerating them (DASHBOARD_SCREENSHOT_DIR, docs/dashboard.md), else the test's."""
+    target = Path(os.environ.get("DASHBOARD_SCREENSHOT_DIR") or tmp_path)
+    target.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 @pytest.fixture
@@ -102,10 +110,10 @@ def test_the_panel_shows_each_alert_and_follows_its_delivery(
             for tab in (desktop, phone):
                 tab.wait(lambda t=tab: _states(t) == {"BTC": "delivered", "ETH": "partial"}, 60, "delivery states")
             assert ingester.json("/api/v1/stats")["records"] == records
-            desktop.shot(tmp_path / "alerts-desktop.png")
+            desktop.shot(shots_dir(tmp_path) / "alerts-desktop.png")
             assert all(row["inside"] for row in _rows(phone)), "alerts cut off on the phone"
             phone.page.locator("[data-testid=alerts]").scroll_into_view_if_needed()
-            phone.page.screenshot(path=str(tmp_path / "alerts-phone.png"))
+            phone.page.screenshot(path=str(shots_dir(tmp_path) / "alerts-phone.png"))
         finally:
             notifier.stop()
         answer = {a["alert_id"]: a for a in ingester.json("/api/v1/alerts")["data"]}
