@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from conftest import REPO_ROOT
 
 pytest_plugins = ["pytester"]
 
@@ -92,3 +95,12 @@ def test_tests_using_a_process_directly_through_helpers_or_fixtures_are_slow(sui
     )
     fast = suite.runpytest_inprocess("-p", "no:cacheprovider", "-m", "not slow", "--collect-only", "-q")
     fast.stdout.fnmatch_lines(["test_marked.py::test_pure", "*1/6 tests collected (5 deselected)*"])
+
+
+def test_the_readme_names_the_fast_tier_and_ci_runs_both() -> None:
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert '`.venv/bin/pytest -m "not slow"`' in readme and "`./scripts/test.sh`" in readme
+    assert "scripts/test.sh" in (REPO_ROOT / ".ci" / "run").read_text()
+    script = (REPO_ROOT / "scripts" / "test.sh").read_text().splitlines()
+    pytest_line = next(line for line in script if "bin/pytest" in line and not line.startswith("#"))
+    assert not re.search(r"\s-m\b", pytest_line), f"CI must run every tier: {pytest_line}"
