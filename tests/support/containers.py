@@ -61,9 +61,9 @@ class Podman:
     def __init__(self, root: Path = REPO / ".cache" / "podman", niceness: int = 0) -> None:
         self.root = root
         run_root = Path("/tmp") / f"cryptoviz-podman-{hashlib.sha256(str(root).encode()).hexdigest()[:10]}"
+        self.command = ["podman", "--root", str(root / "root"), "--runroot", str(run_root), "--log-level", "error"]
         self.nice = ["nice", "-n", str(niceness)] if niceness else []
-        self.argv = [*self.nice, "podman", "--root", str(root / "root"), "--runroot", str(run_root)]
-        self.argv += ["--log-level", "error"]
+        self.argv = [*self.nice, *self.command]
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout, check=False)
@@ -117,7 +117,7 @@ class Podman:
 def local_base(podman: Podman) -> str:
     """The Debian 12 stand-in for the official Python image (cached by its inputs, see the script)."""
     result = subprocess.run(
-        [*podman.nice, "bash", str(REPO / "scripts" / "local-base.sh"), *podman.argv],
+        [*podman.nice, "bash", str(REPO / "scripts" / "local-base.sh"), *podman.command],
         capture_output=True,
         text=True,
         timeout=900,
