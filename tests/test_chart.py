@@ -4,6 +4,7 @@ values schema, restricted pod security, NetworkPolicy flows and operator RBAC.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -641,7 +642,7 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
     hpa = one(docs, "HorizontalPodAutoscaler", f"{FULLNAME}-dashboard")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
     assert one(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")["spec"]["minAvailable"] == 1
-    for component, port in (("ingester", "http"), ("dashboard", "metrics")):
+    for component, port in (("ingester", "metrics"), ("dashboard", "metrics")):
         monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-{component}")
         assert monitor["metadata"]["labels"]["release"] == "prom"
         assert monitor["spec"]["endpoints"] == [{"port": port, "path": "/metrics", "interval": "30s"}]
@@ -650,11 +651,13 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
         matching = [s for s in find(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
         assert [s["metadata"]["name"] for s in matching] == [f"{FULLNAME}-{component}"]
     assert (env["DASHBOARD_SESSION_EXPIRY"], env["DASHBOARD_METRICS_PORT"]) == ("15", "9464")
-    # Prometheus may reach the ingester's API port and only the dashboard's metrics port (the Ingress
-    # publishes the app's port, never the metrics one).
+    # Prometheus may reach only the metrics ports: never the ingester's API (its admin endpoints) nor the
+    # dashboard's app port (the Ingress publishes that one).
     prometheus = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
     ingester_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-ingester")["spec"]["ingress"]
-    assert prometheus in ingester_rules[0]["from"]
+    assert [rule["ports"] for rule in ingester_rules if prometheus in rule["from"]] == [
+        [{"port": 9466, "protocol": "TCP"}]
+    ]
     dashboard_rules = one(docs, "NetworkPolicy", f"{FULLNAME}-dashboard")["spec"]["ingress"]
     prometheus_ports = [rule["ports"] for rule in dashboard_rules if prometheus in rule["from"]]
     assert prometheus_ports == [[{"port": 9464, "protocol": "TCP"}]]
@@ -798,6 +801,36 @@ def test_backup_cronjob_goes_through_the_ingester_api(renders: dict[str, Path]) 
     assert ingester["image"] == container["image"]
 
 
+def test_admin_token_comes_from_a_secret_file_in_the_ingester_and_the_backup_job(renders: dict[str, Path]) -> None:
+    docs = load(renders, "backup-on")
+    secret = one(docs, "Secret", f"{FULLNAME}-admin")
+    assert len(base64.b64decode(secret["data"]["token"])) == 48
+    for spec in (
+        pod_spec(one(docs, "StatefulSet", f"{FULLNAME}-ingester")),
+        one(docs, "CronJob", f"{FULLNAME}-backup")["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    ):
+        (container,) = spec["containers"]
+        env = env_of(container)
+        assert env["ADMIN_TOKEN_FILE"] == "/etc/cryptoviz-admin/token" and "ADMIN_TOKEN" not in env
+        volume = {v["name"]: v for v in spec["volumes"]}["admin-token"]["secret"]
+        assert volume == {
+            "secretName": f"{FULLNAME}-admin",
+            "defaultMode": 0o440,
+            "items": [{"key": "token", "path": "token"}],
+        }
+        mount = {m["name"]: m for m in container["volumeMounts"]}["admin-token"]
+        assert mount == {"name": "admin-token", "mountPath": "/etc/cryptoviz-admin", "readOnly": True}
+    # A Secret of one's own: none is created, the given key is mounted.
+    own = docs_of(helm_template({"ingester": {"admin": {"existingSecret": "ops-admin", "secretKey": "t"}}}).stdout)
+    assert not find(own, "Secret", f"{FULLNAME}-admin")
+    volume = {v["name"]: v for v in pod_spec(one(own, "StatefulSet", f"{FULLNAME}-ingester"))["volumes"]}
+    assert volume["admin-token"]["secret"]["secretName"] == "ops-admin"
+    assert volume["admin-token"]["secret"]["items"] == [{"key": "t", "path": "token"}]
+    # The token is kept across upgrades: the template reuses the live Secret's (lookup).
+    template = (CHART / "templates" / "ingester.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $secretName' in template
+
+
 def _label_values(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
@@ -812,7 +845,8 @@ def _label_values(node: Any) -> Iterator[str]:
 def test_longest_names_fit_and_renders_are_deterministic() -> None:
     """The longest release name helm allows (53) in the longest namespace (63), every optional object on:
     names stay within 63 characters (52 for CronJobs and StatefulSets, whose Jobs and revision-hash labels
-    add a suffix), label values within 63; and the same input always renders the same bytes."""
+    add a suffix), label values within 63; and the same input always renders the same bytes (but for the
+    random NATS passwords of a first install: installs and upgrades keep the live Secret's)."""
     values = {
         **SCENARIOS["auth-basic"],
         "operator": {"watchAllNamespaces": True},
@@ -823,7 +857,19 @@ def test_longest_names_fit_and_renders_are_deterministic() -> None:
     argv = [find_tool("helm"), "template", "r" * 53, str(CHART), "--namespace", "n" * 63, "-f", "-"]
     first, second = (run(argv, input=yaml.safe_dump(values)) for _ in range(2))
     assert first.returncode == 0, first.stderr
-    assert first.stdout == second.stdout
+    # All but the admin token and the NATS passwords, random where no cluster can be asked for the existing ones.
+    secrets = [
+        [d for d in find(docs_of(r.stdout), "Secret") if d["metadata"]["name"].endswith("-admin")]
+        for r in (first, second)
+    ]
+    tokens = [str(admin["data"]["token"]) for (admin,) in secrets]
+    assert tokens[0] != tokens[1] and all(len(base64.b64decode(t)) == 48 for t in tokens)
+    passwords = re.compile(r"(?m)^(  (?:ingester|notify|scraper): )\S{40,}$")  # the nats-auth Secret's data
+    masked = [
+        passwords.sub(r"\1***", r.stdout.replace(token, "***"))
+        for r, token in zip((first, second), tokens, strict=True)
+    ]
+    assert masked[0] == masked[1]
     docs = docs_of(first.stdout)
     assert {"ClusterRole", "Ingress", "HorizontalPodAutoscaler", "ServiceMonitor"} <= {d["kind"] for d in docs}
     too_long = [
@@ -903,7 +949,7 @@ def test_network_policies_allow_exactly_the_real_flows(renders: dict[str, Path],
     # Every pod is covered by a policy (default deny for anything not listed).
     for comp, own in labels.items():
         assert any(_selects(p["spec"]["podSelector"], own) for p in policies), comp
-    ports = {4222, 8222, 8000, 5006, 8080, 9464}
+    ports = {4222, 8222, 8000, 5006, 8080, 9464, 9466}
     allowed = {
         (src, dst, port)
         for src, src_labels in labels.items()

@@ -177,17 +177,28 @@ def named_port(container: dict[str, Any], probe: str = "livenessProbe") -> int:
 
 
 def resolved_env(container: dict[str, Any], docs: list[dict[str, Any]]) -> dict[str, str]:
-    """The container's env with secretKeyRefs read from the rendered Secrets (fieldRefs dropped)."""
-    env = {}
+    """The container's env with secretKeyRefs read from the rendered Secrets (fieldRefs dropped) and
+    `$(NAME)` references to earlier entries expanded, as Kubernetes does."""
+    env: dict[str, str] = {}
     for name, value in env_of(container).items():
         if isinstance(value, str):
-            env[name] = value
+            env[name] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), value)
         elif "secretKeyRef" in value:
             ref = value["secretKeyRef"]
             data = one(docs, "Secret", ref["name"]).get("data") or {}
             if ref["key"] in data:
                 env[name] = base64.b64decode(data[ref["key"]]).decode()
     return env
+
+
+def nats_password_file(spec: dict[str, Any], docs: list[dict[str, Any]], tmp_path: Path) -> dict[str, str]:
+    """NATS_PASSWORD_FILE pointing at a local copy of the file the pod's `nats-credentials` volume mounts."""
+    (volume,) = [v for v in spec["volumes"] if v["name"] == "nats-credentials"]
+    (item,) = volume["secret"]["items"]
+    data = one(docs, "Secret", volume["secret"]["secretName"])["data"]
+    path = tmp_path / f"nats-{item['key']}"
+    path.write_bytes(base64.b64decode(data[item["key"]]))
+    return {"NATS_PASSWORD_FILE": str(path)}
 
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -221,32 +232,54 @@ def test_probe_paths_and_ports_are_served_by_the_real_processes(renders: dict[st
         (tmp_path / "nats.conf").write_text(conf)
         assert nats["command"][:2] == ["nats-server", "--config"]
         server = str(VENV_BIN / "nats-server")
-        processes.append(
-            start([server, "--config", str(tmp_path / "nats.conf")], {"POD_NAME": "nats-0"}, tmp_path / "nats.log")
-        )
+        nats_env = resolved_env(nats, docs) | {"POD_NAME": "nats-0"}  # the passwords, from the Secret
+        processes.append(start([server, "--config", str(tmp_path / "nats.conf")], nats_env, tmp_path / "nats.log"))
         for path in probe_paths(nats):
             wait_ok(f"http://127.0.0.1:{monitor}{path}", processes[-1])
 
-        # The ingester with its rendered env.
-        ingester = pod_spec(one(docs, "StatefulSet", f"{FULLNAME}-ingester"))["containers"][0]
+        # The ingester with its rendered env (logged in as its NATS user).
+        ingester_spec = pod_spec(one(docs, "StatefulSet", f"{FULLNAME}-ingester"))
+        ingester = ingester_spec["containers"][0]
         env = {k: v for k, v in env_of(ingester).items() if isinstance(v, str)}
+        env |= nats_password_file(ingester_spec, docs, tmp_path)
         assert int(env["API_PORT"]) == named_port(ingester) == ingester["ports"][0]["containerPort"]
         api_port = free_port()
         (tmp_path / "scraper.yaml").write_text(
             one(docs, "ConfigMap", f"{FULLNAME}-scraper-config")["data"]["scraper.yaml"]
         )
+        # The admin token: the rendered Secret's, at the path the chart mounts it.
+        mounts = {m["name"]: m["mountPath"] for m in ingester["volumeMounts"]}
+        volume = {v["name"]: v for v in pod_spec(one(docs, "StatefulSet", f"{FULLNAME}-ingester"))["volumes"]}
+        item = volume["admin-token"]["secret"]["items"][0]
+        assert env["ADMIN_TOKEN_FILE"] == f"{mounts['admin-token']}/{item['path']}"
+        token = base64.b64decode(
+            one(docs, "Secret", volume["admin-token"]["secret"]["secretName"])["data"][item["key"]]
+        )
+        (tmp_path / "admin-token").write_bytes(token)
+        ports = {p["name"]: p["containerPort"] for p in ingester["ports"]}
+        assert int(env["INGESTER_METRICS_PORT"]) == ports["metrics"]
+        ingester_metrics = free_port()
         env |= {
             "NATS_URL": f"nats://127.0.0.1:{nats_port}",
             "API_PORT": str(api_port),
             "API_HOST": "127.0.0.1",
+            "INGESTER_METRICS_PORT": str(ingester_metrics),
+            "ADMIN_TOKEN_FILE": str(tmp_path / "admin-token"),
             "DUCKDB_PATH": str(tmp_path / "db" / "cryptoviz.duckdb"),
             "SCRAPER_CONFIG": str(tmp_path / "scraper.yaml"),
         }
         processes.append(start([str(VENV_BIN / "cryptoviz"), *ingester["args"]], env, tmp_path / "ingester.log"))
-        for path in probe_paths(ingester) | {
-            one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")["spec"]["endpoints"][0]["path"]
-        }:
+        for path in probe_paths(ingester):
             wait_ok(f"http://127.0.0.1:{api_port}{path}", processes[-1])
+        monitor = one(docs, "ServiceMonitor", f"{FULLNAME}-ingester")["spec"]["endpoints"][0]
+        assert monitor["port"] == "metrics"
+        wait_ok(f"http://127.0.0.1:{ingester_metrics}{monitor['path']}", processes[-1])
+        backup = requests.post(
+            f"http://127.0.0.1:{api_port}/api/v1/admin/backup",
+            headers={"Authorization": f"Bearer {token.decode()}"},
+            timeout=60,
+        )
+        assert backup.status_code == 200 and backup.headers["content-type"] == "application/x-tar", backup.text
 
         # The dashboard with its rendered env (URL prefix from the Ingress scenario).
         dashboard = pod_spec(one(docs, "Deployment", f"{FULLNAME}-dashboard"))["containers"][0]

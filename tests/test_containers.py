@@ -1,6 +1,6 @@
 """The container tier (`pytest -m containers`): the Dockerfile's images built with podman on a local
 Debian 12 base, and every workload of two real `helm template` renders run as containers exactly as
-their manifests say (tests/containers_support.py: command, args, env, securityContext, volumes,
+their manifests say (tests/support/containers.py: command, args, env, securityContext, volumes,
 Service names, probes). It proves the flow in containers: fake provider → scraper CronJob → NATS →
 ingester → dashboard (lines in Chromium); a backup CronJob that restores; `helm test`; the operator
 against the API emulator. Not proved here: a real API server, scheduler or kubelet (kind cannot run).
@@ -119,6 +119,7 @@ class Ports:
     api: int
     dashboard: int
     metrics: int
+    ingester_metrics: int
 
 
 def render(release: str, values: dict[str, Any], tmp: Path) -> list[dict[str, Any]]:
@@ -135,7 +136,7 @@ def local_values(ports: Ports, market: MarketServer) -> dict[str, Any]:
     operator's health port, 8080, is fixed by the chart) and the scraper pointed at the local market."""
     return {
         "nats": {"service": {"port": ports.nats, "monitorPort": ports.monitor}},
-        "ingester": {"service": {"port": ports.api}},
+        "ingester": {"service": {"port": ports.api}, "metricsPort": ports.ingester_metrics},
         "dashboard": {"service": {"port": ports.dashboard}, "metricsPort": ports.metrics},
         "scraper": {
             "provider": "coingecko",
@@ -165,7 +166,7 @@ class Installed:
 
 
 def install(built: Built, name: str, values: dict[str, Any], market: MarketServer, tmp: Path) -> Iterator[Installed]:
-    ports = Ports(*(free_port() for _ in range(5)))
+    ports = Ports(*(free_port() for _ in range(6)))
     docs = render(name, merge(values, local_values(ports, market)), tmp)
     with KubeEmulator(docs, NAMESPACE) as kube:
         release = Release(built.podman, docs, NAMESPACE, tmp / name, PENDING, kubeconfig=kube.kubeconfig())

@@ -176,6 +176,18 @@ def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_on
         scrapes = (run.state_dir / "logs" / "scraper.log").read_text().count("scrape provider=replay")
         assert scrapes >= limit  # every candle went through `cryptoviz scrape`, none was published around it
         assert elapsed < limit * 0.9, f"{limit} candles took {elapsed:.1f}s: the 1 s floor is back"
+        if window == "1":  # `cryptoviz backup` with the token dev made; no other child has the token
+            token_file = Path(run.run_info()["admin_token_file"])
+            assert token_file.stat().st_mode & 0o077 == 0 and f"ADMIN_TOKEN_FILE={token_file}" in run.text
+            env = {**os.environ, "ADMIN_TOKEN_FILE": str(token_file)}
+            done = subprocess.run(
+                cryptoviz("backup", str(tmp_path / "backup"), "--ingester-url", run.api),
+                capture_output=True, text=True, timeout=120, env=env,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            for child in ("scraper", "notify"):
+                environ = Path(f"/proc/{run.pid(child)}/environ").read_bytes()
+                assert b"ADMIN_TOKEN" not in environ, child
         assert run.stop() == 0
 
 
@@ -211,3 +223,52 @@ def test_demo_replay_and_live_data_never_share_a_state_dir(tmp_path: Path, marke
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "holds demo data; running replay there would mix both" in refused.stderr
     assert "--state-dir" in refused.stderr
+
+
+# ---- provider keys reach the scraper and backfill only --------------------------------------------
+
+KEY_ENV = {"CMC_API_KEY": "cmc-dev-secret-51c2", "COINGECKO_API_KEY": "cg-dev-secret-9ab0"}
+
+
+def test_the_supervisor_gives_provider_keys_to_the_scraper_and_backfill_only(tmp_path: Path, monkeypatch):
+    from cryptoviz.dev.supervisor import Plan, Supervisor
+    from cryptoviz.scraper.settings import provider_key_env_names
+
+    names = provider_key_env_names()
+    assert names >= {"CMC_API_KEY", "CMC_API_KEY_FILE", "COINGECKO_API_KEY"}
+    for name in names:
+        monkeypatch.setenv(name, f"value-of-{name}")
+    plan = Plan(tmp_path, "127.0.0.1", 1, 2, 3, "coingecko", "", 300, tmp_path / "scraper.yaml")
+    supervisor = Supervisor(plan)
+    supervisor._build_ingester()
+    supervisor._build_scraper_and_dashboard()
+    children = supervisor.children
+    assert set(children) == {"ingester", "scraper", "backfill", "notify", "dashboard"}
+    for name, child in children.items():
+        given = {n for n in names if n in child.env}
+        assert given == (names if name in ("scraper", "backfill") else set()), name
+    assert children["scraper"].env["CMC_API_KEY"] == "value-of-CMC_API_KEY"
+
+
+def test_dev_hands_provider_keys_to_the_scraper_only(tmp_path: Path):
+    """What the running processes really hold: /proc/<pid>/environ of each child of `cryptoviz dev`."""
+    from support.dev import dev_running, pid_alive
+
+    key_file = tmp_path / "cmc.key"
+    key_file.write_text(KEY_ENV["CMC_API_KEY"])
+    env = {**KEY_ENV, "CMC_API_KEY_FILE": str(key_file)}
+    with dev_running(tmp_path / "state", "--demo", env=env) as run:
+        pids = run.run_info()["pids"]
+        environs = {}
+        for name in ("ingester", "scraper", "notify", "dashboard", "backfill"):
+            if name == "backfill" and not pid_alive(pids.get(name)):
+                continue  # one-shot and quick on the simulator; test above checks what it is given
+            environs[name] = Path(f"/proc/{pids[name]}/environ").read_bytes().split(b"\0")
+        assert run.stop() == 0
+    for name, environ in environs.items():
+        keyed = {line.split(b"=", 1)[0].decode() for line in environ if b"API_KEY" in line.split(b"=", 1)[0]}
+        secrets = [value for value in KEY_ENV.values() if any(value.encode() in line for line in environ)]
+        if name in ("scraper", "backfill"):
+            assert keyed == {"CMC_API_KEY", "CMC_API_KEY_FILE", "COINGECKO_API_KEY"} and len(secrets) == 2, name
+        else:
+            assert keyed == set() and secrets == [], f"{name} holds {keyed}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,9 +115,10 @@ def market(feed: CsvReplayFeed):
         yield server
 
 
-def history(market: MarketServer, label: str, span: Span, symbol: str = "BTC", **settings):
+def history(market: MarketServer, label: str, span: Span, symbol: str = "BTC", sleep=time.sleep, **settings):
     settings.setdefault("provider", label)
-    adapter = adapter_for(label, settings_for(market.url, "nats://127.0.0.1:9", **settings), requests.Session())
+    settings = settings_for(market.url, "nats://127.0.0.1:9", **settings)
+    adapter = adapter_for(label, settings, requests.Session(), sleep=sleep)
     target = Target(coin_id(label, symbol), symbol, symbol)
     return fetch_history(adapter, target, [span], END, spec(label).history.per_call)
 
@@ -251,10 +253,11 @@ def test_html_pages_and_truncated_json_are_retried_then_end_the_provider_for_thi
 
 
 def test_rate_limited_history_waits_for_retry_after(market):
-    market.add_fault(kind="http_429", provider="binance", path="/klines", count=1, retry_after=0.5)
-    got = history(market, "binance", Span(END - D, END))
+    market.add_fault(kind="http_429", provider="binance", path="/klines", count=1, retry_after=4)
+    waits: list[float] = []
+    got = history(market, "binance", Span(END - D, END), sleep=waits.append)
     calls = market.requests_for("binance", "/klines")
-    assert len(calls) == 2 and calls[1].at - calls[0].at >= 0.45 and len(got.candles) > 0
+    assert len(calls) == 2 and 4.0 in waits and len(got.candles) > 0
 
 
 def test_a_rate_limit_beyond_the_patience_ends_the_provider_for_this_run(market):

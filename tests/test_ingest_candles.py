@@ -194,8 +194,8 @@ def test_sigkill_during_a_large_candle_load_loses_and_doubles_nothing(nats_serve
 
 def test_coverage_and_history_of_a_backfilled_series_with_a_hole(ingester: Ingester, nats_server, market_5m: Path):
     """Backfilled 5-minute candles with a 2-hour hole, then live quotes of the same series overlapping
-    the newest candles: coverage names the hole, /history draws real OHLC where only candles are and
-    the quotes where both are, never both."""
+    the newest candles: coverage names the hole, /history draws the candles' real OHLC, also where a
+    quote shares the bucket (a candle no longer than the bucket wins), never both, quotes past the candles."""
     history = market_candles(market_5m, symbols=["BTC"])[:2000]
     hole = history[1000:1024]
     candles = history[:1000] + history[1024:]
@@ -230,7 +230,7 @@ def test_coverage_and_history_of_a_backfilled_series_with_a_hole(ingester: Inges
         end=format_ts(until - timedelta(seconds=1)),
         points=str(len(history)),
     )["data"]
-    assert len(rows) == len(candles)  # the hole has no bucket; quote buckets replace candle ones
+    assert len(rows) == len(candles)  # the hole has no bucket; one source per bucket
     by_time = {row["timestamp"]: row for row in rows}
     for c in candles[:1800]:  # candles only: the provider's own OHLC
         row = by_time[format_ts(c.open_time)]
@@ -242,9 +242,13 @@ def test_coverage_and_history_of_a_backfilled_series_with_a_hole(ingester: Inges
             1,
         )
         assert row["volume_24h"] is None
-    for q in live:  # both: the live quote, not the candle as well
+    candle_at = {c.open_time: c for c in candles}
+    assert sum(q.timestamp in candle_at for q in live) > 50  # the overlap this test is about
+    for q in live:  # both: the candle's OHLC, not the quote as well
         row = by_time[format_ts(q.timestamp)]
-        assert row["open"] == row["high"] == row["low"] == row["close"] == q.price and row["samples"] == 1
+        c = candle_at.get(q.timestamp)
+        expected = (c.open, c.high, c.low, c.close) if c else (q.price,) * 4
+        assert (row["open"], row["high"], row["low"], row["close"], row["samples"]) == (*expected, 1)
     assert all(format_ts(c.open_time) not in by_time for c in hole)
 
 

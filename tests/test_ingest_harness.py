@@ -205,12 +205,15 @@ class Ingester:
     def __init__(self, nats_url: str, db_path: Path, log_path: Path, **env: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}"
         self.env = {
             **os.environ,
             "NATS_URL": nats_url,
             "DUCKDB_PATH": str(db_path),
             "API_HOST": "127.0.0.1",
             "API_PORT": str(self.port),
+            "INGESTER_METRICS_PORT": str(self.metrics_port),
             "BATCH_SIZE": "5000",
             "BATCH_TIMEOUT": "0.2",
             "ACK_WAIT": "2",
@@ -260,7 +263,9 @@ class Ingester:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def get(self, path: str, **params) -> requests.Response:
-        return requests.get(self.url + path, params=params, timeout=30)
+        """GET from the API; `/metrics` is read where it is served, on the metrics port."""
+        base = self.metrics_url if path == "/metrics" else self.url
+        return requests.get(base + path, params=params, timeout=30)
 
     def json(self, path: str, **params) -> dict:
         response = self.get(path, **params)

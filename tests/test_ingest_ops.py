@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import threading
 import time
@@ -144,7 +145,9 @@ def _history(store: Store, start: datetime, end: datetime, points: int) -> list[
 def test_backup_while_ingesting_is_a_consistent_importable_snapshot(nats_server, tmp_path: Path):
     quotes = synthetic_quotes(30_000, coins=10)
     messages = chunked(quotes, 500)
-    ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log", BATCH_SIZE="2000").start()
+    token = {"ADMIN_TOKEN": "backup-test-token-0123456789"}
+    ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "ingester.log", BATCH_SIZE="2000", **token)
+    ingester.start()
     try:
         publish(nats_server.url, messages[:20])
         ingester.wait_records(10_000)
@@ -156,6 +159,7 @@ def test_backup_while_ingesting_is_a_consistent_importable_snapshot(nats_server,
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, **token},
         )
         flowing.join()
         assert done.returncode == 0, done.stderr
@@ -163,7 +167,10 @@ def test_backup_while_ingesting_is_a_consistent_importable_snapshot(nats_server,
         ingester.wait_records(len(quotes))
         # A second backup into the same (non-empty) directory is refused, not mixed.
         again = subprocess.run(
-            [CRYPTOVIZ, "backup", str(target), "--ingester-url", ingester.url], capture_output=True, text=True
+            [CRYPTOVIZ, "backup", str(target), "--ingester-url", ingester.url],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **token},
         )
         assert again.returncode == 1 and "not empty" in again.stderr
     finally:
@@ -184,6 +191,7 @@ def test_backup_without_a_running_ingester_is_a_clear_error(tmp_path: Path):
         [CRYPTOVIZ, "backup", str(tmp_path / "b"), "--ingester-url", "http://127.0.0.1:9", "--timeout", "2"],
         capture_output=True,
         text=True,
+        env={**os.environ, "ADMIN_TOKEN": "backup-test-token-0123456789"},
     )
     assert done.returncode == 1
     assert "backup failed" in done.stderr and "Traceback" not in done.stderr
@@ -272,5 +280,6 @@ def test_alert_of_a_batch_survives_a_crash_right_after_its_commit(nats_server, t
         answer = ingester.json("/api/v1/alerts")
     finally:
         ingester.stop()
-    assert stats["records"] == 1 and stats["duplicates"] == 1
+    # a loaded machine may redeliver more than once: each is a duplicate, none a second row or alert
+    assert stats["records"] == 1 and stats["duplicates"] >= 1
     assert [(r["symbol"], r["condition"], r["price"]) for r in answer["data"]] == [("C1", "above", 160.0)]

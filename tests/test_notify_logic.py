@@ -16,7 +16,7 @@ from cryptoviz.core.config import ConfigError, parse_config
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import outbox, queries
 from cryptoviz.ingester.alerts import AlertEngine
-from cryptoviz.ingester.alerts_api import alerts_table
+from cryptoviz.ingester.api.alerts import alerts_table
 from cryptoviz.ingester.rules import Rule, Window, alert_id, observe, rules_from_config
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from cryptoviz.notify.message import escape_markdown, period_for, render

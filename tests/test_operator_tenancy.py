@@ -190,10 +190,13 @@ def test_tenancy_settings_from_the_environment() -> None:
 
 
 def test_the_operator_asks_the_ingester_for_as_many_symbols_as_its_api_takes() -> None:
+    """The operator's chunks come from the typed client: each one the API's parser accepts, none smaller."""
+    from cryptoviz.core.api_client import Calls
     from cryptoviz.ingester import params
-    from cryptoviz_operator import ingester
 
-    assert ingester.MAX_SYMBOLS == params.MAX_SYMBOLS
+    calls = Calls.latest(f"S{i}" for i in range(450))
+    chunks = [params.symbols(call.params["symbols"]) or [] for call in calls]
+    assert [len(chunk) for chunk in chunks] == [200, 200, 50]
 
 
 @pytest.mark.parametrize(

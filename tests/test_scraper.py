@@ -88,38 +88,12 @@ def test_stream_holds_exactly_the_replayed_quotes_and_reruns_add_nothing(market,
     assert len(stream_quotes(nats_server.url)) == len(expected)
 
 
-# ---- rate limits and provider errors -------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("provider", "kind"),
-    [
-        *((p, "http_429") for p in ("coinmarketcap", "coingecko", "binance", "kraken", "coinbase")),
-        ("binance", "binance_418"),
-        ("coingecko", "coingecko_429_200"),
-    ],
-)
-def test_rate_limits_are_retried_after_the_servers_retry_after(provider, kind, market, nats_server):
-    market.add_fault(kind=kind, provider=provider, count=1, retry_after=1)
-    result = run_once(settings_for(market.url, nats_server.url, provider=provider))
-    assert result.exit_code == EXIT_OK, result.error
-    calls = market.requests_for(provider)[:2]  # Coinbase goes on with its other calls
-    assert [c.path for c in calls] == [calls[0].path] * 2
-    if kind != "coingecko_429_200":  # that body comes without a Retry-After: plain backoff
-        assert calls[1].at - calls[0].at >= 0.95
-
-
-def test_a_retry_after_longer_than_allowed_fails_at_once_with_a_clear_message(market, nats_server):
-    market.add_fault(kind="binance_418", provider="binance", retry_after=120)
-    result = run_once(settings_for(market.url, nats_server.url, provider="binance", scrape_max_retry_after=5))
-    assert result.exit_code == EXIT_PROVIDER
-    assert "IP banned" in result.error and "Retry-After 120s" in result.error
-    assert len(market.requests_for("binance")) == 1
+# ---- provider errors (rate limits and redirects: test_scraper_limits.py) ------------------------------
 
 
 @pytest.mark.parametrize(
     ("code", "words"),
-    [(1001, "API key is invalid"), (1002, "missing"), (1008, "per-minute rate limit"), (1009, "daily credits")],
+    [(1001, "API key is invalid"), (1002, "missing"), (1009, "daily credits")],  # 1008: test_scraper_limits.py
 )
 @pytest.mark.parametrize("http_200", [False, True])
 def test_cmc_key_and_plan_errors_are_not_retried(code, words, http_200, market, nats_server):

@@ -38,7 +38,7 @@ def parse_days(value: Any) -> int:
         value = int(value.rstrip("d"))
     if not 0 <= value <= MAX_DAYS:
         raise ValueError(f"backfill must be between 0 and {MAX_DAYS}d, not {value}")
-    return value
+    return int(value)
 
 
 def wanted_days(spec: Mapping[str, Any], default: int) -> int:
@@ -229,7 +229,7 @@ def plan(
         where = "spec.backfill is 0" if "backfill" in (obj.get("spec") or {}) else "the chart's backfill.days is 0"
         return Plan(("False", "Disabled", f"backfill is off ({where})"), history)
     shown = progress(coverage, done, now)
-    name = job.name if job is not None else history.get("job")
+    name = job.name if job is not None else str(history.get("job"))
     if job is None:  # finished before (not read again), cleaned up by its TTL, or deleted
         reason = previous.get("reason") if previous is not None else None
         if reason == "Complete":

@@ -27,12 +27,12 @@ log = logging.getLogger(__name__)
 PREFIX = "cryptoviz.io"
 
 
-def objects_of(index: kopf.Index) -> list[dict[str, Any]]:
+def objects_of(index: kopf.Index[Any, Any]) -> list[dict[str, Any]]:
     return [value for _, store in index.items() for value in store]
 
 
-@kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+@kopf.on.startup()  # type: ignore[arg-type]  # kopf passes the `tracked` index as an extra keyword
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kopf.Index[Any, Any], **_: Any) -> None:
     """Own prefixes, no cluster-wide scanning (least privilege), then the status refresher."""
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -77,7 +77,7 @@ def _kopf_scope() -> tuple[str, ...] | None:
     return namespaces
 
 
-async def _refresh_forever(operator: Operator, index: kopf.Index) -> None:
+async def _refresh_forever(operator: Operator, index: kopf.Index[Any, Any]) -> None:
     interval = operator.settings.status_refresh_interval
     await asyncio.sleep(min(interval, 5.0))
     while True:
@@ -112,13 +112,13 @@ def tracked(body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
         "spec": copy.deepcopy(dict(body.get("spec") or {})),
         "status": copy.deepcopy(dict(body.get("status") or {})),
     }
-    return {(meta.namespace, meta.name): snapshot}
+    return {(meta.namespace or "", meta.name or ""): snapshot}
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+@kopf.on.update(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]  # (the index, as for startup)
+async def reconcile(memo: kopf.Memo, tracked: kopf.Index[Any, Any], **_: Any) -> None:
     try:
         await memo.operator.reconcile(lambda: objects_of(tracked))
     except Exception as exc:  # API errors: kopf retries the handler with backoff
@@ -129,8 +129,8 @@ def _is_deletion(type: str, **_: Any) -> bool:
     return type == "DELETED"
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, when=_is_deletion)
-async def gone(memo: kopf.Memo, tracked: kopf.Index, **_: Any) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL, when=_is_deletion)  # type: ignore[arg-type]  # (the index)
+async def gone(memo: kopf.Memo, tracked: kopf.Index[Any, Any], **_: Any) -> None:
     """Deletion: the object has already left the index; render without it. (If this fails,
     the periodic refresh re-renders within STATUS_REFRESH_INTERVAL.)"""
     await memo.operator.reconcile(lambda: objects_of(tracked))

@@ -28,7 +28,8 @@ def load_client_config() -> kubernetes.client.ApiClient:
 
 
 def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.data or b"{}")
+    body: dict[str, Any] = json.loads(response.data or b"{}")
+    return body
 
 
 async def _read_or_none(read: Callable[..., Any], name: str, namespace: str) -> dict[str, Any] | None:

@@ -233,7 +233,7 @@ class Operator:
             self.written.pop(key, None)
             return
         merged = {**(obj.get("status") or {}), **changes}
-        self.written[key] = (meta.get("uid"), patched.get("status") or merged)
+        self.written[key] = (str(meta.get("uid")), patched.get("status") or merged)
 
     async def _sync_statuses(
         self,
@@ -303,7 +303,7 @@ class Operator:
             log.debug("alerts not fetched: %s", exc)
             return
         fired_rows = sorted(
-            ((parse_time(r.get("fired_at")), r) for r in rows if parse_time(r.get("fired_at"))),
+            ((fired_at, r) for r in rows if (fired_at := parse_time(r.get("fired_at"))) is not None),
             key=lambda pair: pair[0],
         )
         for fired, row in fired_rows:
@@ -331,7 +331,7 @@ class Operator:
         await self._event(obj, "Normal", "AlertFired", message, row.get("condition"), row.get("threshold"), fired)
         last_alert = {
             "condition": str(row.get("condition")),
-            "threshold": float(row.get("threshold")),
+            "threshold": float(row.get("threshold") or 0.0),
             "firedAt": format_time(fired, precise=True),
             "message": message,
         }

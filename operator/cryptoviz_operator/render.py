@@ -152,7 +152,7 @@ def cron_schedule(seconds: int, floor_seconds: int = MIN_INTERVAL_SECONDS) -> st
     return schedule
 
 
-def _conflicting_ids(a: Mapping[str, str], b: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+def _conflicting_ids(a: Mapping[Any, str], b: Mapping[Any, str]) -> dict[str, tuple[str, str]]:
     return {p: (a[p], b[p]) for p in sorted(set(a) & set(b)) if a[p] != b[p]}
 
 

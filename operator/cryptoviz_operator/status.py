@@ -4,7 +4,7 @@ what the ingester last told us. Messages are deterministic so an unchanged world
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,14 @@ def parse_time(value: Any) -> datetime | None:
 def format_time(value: datetime, precise: bool = False) -> str:
     """RFC 3339 in UTC; `precise` keeps microseconds (for values compared later, like firedAt)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def quote_time(quote: Mapping[str, Any]) -> datetime:
+    """The provider time of a quote `pick_quote` chose (it keeps only quotes whose time parses)."""
+    parsed = parse_time(quote["timestamp"])
+    if parsed is None:
+        raise ValueError(f"quote without a timestamp: {quote!r:.200}")
+    return parsed
 
 
 def pick_quote(rows: list[dict[str, Any]], ids: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -82,7 +90,7 @@ def find_condition(status: Mapping[str, Any], kind: str) -> dict[str, Any] | Non
 
 
 def _ready(
-    obj: Mapping[str, Any], decision: Decision, ingest: IngestView | None, quote: dict | None, now: datetime
+    obj: Mapping[str, Any], decision: Decision, ingest: IngestView | None, quote: dict[str, Any] | None, now: datetime
 ) -> tuple[str, str, str] | None:
     """(status, reason, message) of Ready; None keeps the current one (no ingester answer yet)."""
     symbol = str((obj.get("spec") or {}).get("symbol"))
@@ -104,7 +112,7 @@ def _ready(
         except ValueError:
             interval = 0
     stale_after = timedelta(seconds=max(STALE_AFTER_INTERVALS * interval, MIN_STALE_SECONDS))
-    when = format_time(parse_time(quote["timestamp"]))
+    when = format_time(quote_time(quote))
     if seen is not None and now - seen > stale_after:
         return ("False", "Stale", f"no new quote for {symbol} since {when} (more than {stale_after})")
     return ("True", "QuotesReceived", f"{symbol} last quoted at {when} by {quote.get('provider')}")
@@ -140,10 +148,9 @@ def desired_status(
     previous_ready = find_condition(current, "Ready")
     ready = _ready(obj, decision, ingest, quote, now)
     if ready is None:
-        keep = previous_ready is not None and previous_ready.get("reason") in INGESTER_REASONS
         ready = (
             (previous_ready["status"], previous_ready["reason"], previous_ready.get("message", ""))
-            if keep
+            if previous_ready is not None and previous_ready.get("reason") in INGESTER_REASONS
             else ("Unknown", "Pending", "waiting for the first status refresh from the ingester")
         )
     status: dict[str, Any] = {
@@ -163,7 +170,7 @@ def desired_status(
         change = quote.get("percent_change_24h")
         if isinstance(change, int | float) and math.isfinite(change):
             status["change24h"] = round(float(change), 4)
-        status["lastSeen"] = format_time(parse_time(quote["timestamp"]))
+        status["lastSeen"] = format_time(quote_time(quote))
     return status
 
 
@@ -186,7 +193,9 @@ def _latest(*times: datetime | None) -> datetime | None:
     return max(known) if known else None
 
 
-def alert_statuses(rules: list[tuple[str, str]], rows: list[Mapping[str, Any]], previous: Any) -> list[dict[str, Any]]:
+def alert_statuses(
+    rules: list[tuple[str, str]], rows: Sequence[Mapping[str, Any]], previous: Any
+) -> list[dict[str, Any]]:
     """`status.alerts`: per rule (rule id, condition) of the spec, its last firing and last delivery.
 
     `rows` are the ingester's recent alerts (with their delivery state); what they no longer cover is
@@ -196,8 +205,11 @@ def alert_statuses(rules: list[tuple[str, str]], rows: list[Mapping[str, Any]], 
     result = []
     for rule_id, condition in rules:
         old = before.get(rule_id, {})
-        mine = [(parse_time(r.get("fired_at")), r) for r in rows if r.get("rule_id") == rule_id]
-        mine = [(t, r) for t, r in mine if t is not None]
+        mine = [
+            (fired_at, r)
+            for r in rows
+            if r.get("rule_id") == rule_id and (fired_at := parse_time(r.get("fired_at"))) is not None
+        ]
         entry: dict[str, Any] = {"rule": rule_id, "condition": condition}
         old_fired = parse_time(old.get("lastFiredAt"))
         newest = max(mine, key=lambda pair: pair[0]) if mine else None

@@ -50,23 +50,11 @@ STARTERS = frozenset(
 SLOW_MARKERS = frozenset({"browser", "containers"})
 """Markers that imply `slow`: Chromium, podman."""
 
-SLOW_MODULES = frozenset(
-    {
-        "test_bench",  # runs each benchmark script
-        "test_chart",  # helm template, kubernetes-validate, checkov through module helpers
-        "test_chart_crosschecks",
-        "test_chart_images",
-        "test_containers",
-        "test_docker",
-        "test_e2e",  # cryptoviz dev
-        "test_e2e_readme",
-        "test_faults",
-        "test_skaffold",
-    }
-)
-"""Modules whose tests start processes through helpers imported from elsewhere."""
+SLOW_MODULES: frozenset[str] = frozenset()
+"""Modules whose tests start processes in a way the names above cannot show (none so far)."""
 
 LIBRARIES = Path(sysconfig.get_paths()["purelib"])
+TESTS = Path(__file__).resolve().parents[1]
 _STARTED = pytest.StashKey[list[str]]()
 
 
@@ -82,16 +70,24 @@ def names_in(obj: object) -> frozenset[str]:
 
 @functools.cache
 def module_starters(module: ModuleType) -> frozenset[str]:
-    """STARTERS plus the module's own functions and classes that use one, transitively."""
-    local = {
-        name: names_in(obj)
-        for name, obj in vars(module).items()
-        if (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__
-    }
-    starters = set(STARTERS)
+    """STARTERS plus the module's own functions and classes that use one, transitively, and those it
+    imports from another test module (tests/, tests/support/) that are starters there."""
+    local, starters = {}, set(STARTERS)
+    for name, obj in vars(module).items():
+        if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        home = inspect.getmodule(obj)
+        if home is module:
+            local[name] = names_in(obj)
+        elif home is not None and _is_test_module(home) and obj.__name__ in module_starters(home):
+            starters.add(name)
     while grown := {name for name, used in local.items() if name not in starters and used & starters}:
         starters |= grown
     return frozenset(starters)
+
+
+def _is_test_module(module: ModuleType) -> bool:
+    return Path(getattr(module, "__file__", None) or "/").resolve().is_relative_to(TESTS)
 
 
 def starts_process(function: object, module: ModuleType | None) -> bool:

@@ -70,10 +70,72 @@ image.<name> overrides repository, tag or digest (a digest wins over the tag).
 
 {{- define "cryptoviz.natsUrl" -}}
 {{- if .Values.nats.enabled }}
-{{- printf "nats://%s-nats:%d" (include "cryptoviz.fullname" .) (int .Values.nats.service.port) }}
+{{- printf "%s://%s-nats:%d" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "cryptoviz.fullname" .) (int .Values.nats.service.port) }}
 {{- else }}
 {{- required "nats.url is required when nats.enabled is false" .Values.nats.url }}
 {{- end }}
+{{- end }}
+
+{{/*
+What each NATS user may publish and subscribe to: least privilege, the same lists as ROLES in
+services/cryptoviz/core/natsauth.py (tests/test_nats_auth.py checks they match). Replies go to
+per-user inboxes, so no user reads another's (a pull consumer's deliveries are replies).
+*/}}
+{{- define "cryptoviz.natsPermissions" -}}
+scraper:
+  publish:
+    allow:
+      - cryptoviz.quotes.>
+      - cryptoviz.candles.>
+      - $JS.API.STREAM.INFO.CRYPTOVIZ_QUOTES
+      - $JS.API.STREAM.CREATE.CRYPTOVIZ_QUOTES
+  subscribe:
+    allow: [_INBOX.scraper.>]
+ingester:
+  publish:
+    allow:
+      - $JS.API.STREAM.INFO.CRYPTOVIZ_QUOTES
+      - $JS.API.STREAM.CREATE.CRYPTOVIZ_QUOTES
+      - $JS.API.STREAM.UPDATE.CRYPTOVIZ_QUOTES
+      - $JS.API.STREAM.INFO.CRYPTOVIZ_ALERTS
+      - $JS.API.STREAM.CREATE.CRYPTOVIZ_ALERTS
+      - $JS.API.STREAM.UPDATE.CRYPTOVIZ_ALERTS
+      {{- range $consumer := list "CRYPTOVIZ_QUOTES.cryptoviz-ingester" "CRYPTOVIZ_QUOTES.cryptoviz-ingester-candles" "CRYPTOVIZ_ALERTS.cryptoviz-ingester-receipts" }}
+      {{- include "cryptoviz.natsConsumer" $consumer | nindent 6 }}
+      {{- end }}
+      - cryptoviz.deadletter.>
+      - cryptoviz.alerts.>
+  subscribe:
+    allow: [_INBOX.ingester.>]
+notify:
+  publish:
+    allow:
+      - $JS.API.STREAM.INFO.CRYPTOVIZ_ALERTS
+      - $JS.API.STREAM.CREATE.CRYPTOVIZ_ALERTS
+      {{- include "cryptoviz.natsConsumer" "CRYPTOVIZ_ALERTS.cryptoviz-notify" | nindent 6 }}
+      - $JS.API.STREAM.MSG.GET.CRYPTOVIZ_ALERTS
+      - cryptoviz.receipts.>
+      - cryptoviz.notify.deadletter.>
+  subscribe:
+    allow: [_INBOX.notify.>]
+{{- end }}
+
+{{/* Create-or-update, info, fetch and ack of one durable pull consumer "STREAM.durable". */}}
+{{- define "cryptoviz.natsConsumer" -}}
+{{- $stream := index (splitList "." .) 0 }}
+{{- $durable := index (splitList "." .) 1 }}
+- $JS.API.CONSUMER.CREATE.{{ $stream }}.{{ $durable }}.>
+- $JS.API.CONSUMER.INFO.{{ $stream }}.{{ $durable }}
+- $JS.API.CONSUMER.MSG.NEXT.{{ $stream }}.{{ $durable }}
+- $JS.ACK.{{ $stream }}.{{ $durable }}.>
+{{- end }}
+
+{{- define "cryptoviz.natsUsers" -}}
+{{- keys (include "cryptoviz.natsPermissions" . | fromYaml) | sortAlpha | join "," }}
+{{- end }}
+
+{{- define "cryptoviz.natsAuthSecretName" -}}
+{{- default (printf "%s-nats-auth" (include "cryptoviz.fullname" .)) .Values.nats.auth.existingSecret }}
 {{- end }}
 
 {{/* nats.conf of the bundled server (its checksum rolls the pod on any change). */}}
@@ -86,6 +148,73 @@ jetstream {
   max_memory_store: {{ .Values.nats.jetstream.maxMemoryStore }}
   max_file_store: {{ .Values.nats.jetstream.maxFileStore }}
 }
+{{- if .Values.nats.tls.enabled }}
+tls {
+  cert_file: /etc/nats/tls/tls.crt
+  key_file: /etc/nats/tls/tls.key
+}
+{{- end }}
+{{- if .Values.nats.auth.enabled }}
+# Every client logs in; passwords come from the Secret through the environment (quoted there).
+authorization {
+  users: [
+    {{- range $user, $permissions := include "cryptoviz.natsPermissions" . | fromYaml }}
+    {user: {{ $user }}, password: $NATS_{{ upper $user }}_PASSWORD, permissions: {{ toJson $permissions | replace "\\u003e" ">" }}}
+    {{- end }}
+  ]
+}
+{{- end }}
+{{- end }}
+
+{{/* NATS_URL and, with auth or TLS, the credentials of one user. Call with (dict "ctx" $ "user" "scraper"). */}}
+{{- define "cryptoviz.natsClientEnv" -}}
+- name: NATS_URL
+  value: {{ include "cryptoviz.natsUrl" .ctx | quote }}
+{{- if .ctx.Values.nats.auth.enabled }}
+- name: NATS_USER
+  value: {{ .user | quote }}
+- name: NATS_PASSWORD_FILE
+  value: /etc/cryptoviz-nats/password
+{{- end }}
+{{- if .ctx.Values.nats.tls.enabled }}
+- name: NATS_CA_FILE
+  value: /etc/cryptoviz-nats-tls/ca.crt
+{{- end }}
+{{- end }}
+
+{{- define "cryptoviz.natsClientMounts" -}}
+{{- if .Values.nats.auth.enabled }}
+- name: nats-credentials
+  mountPath: /etc/cryptoviz-nats
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/cryptoviz-nats-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Only this user's password (and the CA), as files. Call with (dict "ctx" $ "user" "scraper"). */}}
+{{- define "cryptoviz.natsClientVolumes" -}}
+{{- if .ctx.Values.nats.auth.enabled }}
+- name: nats-credentials
+  secret:
+    secretName: {{ include "cryptoviz.natsAuthSecretName" .ctx }}
+    defaultMode: 0440
+    items:
+      - key: {{ .user }}
+        path: password
+{{- end }}
+{{- if .ctx.Values.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ required "nats.tls.secretName is required when nats.tls.enabled is true" .ctx.Values.nats.tls.secretName }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+{{- end }}
 {{- end }}
 
 {{- define "cryptoviz.ingesterUrl" -}}
@@ -102,6 +231,21 @@ jetstream {
 
 {{- define "cryptoviz.notifySecretName" -}}
 {{- default (printf "%s-notify" (include "cryptoviz.fullname" .)) .Values.notify.existingSecret }}
+{{- end }}
+
+{{- define "cryptoviz.adminSecretName" -}}
+{{- default (printf "%s-admin" (include "cryptoviz.fullname" .)) .Values.ingester.admin.existingSecret }}
+{{- end }}
+
+{{/* The admin token as a Secret volume and ADMIN_TOKEN_FILE (the ingester's and the backup Job's). */}}
+{{- define "cryptoviz.adminTokenVolume" -}}
+- name: admin-token
+  secret:
+    secretName: {{ include "cryptoviz.adminSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.ingester.admin.secretKey }}
+        path: token
 {{- end }}
 
 {{- define "cryptoviz.authSecretName" -}}
@@ -226,8 +370,7 @@ containers:
     args: {{ toJson .args }}
     env:
       {{- include "cryptoviz.commonEnv" $ctx | nindent 6 }}
-      - name: NATS_URL
-        value: {{ include "cryptoviz.natsUrl" $ctx | quote }}
+      {{- include "cryptoviz.natsClientEnv" (dict "ctx" $ctx "user" "scraper") | nindent 6 }}
       - name: INGESTER_URL
         value: {{ include "cryptoviz.ingesterUrl" $ctx | quote }}
       - name: SCRAPER_CONFIG
@@ -264,9 +407,11 @@ containers:
         readOnly: true
       - name: tmp
         mountPath: /tmp
+      {{- include "cryptoviz.natsClientMounts" $ctx | nindent 6 }}
 volumes:
   - name: config
     configMap:
       name: {{ include "cryptoviz.scraperConfigMapName" $ctx }}
   {{- include "cryptoviz.tmpVolume" $ctx | nindent 2 }}
+  {{- include "cryptoviz.natsClientVolumes" (dict "ctx" $ctx "user" "scraper") | nindent 2 }}
 {{- end }}

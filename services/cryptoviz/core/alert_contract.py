@@ -10,7 +10,8 @@ Stream `CRYPTOVIZ_ALERTS` holds:
   notifier. The last receipt on that subject is also the notifier's own record of what it has
   delivered: a redelivered or re-published alert skips every target whose last receipt is final;
 - `cryptoviz.notify.deadletter.<target>`: the alert and the reason, for a target that refused it for
-  good (a 4xx, an unknown target name, retries exhausted).
+  good (a 4xx, an unknown target name, retries exhausted); `cryptoviz.notify.deadletter._unusable` for
+  a message the notifier cannot use at all (malformed, or whose handling failed at every delivery).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from typing import Literal
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
 
 from cryptoviz.core import contract
@@ -35,6 +35,10 @@ ALERTS_PREFIX = contract.ALERTS_PREFIX
 RECEIPTS_PREFIX = "cryptoviz.receipts"
 DEADLETTER_PREFIX = "cryptoviz.notify.deadletter"
 STREAM_SUBJECTS = (f"{ALERTS_PREFIX}.>", f"{RECEIPTS_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
+RECEIPTS_CONSUMER = "cryptoviz-ingester-receipts"
+NOTIFY_CONSUMER = "cryptoviz-notify"
+UNUSABLE_DEADLETTER = f"{DEADLETTER_PREFIX}._unusable"
+"""Not a target's: target names start with a letter or digit."""
 DUPLICATE_WINDOW = timedelta(hours=24)
 """Longer than any outage after which the outbox re-publishes; the receipts catch the rest."""
 MAX_AGE = timedelta(days=7)
@@ -127,15 +131,9 @@ def stream_config() -> StreamConfig:
     )
 
 
-async def ensure_alerts_stream(js: JetStreamContext) -> None:
-    """Create the stream or bring it to the contract's settings; safe for every process to call."""
-    wanted = stream_config()
-    try:
-        await js.stream_info(STREAM_NAME)
-    except NotFoundError:
-        try:
-            await js.add_stream(wanted)
-            return
-        except Exception:  # another process created it between the two calls
-            log.debug("add_stream raced; updating instead")
-    await js.update_stream(wanted)
+async def ensure_alerts_stream(js: JetStreamContext, *, update: bool = True) -> None:
+    """Create the stream or bring it to the contract's settings (`update=False`: only create a missing one,
+    as the notifier may); safe for every process to call."""
+    from cryptoviz.core.nats import provide_stream  # core.nats imports this module (through natsauth)
+
+    await provide_stream(js, stream_config(), update=update)

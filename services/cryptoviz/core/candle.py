@@ -18,16 +18,14 @@ from cryptoviz.core.quote import (
     MAX_PRICE_USD,
     InvalidQuote,
     _text,
+    bounded_ts,
     format_ts,
-    parse_ts,
+    received_ts,
     to_number,
 )
 
 CANDLE_INTERVALS: tuple[int, ...] = (60, 300, 900, 3600, 14400, 86400)
 """Candle lengths in seconds that providers offer and we store (1m, 5m, 15m, 1h, 4h, 1d)."""
-
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-"""A candle may not open later than this after it was received: a future candle is a feed error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +100,8 @@ def make_candle(
 ) -> Candle:
     """Build a validated candle, or raise `InvalidQuote` naming what is wrong.
 
-    `now` (default: the wall clock) bounds `open_time`: a candle opening more than MAX_CLOCK_SKEW
-    after it was received (or after now) is refused as `future_open_time`.
+    `now` (default: the wall clock) bounds the times as for quotes (`bounded_ts`): a candle opening
+    more than MAX_CLOCK_SKEW after it was received (or after now) is refused as `future_open_time`.
     """
     provider_name = _text(provider, "provider", required=True)
     if provider_name not in ALL_PROVIDERS:
@@ -120,11 +118,9 @@ def make_candle(
     volume_value = to_number(volume, "volume")
     if volume_value is not None and not 0.0 <= volume_value <= MAX_AMOUNT_USD:
         raise InvalidQuote("out_of_range_volume", repr(volume))
-    opened = parse_ts(open_time, "open_time")
-    received = parse_ts(received_at, "received_at") if received_at is not None else datetime.now(UTC)
-    limit = min(received, now or datetime.now(UTC)) + MAX_CLOCK_SKEW
-    if opened > limit:
-        raise InvalidQuote("future_open_time", format_ts(opened))
+    now = now or datetime.now(UTC)
+    received = received_ts(received_at, now)
+    opened = bounded_ts(open_time, "open_time", now, received)
     return Candle(
         provider=provider_name,
         coin_id=coin,

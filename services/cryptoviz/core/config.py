@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -244,5 +244,5 @@ def dump_config(config: ScraperConfig) -> str:
     return "coins:\n" + "".join(yaml.dump(chunk, Dumper=_DUMPER, sort_keys=True) for chunk in chunks) + rest
 
 
-def config_json_schema() -> dict:
+def config_json_schema() -> dict[str, Any]:
     return ScraperConfig.model_json_schema()

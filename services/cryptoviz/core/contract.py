@@ -44,6 +44,9 @@ DEADLETTER_PREFIX = "cryptoviz.deadletter"
 ALERTS_PREFIX = "cryptoviz.alerts"
 """Fired alerts: `cryptoviz.alerts.<symbol>`, in their own stream (see `alert_contract`), not this one."""
 STREAM_SUBJECTS: tuple[str, ...] = (f"{SUBJECT_PREFIX}.>", f"{CANDLES_PREFIX}.>", f"{DEADLETTER_PREFIX}.>")
+QUOTES_CONSUMER = "cryptoviz-ingester"
+CANDLES_CONSUMER = "cryptoviz-ingester-candles"
+"""The ingester's durable consumers on `cryptoviz.quotes.>` and `cryptoviz.candles.>` (NATS permissions name them)."""
 DUPLICATE_WINDOW = timedelta(hours=2)
 """Longer than any sensible scrape interval, so a CronJob run twice stores nothing twice."""
 MAX_AGE = timedelta(days=7)
@@ -135,10 +138,11 @@ def encode_scrape(provider: str, quotes: list[Quote], scraped_at: datetime | Non
     return messages
 
 
-def decode_message(payload: bytes) -> DecodedBatch:
+def decode_message(payload: bytes, *, now: datetime | None = None) -> DecodedBatch:
     """Parse a message; raise `ContractError` if the envelope is unusable.
 
-    Individually invalid quotes do not spoil the message: they are counted in `rejected`.
+    Individually invalid quotes (a time past `now` + MAX_CLOCK_SKEW included) do not spoil the
+    message: they are counted in `rejected`.
     """
     try:
         body = orjson.loads(payload)
@@ -155,9 +159,10 @@ def decode_message(payload: bytes) -> DecodedBatch:
     if not isinstance(raw_quotes, list):
         raise ContractError("missing_quotes")
     batch = DecodedBatch(provider=provider, quotes=[])
+    now = now or datetime.now(UTC)
     for raw in raw_quotes:
         try:
-            quote = Quote.from_json_dict(raw)
+            quote = Quote.from_json_dict(raw, now=now)
         except InvalidQuote as exc:
             batch.rejected[exc.reason] = batch.rejected.get(exc.reason, 0) + 1
             continue
@@ -225,6 +230,7 @@ def decode_candles(payload: bytes, *, now: datetime | None = None) -> DecodedCan
     if not isinstance(raw_candles, list):
         raise ContractError("missing_candles")
     batch = DecodedCandles(provider=provider, candles=[])
+    now = now or datetime.now(UTC)
     for raw in raw_candles:
         try:
             candle = Candle.from_json_dict(raw, now=now)

@@ -3,22 +3,62 @@
 Providers send numbers as JSON numbers or strings, sometimes null, sometimes NaN.
 `make_quote` is the single trust boundary: it coerces, checks and either returns a
 `Quote` or raises `InvalidQuote` with a short machine-readable reason that callers count.
+It runs twice: in the scraper, and in the ingester against the ingester's own clock, since
+whoever can publish can also forge `received_at`.
+
+Time is checked like any other value: a timestamp must parse, lie after MIN_TIMESTAMP and no
+later than its receive time (and the validating clock) plus MAX_CLOCK_SKEW. One quote stamped
+in the future would otherwise be every chart's newest point for as long as it is stored.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptoviz.core.providers import ALL_PROVIDERS, LOCAL_PROVIDERS, PROVIDERS  # noqa: F401 - the registry, re-exported
+from cryptoviz.core.providers import ALL_PROVIDERS as ALL_PROVIDERS  # the registry, re-exported
+from cryptoviz.core.providers import LOCAL_PROVIDERS as LOCAL_PROVIDERS
+from cryptoviz.core.providers import PROVIDERS as PROVIDERS
 
 MAX_PRICE_USD = 1e9
 """No traded coin is worth a billion dollars; anything above is a feed error."""
 MAX_AMOUNT_USD = 1e15
 """Market caps and volumes above a quadrillion dollars are feed errors."""
 MAX_PERCENT_CHANGE = 1e6
+MIN_TIMESTAMP = datetime(2009, 1, 3, tzinfo=UTC)
+"""Bitcoin's first block: no crypto price is older; an earlier time is a unit or feed error."""
+DEFAULT_MAX_CLOCK_SKEW = timedelta(seconds=300)
+MAX_CLOCK_SKEW_LIMIT = timedelta(days=1)
+
+
+_max_clock_skew = DEFAULT_MAX_CLOCK_SKEW
+
+
+def parse_clock_skew(text: str) -> timedelta:
+    """`MAX_CLOCK_SKEW` as given: seconds, or a duration such as 90s or 5m; at most 1d. ValueError otherwise."""
+    from cryptoviz.core.config import parse_duration  # config imports this module
+
+    raw = str(text).strip()
+    try:
+        seconds = float(raw) if raw.replace(".", "", 1).isdigit() else parse_duration(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_CLOCK_SKEW_LIMIT.total_seconds():
+        raise ValueError(f"{raw!r} is not usable: give seconds or a duration such as 5m, at most 1d")
+    return timedelta(seconds=seconds)
+
+
+def set_max_clock_skew(skew: timedelta) -> None:
+    """Set by the `cryptoviz` command from MAX_CLOCK_SKEW / --max-clock-skew (shared by scraper and ingester)."""
+    global _max_clock_skew
+    _max_clock_skew = skew
+
+
+def max_clock_skew() -> timedelta:
+    """How far a timestamp may lie past its receive time and past the validating clock (default 300 s)."""
+    return _max_clock_skew
 
 
 class InvalidQuote(ValueError):
@@ -63,8 +103,8 @@ class Quote:
         return data
 
     @classmethod
-    def from_json_dict(cls, data: dict[str, Any]) -> Quote:
-        """Rebuild a quote from its wire form, re-validating every field."""
+    def from_json_dict(cls, data: dict[str, Any], *, now: datetime | None = None) -> Quote:
+        """Rebuild a quote from its wire form, re-validating every field (times against `now`)."""
         if not isinstance(data, dict):
             raise InvalidQuote("not_an_object", type(data).__name__)
         return make_quote(
@@ -81,6 +121,7 @@ class Quote:
             percent_change_24h=data.get("percent_change_24h"),
             percent_change_7d=data.get("percent_change_7d"),
             rank=data.get("rank"),
+            now=now,
         )
 
 
@@ -113,10 +154,26 @@ def parse_ts(value: Any, field: str = "timestamp") -> datetime:
             text = text[:-1] + "+00:00"
         try:
             parsed = datetime.fromisoformat(text)
-        except ValueError:
+            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):  # not ISO-8601, or an offset pushing it past year 1 or 9999
             raise InvalidQuote(f"invalid_{field}", value[:64]) from None
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     raise InvalidQuote(f"invalid_{field}", type(value).__name__)
+
+
+def bounded_ts(value: Any, field: str, now: datetime, received: datetime | None = None) -> datetime:
+    """`parse_ts`, then within [MIN_TIMESTAMP, min(received, now) + MAX_CLOCK_SKEW]: `future_<field>` or
+    `out_of_range_<field>` otherwise."""
+    stamp = parse_ts(value, field)
+    if stamp < MIN_TIMESTAMP:
+        raise InvalidQuote(f"out_of_range_{field}", format_ts(stamp))
+    if stamp > min(received or now, now) + max_clock_skew():
+        raise InvalidQuote(f"future_{field}", format_ts(stamp))
+    return stamp
+
+
+def received_ts(value: Any, now: datetime) -> datetime:
+    """A record's receive time: given (and bounded by `now`), else `now`."""
+    return bounded_ts(value, "received_at", now) if value is not None else now
 
 
 def to_number(value: Any, field: str, *, required: bool = False) -> float | None:
@@ -178,8 +235,11 @@ def make_quote(
     percent_change_24h: Any = None,
     percent_change_7d: Any = None,
     rank: Any = None,
+    now: datetime | None = None,
 ) -> Quote:
-    """Build a validated quote, or raise `InvalidQuote` naming the first bad field."""
+    """Build a validated quote, or raise `InvalidQuote` naming the first bad field.
+
+    `now` (default: the wall clock) is the validating clock that bounds both timestamps."""
     provider_name = _text(provider, "provider", required=True)
     if provider_name not in ALL_PROVIDERS:
         raise InvalidQuote("unknown_provider", provider_name[:32])
@@ -192,14 +252,16 @@ def make_quote(
     rank_value = to_number(rank, "rank")
     if rank_value is not None and (rank_value < 1 or rank_value != int(rank_value)):
         raise InvalidQuote("invalid_rank", repr(rank))
+    now = now or datetime.now(UTC)
+    received = received_ts(received_at, now)
     return Quote(
         provider=provider_name,
         coin_id=coin,
         symbol=symbol_text,
         name=_text(name, "name", required=False) or symbol_text,
         price=price_value,
-        timestamp=parse_ts(timestamp),
-        received_at=parse_ts(received_at, "received_at") if received_at is not None else datetime.now(UTC),
+        timestamp=bounded_ts(timestamp, "timestamp", now, received),
+        received_at=received,
         volume_24h=_bounded(to_number(volume_24h, "volume_24h"), "volume_24h", 0.0, MAX_AMOUNT_USD),
         market_cap=_bounded(to_number(market_cap, "market_cap"), "market_cap", 0.0, MAX_AMOUNT_USD),
         percent_change_1h=_percent(percent_change_1h, "percent_change_1h"),

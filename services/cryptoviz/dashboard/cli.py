@@ -33,6 +33,19 @@ def _skip_mathjax() -> None:
         resources._panel_use_mathjax = lambda _roots: False
 
 
+def http_limits(idle_timeout: float) -> dict[str, float | int]:
+    """Tornado's HTTPServer limits: a request head or body must arrive, and an idle keep-alive connection
+    is kept, for `idle_timeout` seconds (Tornado's default is an hour, so a client sending a byte a
+    minute held a connection forever); heads of 32 KiB and bodies of 1 MiB at most (the dashboard
+    takes no uploads; open websockets are not affected)."""
+    return {
+        "idle_connection_timeout": idle_timeout,
+        "body_timeout": idle_timeout,
+        "max_header_size": 32 * 1024,
+        "max_body_size": 1 << 20,
+    }
+
+
 def _opt(name: str, envvar: str, **kwargs: object):
     return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
 
@@ -71,6 +84,13 @@ def _opt(name: str, envvar: str, **kwargs: object):
     type=click.FloatRange(0.5),
     help="Seconds a closed tab's session is kept for a reconnect before it is discarded.",
 )
+@_opt(
+    "--idle-timeout",
+    "DASHBOARD_IDLE_TIMEOUT",
+    default=30.0,
+    type=click.FloatRange(0.5, 3600),
+    help="Seconds to receive a request head or body, and to keep an idle HTTP connection open.",
+)
 def dashboard(
     ingester_url: str,
     dashboard_port: int,
@@ -82,6 +102,7 @@ def dashboard(
     dashboard_basic_auth: str,
     metrics_port: int,
     session_expiry: float,
+    idle_timeout: float,
 ) -> None:
     """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness; Prometheus
     /metrics on --metrics-port).
@@ -137,6 +158,7 @@ def dashboard(
         admin=False,
         verbose=False,
         start=False,
+        http_server_kwargs=http_limits(idle_timeout),
     )
     if metrics_port:
         try:

@@ -4,26 +4,26 @@ Every browser session reads through one `SharedData` per server process: a TTL c
 with single-flight loading, keyed by the data version, so N sessions cost one API query
 per refresh instead of N. A background thread follows the ingester's `/api/v1/events`
 stream (falling back to polling `/api/v1/stats`) and bumps the version on each commit;
-sessions notice the new version on their next tick and refresh from the cache.
+sessions notice the new version on their next tick and refresh from the cache. The ingester is
+asked through the one typed client (`core.api_client`); `/history` rows as plain dicts (no pyarrow in
+this image, and a model per row would cost more than the parse).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import pandas as pd
-import requests
 
+from cryptoviz.core.api_client import IngesterClient, IngesterRejected, IngesterUnavailable
 from cryptoviz.core.config import SYMBOL_PATTERN
 from cryptoviz.dashboard.logic import assign_groups
 
@@ -32,56 +32,6 @@ log = logging.getLogger(__name__)
 _QUERYABLE = re.compile(SYMBOL_PATTERN)
 HISTORY_POINTS = 300
 """Buckets per series asked of the API: enough for a 1080 px wide chart, cheap to draw."""
-
-
-class IngesterUnavailable(RuntimeError):
-    """The ingester did not answer, or answered with a server error."""
-
-
-class IngesterRejected(ValueError):
-    """The ingester answered 4xx: our question was wrong (e.g. a symbol it does not know)."""
-
-
-class IngesterClient:
-    """Thin JSON client of the ingester API; counts requests per path for the benchmarks."""
-
-    def __init__(self, base_url: str, timeout: float = 5.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.requests: Counter[str] = Counter()
-        self._local = threading.local()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
-
-    def get(self, path: str, **params: Any) -> dict[str, Any]:
-        self.requests[path] += 1
-        query = {k: v for k, v in params.items() if v not in (None, "")}
-        try:
-            response = self._session().get(f"{self.base_url}{path}", params=query, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise IngesterUnavailable(f"{self.base_url} unreachable: {type(exc).__name__}") from None
-        if 400 <= response.status_code < 500:
-            raise IngesterRejected(f"{path} answered HTTP {response.status_code}: {response.text[:200]}")
-        if response.status_code != 200:
-            raise IngesterUnavailable(f"{path} answered HTTP {response.status_code}: {response.text[:200]}")
-        try:
-            return orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise IngesterUnavailable(f"{path} answered invalid JSON") from None
-
-    def events(self, read_timeout: float = 30.0) -> requests.Response:
-        """The open SSE stream (the ingester sends a keep-alive comment every 15 s)."""
-        self.requests["/api/v1/events"] += 1
-        return self._session().get(
-            f"{self.base_url}/api/v1/events",
-            stream=True,
-            timeout=(self.timeout, read_timeout),
-            headers={"Accept": "text/event-stream"},
-        )
 
 
 class TTLCache:
@@ -191,13 +141,12 @@ class SharedData:
         return self.cache.get(key, self.history_ttl, lambda: self._load_history(symbols, start, end, points))
 
     def _load_stats(self) -> dict[str, Any]:
-        stats = self.client.get("/api/v1/stats")
+        stats: dict[str, Any] = self.client.stats().model_dump(mode="json")
         stats["fetched_at"] = time.monotonic()  # ages are computed from seconds_since_last_data + this
         return stats
 
     def _load_latest(self) -> pd.DataFrame:
-        rows = self.client.get("/api/v1/latest").get("data", [])
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([row.model_dump(mode="json") for row in self.client.latest().data])
         if frame.empty:
             return frame
         for col in ("timestamp", "received_at"):
@@ -209,9 +158,9 @@ class SharedData:
         return frame.assign(group=frame["symbol"].map(self.groups))
 
     def _load_alerts(self) -> pd.DataFrame:
-        since = _iso(datetime.now(UTC) - pd.Timedelta(hours=24))
+        since = datetime.now(UTC) - pd.Timedelta(hours=24)
         try:
-            frame = pd.DataFrame(self.client.get("/api/v1/alerts", since=since).get("data", []))
+            frame = pd.DataFrame([row.model_dump(mode="json") for row in self.client.alerts(since=since).data])
         except IngesterRejected as exc:  # an ingester without alerts must not hide the prices
             log.info("alerts not available: %s", exc)
             return pd.DataFrame()
@@ -223,13 +172,10 @@ class SharedData:
         self, symbols: tuple[str, ...], start: datetime | None, end: datetime | None, points: int
     ) -> pd.DataFrame:
         try:
-            answer = self.client.get(
-                "/api/v1/history", symbols=",".join(symbols), start=_iso(start), end=_iso(end), points=points
-            )
+            frame = pd.DataFrame(self.client.history_rows(symbols, start, end, points))
         except IngesterRejected as exc:  # e.g. none of the symbols has data any more
             log.info("history not available: %s", exc)
             return _empty_history()
-        frame = pd.DataFrame(answer.get("data", []))
         if frame.empty:
             return _empty_history()
         frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")
@@ -285,26 +231,17 @@ class SharedData:
             self._stop.wait(self.poll_interval)
 
     def _follow_events(self) -> bool:
-        """Block on the SSE stream, bumping the version on each commit. False if SSE is unusable."""
+        """Block on the SSE stream, re-checking stats on each commit. False if SSE is unusable."""
         try:
-            response = self.client.events()
-        except requests.RequestException:
-            return True  # reachability is re-checked by the caller's next stats call
-        with contextlib.closing(response):
-            if response.status_code != 200:
-                return False
-            event = ""
-            try:
-                for line in response.iter_lines(decode_unicode=True):
+            with self.client.events() as commits:
+                for _ in commits:
                     if self._stop.is_set():
                         return True
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:") and event == "commit":
-                        self._check_stats()
-                        event = ""
-            except (requests.RequestException, ValueError) as exc:
-                log.info("event stream ended: %s", type(exc).__name__)
+                    self._check_stats()
+        except IngesterRejected:  # no SSE here (an old ingester, a proxy): poll instead
+            return False
+        except IngesterUnavailable as exc:  # reachability is re-checked by the caller's next stats call
+            log.info("event stream ended: %s", exc)
         return True
 
 

@@ -6,17 +6,19 @@ import os
 from pathlib import Path
 
 import click
-import requests
 
+from cryptoviz.core.api_client import IngesterClient, IngesterError
 from cryptoviz.core.config import ConfigError
 from cryptoviz.core.providers import PROVIDERS
 from cryptoviz.dev import probe
 from cryptoviz.dev.local_config import ensure_config
 from cryptoviz.dev.supervisor import (
+    ADMIN_ENV,
     DevError,
     Plan,
     Supervisor,
     check_ports,
+    ensure_admin_token,
     install_signal_handlers,
     reap_leftovers,
     state_lock,
@@ -177,6 +179,7 @@ def dev(
             poll_interval=max(interval / 2, MIN_LOCAL_INTERVAL) if local else interval,
             with_dashboard=not no_dashboard,
             scraper_config=config_path,
+            admin_token_file=None if any(k in os.environ for k in ADMIN_ENV) else ensure_admin_token(state_dir),
         )
         supervisor = Supervisor(plan)
         install_signal_handlers(supervisor)
@@ -253,10 +256,14 @@ def _choose_live(
 def _last_demo_prices(api_url: str) -> dict[str, float]:
     """Continue a previous demo run's prices, so a restart does not jump the charts back."""
     try:
-        rows = requests.get(f"{api_url}/api/v1/latest", params={"provider": "demo"}, timeout=5).json()["data"]
-        return {row["symbol"]: float(row["price"]) for row in rows if row.get("price")}
-    except (requests.RequestException, ValueError, KeyError, TypeError):
+        rows = IngesterClient(api_url).latest(provider="demo").data
+    except IngesterError:
         return {}
+    return {row.symbol: row.price for row in rows if row.price}
+
+
+def _token_hint(plan: Plan) -> str:
+    return f"ADMIN_TOKEN_FILE={plan.admin_token_file} " if plan.admin_token_file else ""
 
 
 def _summary(plan: Plan, coins: int) -> None:
@@ -268,6 +275,7 @@ def _summary(plan: Plan, coins: int) -> None:
         ("Provider", f"{plan.provider}: {plan.provider_note}"),
         ("Scraping", f"every {plan.scrape_interval:g}s, config {plan.scraper_config} ({coins} coins)"),
         ("Data", f"{plan.state_dir}  (DuckDB cryptoviz.duckdb, JetStream nats/, logs logs/)"),
+        ("Backup", f"{_token_hint(plan)}cryptoviz backup DIR --ingester-url {plan.api_url}"),
     ]
     click.echo(line)
     click.secho("CryptoViz is running" + ("  ⚠ SIMULATED DATA" if simulated else ""), bold=True)

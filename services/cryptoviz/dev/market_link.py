@@ -17,9 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import requests
-
-from cryptoviz.core.quote import InvalidQuote, parse_ts
+from cryptoviz.core.api_client import IngesterClient, IngesterError
 from cryptoviz.dev.market import CandleRow, CoinRow, CsvReplayFeed, Feed, MarketServer
 from cryptoviz.dev.simulator import MarketSimulator
 
@@ -100,7 +98,7 @@ class LocalMarket:
         self.window = max(1, window)
         self.ticks = 1
         self._on_end = on_end
-        self._session = requests.Session()
+        self._ingester = IngesterClient(api_url)
         self._stop = threading.Event()
         self.server = MarketServer(feed, keep_requests=1000).start()
         self._thread = threading.Thread(target=self._pace, name="market-pacer", daemon=True)
@@ -116,13 +114,11 @@ class LocalMarket:
     def _stored(self, tick: datetime, symbols: set[str]) -> bool:
         """Has the ingester committed this tick for every coin in it? (Its API is the only DuckDB reader.)"""
         try:
-            response = self._session.get(f"{self.api_url}/api/v1/latest", params={"provider": self.provider}, timeout=5)
-            rows = response.json()["data"] if response.status_code == 200 else []
-            wanted = tick.replace(microsecond=0)  # wire timestamps carry whole seconds
-            done = {row["symbol"] for row in rows if parse_ts(row["timestamp"]) >= wanted}
-            return symbols <= done
-        except (requests.RequestException, ValueError, KeyError, TypeError, InvalidQuote):
+            rows = self._ingester.latest(provider=self.provider).data
+        except IngesterError:
             return False  # ingester restarting: wait for it, skip nothing
+        wanted = tick.replace(microsecond=0)  # wire timestamps carry whole seconds
+        return symbols <= {row.symbol for row in rows if row.timestamp is not None and row.timestamp >= wanted}
 
     def _pace(self) -> None:
         seen_at_advance = self._requests()
@@ -167,7 +163,6 @@ class LocalMarket:
         self._stop.set()
         self._thread.join(timeout=6)
         self.server.stop()
-        self._session.close()
 
 
 def start_market(

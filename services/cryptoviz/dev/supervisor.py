@@ -5,6 +5,10 @@ before the scraper publishes, the dashboard last; on stop, the reverse, so the i
 commit and ack what it holds before NATS goes away. Children that die are restarted with
 backoff (that is what the fault drills rely on). `run.json` in the state dir tells tools and
 tests which process is which.
+
+NATS runs with the cluster's users and permissions (core/natsauth.py), from `nats.conf` in the
+state dir (mode 0600), nothing anonymous; each run draws new passwords, written one per user into
+`nats-credentials/` (0600), and each child is given only its own user and password file.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -26,9 +31,17 @@ import click
 import requests
 
 from cryptoviz.core.nats import EmbeddedNats, port_is_free
+from cryptoviz.core.natsauth import ROLES
 from cryptoviz.dev.procs import Child, cryptoviz_command
+from cryptoviz.scraper.settings import provider_key_env_names
 
 log = logging.getLogger(__name__)
+
+KEY_HOLDERS = ("scraper", "backfill")
+"""The only children that get the provider keys (CMC_API_KEY, COINGECKO_API_KEY, … from the registry)."""
+
+
+_NATS_CREDENTIALS = ("NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CA_FILE")
 
 
 class DevError(click.ClickException):
@@ -53,6 +66,8 @@ class Plan:
     poll_interval: float = 0.0
     """How often the scraper asks; local markets are polled twice per tick (see market_link)."""
     extra_env: dict[str, str] = field(default_factory=dict)
+    admin_token_file: Path | None = None
+    """The ingester's ADMIN_TOKEN_FILE (None: the caller's own ADMIN_TOKEN / ADMIN_TOKEN_FILE apply)."""
 
     @property
     def api_url(self) -> str:
@@ -103,6 +118,20 @@ def state_lock(state_dir: Path):
         handle.close()
 
 
+ADMIN_ENV = ("ADMIN_TOKEN", "ADMIN_TOKEN_FILE")
+
+
+def ensure_admin_token(state_dir: Path) -> Path:
+    """The local ingester's admin token (for `cryptoviz backup`): made once, kept with the data,
+    readable by its owner only."""
+    path = state_dir / "admin-token"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def reap_leftovers(state_dir: Path, echo: Callable[[str], None] = click.echo) -> None:
     """Stop a nats-server left running by a previous `cryptoviz dev` that was SIGKILLed.
 
@@ -119,7 +148,8 @@ def reap_leftovers(state_dir: Path, echo: Callable[[str], None] = click.echo) ->
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
     except OSError:
         return
-    if cmdline and cmdline[0].endswith(b"nats-server") and str(state_dir / "nats").encode() in cmdline:
+    ours = str(state_dir / "nats").encode()
+    if cmdline and cmdline[0].endswith(b"nats-server") and any(arg.startswith(ours) for arg in cmdline):
         echo(f"Stopping nats-server {pid} left by an earlier run that did not exit cleanly")
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
@@ -151,24 +181,41 @@ class Supervisor:
     def __init__(self, plan: Plan, echo: Callable[[str], None] = click.echo) -> None:
         self.plan = plan
         self.echo = echo
-        self.nats = EmbeddedNats(plan.state_dir / "nats", port=plan.nats_port)
+        self.passwords = {name: secrets.token_urlsafe(24) for name in ROLES}
+        self.nats = EmbeddedNats(plan.state_dir / "nats", port=plan.nats_port, passwords=self.passwords)
         self.children: dict[str, Child] = {}
         self._stop = threading.Event()
         self._nats_restart_at = 0.0
 
     # -- building the children -------------------------------------------------------------
-    def _env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ)
+    def _env(self, keys: bool = False, **extra: str) -> dict[str, str]:
+        """The caller's environment, without the provider keys unless `keys`, never its NATS credentials."""
+        hidden = (set() if keys else provider_key_env_names()) | set(_NATS_CREDENTIALS)
+        env = {name: value for name, value in os.environ.items() if name not in hidden}
         env.update(self.plan.extra_env)
         env.update(extra)
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
+    def nats_env(self, role: str) -> dict[str, str]:
+        """NATS_URL and the credentials of one role (its password in a 0600 file), for one child."""
+        directory = self.plan.state_dir / "nats-credentials"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        path = directory / role
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(self.passwords[role], encoding="utf-8")
+        return {"NATS_URL": self.nats.url, "NATS_USER": ROLES[role].user, "NATS_PASSWORD_FILE": str(path)}
+
     def _child(
         self, name: str, args: list[str], ready_url: str | None = None, one_shot: bool = False, **env: str
     ) -> Child:
         log_path = self.plan.logs_dir / f"{name}.log"
-        child = Child(name, cryptoviz_command(*args), self._env(**env), log_path, ready_url, one_shot)
+        environment = self._env(name in KEY_HOLDERS, **env)
+        if name != "ingester":  # the admin token is the ingester's alone
+            for key in ADMIN_ENV:
+                environment.pop(key, None)
+        child = Child(name, cryptoviz_command(*args), environment, log_path, ready_url, one_shot)
         self.children[name] = child
         return child
 
@@ -178,11 +225,12 @@ class Supervisor:
             "ingester",
             ["ingest"],
             ready_url=f"{p.api_url}/readyz",
-            NATS_URL=self.nats.url,
+            **self.nats_env("ingester"),
             DUCKDB_PATH=str(p.duckdb_path),
             API_HOST=p.host,
             API_PORT=str(p.api_port),
             SCRAPER_CONFIG=str(p.scraper_config),
+            **({"ADMIN_TOKEN_FILE": str(p.admin_token_file)} if p.admin_token_file else {}),
             **self._retention(),
         )
 
@@ -203,7 +251,7 @@ class Supervisor:
     def _build_scraper_and_dashboard(self) -> None:
         p = self.plan
         scraper_env = {
-            "NATS_URL": self.nats.url,
+            **self.nats_env("scraper"),
             "SCRAPE_PROVIDER": p.provider,
             "SCRAPE_INTERVAL": f"{p.poll_interval:g}",
             "SCRAPER_CONFIG": str(p.scraper_config),
@@ -218,7 +266,7 @@ class Supervisor:
         self._child(
             "notify",
             ["notify"],
-            NATS_URL=self.nats.url,
+            **self.nats_env("notify"),
             NOTIFY_METRICS_HOST=p.host,
             NOTIFY_METRICS_PORT=os.environ.get("NOTIFY_METRICS_PORT", "0"),
             DASHBOARD_URL=os.environ.get("DASHBOARD_URL", p.dashboard_url if p.with_dashboard else ""),
@@ -248,6 +296,7 @@ class Supervisor:
             "duckdb_path": str(p.duckdb_path),
             "scraper_config": str(p.scraper_config),
             "scrape_interval": p.scrape_interval,
+            "admin_token_file": str(p.admin_token_file) if p.admin_token_file else None,
             "pids": {
                 "nats": self.nats.process.pid if self.nats.process else None,
                 **{name: c.pid for name, c in self.children.items()},

@@ -3,8 +3,9 @@
 Only the ingester may open the DuckDB file, so a backup is asked of the running ingester:
 `POST /api/v1/admin/backup` runs `EXPORT DATABASE ... (FORMAT parquet)` inside one read
 transaction on its own cursor (an MVCC snapshot: commits made meanwhile are not in it, and
-the writer is not blocked), tars the directory and streams it; `cryptoviz backup DIR`
-unpacks it into DIR. Restore with `IMPORT DATABASE 'DIR'` in a new DuckDB file.
+the writer is not blocked) into a directory next to the database, streams it as a tar built on
+the fly (so the disk holds one copy, and memory one chunk), then removes it; `cryptoviz backup
+DIR` unpacks it into DIR. Restore with `IMPORT DATABASE 'DIR'` in a new DuckDB file.
 """
 
 from __future__ import annotations
@@ -12,52 +13,108 @@ from __future__ import annotations
 import shutil
 import tarfile
 import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-import requests
+import duckdb
 
+from cryptoviz.core.api_client import IngesterClient
 from cryptoviz.ingester.store import Store
 
+CHUNK = 1 << 20
+HEADROOM_BYTES = 64 << 20
+"""Left free beyond the estimated export, so ingest can still commit while a backup is written."""
 
-def snapshot_tar(store: Store) -> Path:
-    """Export every table in one transaction next to the database; return a tar of it."""
-    work = Path(tempfile.mkdtemp(prefix=".backup-", dir=store.path.parent))
-    export_dir = work / "export"
-    tar_path = store.path.parent / f"{work.name}.tar"
-    try:
-        cursor = store.conn.cursor()
+
+@dataclass(frozen=True, slots=True)
+class SpaceCheck:
+    needed: int
+    free: int
+
+    @property
+    def enough(self) -> bool:
+        return self.free >= self.needed
+
+    def message(self, where: Path) -> str:
+        mib = 1 << 20
+        return (
+            f"not enough free space for a backup on {where}: about {self.needed / mib:,.0f} MiB needed "
+            f"(the database's size and {HEADROOM_BYTES // mib} MiB for ingest), {self.free / mib:,.0f} MiB free"
+        )
+
+
+def space_needed(db_bytes: int, free: int) -> SpaceCheck:
+    """The export (Parquet) is estimated at the database's own size: DuckDB and Parquet compress alike."""
+    return SpaceCheck(needed=db_bytes + HEADROOM_BYTES, free=free)
+
+
+def check_space(store: Store) -> SpaceCheck:
+    return space_needed(store.db_bytes(), shutil.disk_usage(store.path.parent).free)
+
+
+class Snapshot:
+    """One backup: exported into a work directory, streamed as a tar, removed."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.work = Path(tempfile.mkdtemp(prefix=".backup-", dir=store.path.parent))
+        self.export_dir = self.work / "export"
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    def export(self) -> None:
+        """EXPORT DATABASE in one read transaction (runs on a worker thread; `interrupt` stops it)."""
+        cursor = self.store.conn.cursor()
+        with self._lock:
+            self._cursor = cursor
         try:
             cursor.execute("BEGIN TRANSACTION")
-            quoted = str(export_dir).replace("'", "''")
+            quoted = str(self.export_dir).replace("'", "''")
             cursor.execute(f"EXPORT DATABASE '{quoted}' (FORMAT parquet)")
             cursor.execute("COMMIT")
         finally:
+            with self._lock:
+                self._cursor = None
             cursor.close()
-        with tarfile.open(tar_path, "w") as tar:
-            for item in sorted(export_dir.iterdir()):
-                tar.add(item, arcname=item.name)
-    except BaseException:
-        tar_path.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return tar_path
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self._cursor is not None:
+                self._cursor.interrupt()
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.export_dir.iterdir() if p.is_file())
+
+    def tar_chunks(self) -> Iterator[bytes]:
+        """A ustar/pax stream of the export, one file chunk at a time."""
+        for path in self.files():
+            info = tarfile.TarInfo(path.name)
+            info.size = path.stat().st_size
+            info.mtime = int(path.stat().st_mtime)
+            info.mode = 0o644
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            with path.open("rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    yield chunk
+            if info.size % tarfile.BLOCKSIZE:
+                yield tarfile.NUL * (tarfile.BLOCKSIZE - info.size % tarfile.BLOCKSIZE)
+        yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
 
 
-def fetch_backup(ingester_url: str, target: Path, timeout: float) -> list[str]:
+def fetch(client: IngesterClient, target: Path, token: str, timeout: float) -> list[str]:
     """Ask the running ingester for a snapshot and unpack it into `target` (created, must be empty)."""
     target.mkdir(parents=True, exist_ok=True)
     if any(target.iterdir()):
         raise ValueError(f"backup directory {target} is not empty")
-    url = ingester_url.rstrip("/") + "/api/v1/admin/backup"
     partial = target / ".cryptoviz-backup.tar.part"
     try:
-        with requests.post(url, stream=True, timeout=timeout) as response:
-            if response.status_code != 200:
-                raise RuntimeError(f"ingester at {ingester_url} answered {response.status_code}: {response.text[:200]}")
-            with partial.open("wb") as out:
-                for chunk in response.iter_content(1 << 20):
-                    out.write(chunk)
+        with partial.open("wb") as out:
+            client.backup(out, token, timeout)
         with tarfile.open(partial) as tar:
             names = safe_extract(tar, target)
     finally:
@@ -87,5 +144,5 @@ def safe_extract(tar: tarfile.TarFile, target: Path) -> list[str]:
         source = tar.extractfile(member)
         assert source is not None  # a regular file always has data
         with source, path.open("wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
+            shutil.copyfileobj(source, out, CHUNK)
     return [m.name for m in members]

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cryptoviz.core import contract
-from cryptoviz.core.candle import CANDLE_INTERVALS, MAX_CLOCK_SKEW, Candle
+from cryptoviz.core.candle import CANDLE_INTERVALS, Candle
 from cryptoviz.core.quote import ALL_PROVIDERS, MAX_AMOUNT_USD, MAX_PRICE_USD
-from cryptoviz.ingester.fastdecode import clean_texts, within
+from cryptoviz.ingester.fastdecode import clean_texts, times_within, within
 from cryptoviz.ingester.store import CANDLE_ARROW_SCHEMA, naive_utc
 
 _PRICES = ("open", "high", "low", "close")
@@ -129,7 +129,8 @@ def _timestamps(values: tuple) -> pa.Array | None:
 
 def _valid(arrays: dict[str, pa.Array], now: datetime) -> bool:
     """`make_candle`'s value rules, column-wise: prices in (0, MAX], consistent OHLC, volume in
-    [0, MAX], no candle opening more than MAX_CLOCK_SKEW after it was received (or after now)."""
+    [0, MAX], times as `bounded_ts` bounds them (no candle opening more than MAX_CLOCK_SKEW after it
+    was received, or after now)."""
     for name in _PRICES:
         if not (pc.min(arrays[name]).as_py() > 0 and pc.max(arrays[name]).as_py() <= MAX_PRICE_USD):
             return False
@@ -142,7 +143,4 @@ def _valid(arrays: dict[str, pa.Array], now: datetime) -> bool:
         return False
     if not within(arrays["volume"], 0.0, MAX_AMOUNT_USD):
         return False
-    now_us = pa.scalar(naive_utc(now), pa.timestamp("us"))
-    skew = pa.scalar(MAX_CLOCK_SKEW, pa.duration("us"))
-    limit = pc.add(pc.min_element_wise(arrays["received_at"], now_us), skew)
-    return bool(pc.all(pc.less_equal(arrays["open_time"], limit)).as_py())
+    return times_within(arrays["open_time"], arrays["received_at"], now)

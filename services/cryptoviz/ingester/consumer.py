@@ -2,9 +2,16 @@
 
 Messages are acked only after their batch is committed; a crash in between means a
 redelivery, which the store's anti-join turns into counted duplicates, never double rows.
-Messages that can never be stored (unknown schema, malformed) are republished to
-`cryptoviz.deadletter.<reason>` in the same stream, counted, logged and acked, so they are not
-redelivered forever. Each consumer filters its own subjects, so none reads the dead letters back.
+While a batch is collected and committed its messages are reported in progress every third of
+ACK_WAIT, so ACK_WAIT can be short (5 s): only a dead ingester's messages wait for it, never a
+slow commit's. A commit that fails (a full disk) is retried in place, still in progress, so an
+outage does not use up the messages' deliveries.
+
+Messages that can never be stored (unknown schema, malformed, any error while decoding one,
+or delivered MAX_DELIVER times) are republished to `cryptoviz.deadletter.<reason>` in the same
+stream, counted, logged and acked (core.deadletter), so they are not redelivered forever and
+the rest of their batch is stored. Each consumer filters its own subjects, so none reads the
+dead letters back.
 
 Two durable consumers share the loop below: `cryptoviz-ingester` on `cryptoviz.quotes.>` and
 `cryptoviz-ingester-candles` on `cryptoviz.candles.>`. A backfill publishing a million candles
@@ -21,31 +28,36 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import pyarrow as pa
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 
 from cryptoviz.core import contract
-from cryptoviz.core.nats import ensure_stream
+from cryptoviz.core.deadletter import JETSTREAM_MAX_DELIVER, MAX_DELIVER, deliveries, park
+from cryptoviz.core.nats import bind_durable, ensure_stream
 from cryptoviz.ingester import metrics
 from cryptoviz.ingester.candle_decode import decode_candles
 from cryptoviz.ingester.candle_writes import CandleCommit
 from cryptoviz.ingester.fastdecode import MAX_RANK, decode_canonical
-from cryptoviz.ingester.store import AlertRules, CommitResult, Store, quotes_to_arrow
+from cryptoviz.ingester.store import AlertRules, CommitResult, StorageError, Store, quotes_to_arrow
 
 log = logging.getLogger(__name__)
 
-DURABLE_NAME = "cryptoviz-ingester"
+DURABLE_NAME = contract.QUOTES_CONSUMER
 FILTER_SUBJECT = f"{contract.SUBJECT_PREFIX}.>"
-CANDLES_DURABLE_NAME = "cryptoviz-ingester-candles"
+CANDLES_DURABLE_NAME = contract.CANDLES_CONSUMER
 CANDLES_FILTER_SUBJECT = f"{contract.CANDLES_PREFIX}.>"
 MAX_FETCH = 256
 CRASH_AFTER_COMMIT = int(os.environ.get("CRYPTOVIZ_CRASH_AFTER_COMMIT") or 0)
 """Fault injection for tests: SIGKILL this process right after the N-th commit, before its acks."""
+COMMIT_DELAY = float(os.environ.get("CRYPTOVIZ_COMMIT_DELAY") or 0)
+"""Fault injection for tests: hold every commit this many seconds (a slow disk)."""
 
 
 @dataclass(slots=True)
@@ -105,9 +117,16 @@ class Consumer:
         self._rows_per_message = float(self.items_per_message)
         """Recent mean, so a fetch does not overshoot the batch size by much."""
 
-    async def decode(self, messages: list[Msg]) -> list[Decoded | contract.ContractError]:
-        """Each message's rows, or the contract error that makes it a dead letter."""
+    def decode_one(self, payload: bytes, now: datetime) -> Decoded | contract.ContractError:
+        """One message's rows (times judged against `now`), or the contract error that makes it a dead letter."""
         raise NotImplementedError
+
+    def decode_all(self, payloads: list[bytes]) -> list[Decoded | contract.ContractError]:
+        now = datetime.now(UTC)
+        return [guarded(self.decode_one, payload, now) for payload in payloads]
+
+    async def decode(self, messages: list[Msg]) -> list[Decoded | contract.ContractError]:
+        return self.decode_all([msg.data for msg in messages])
 
     def write(self, pending: Pending) -> Any:
         """Commit a batch (on the store's writer thread); the result goes to `on_commit`."""
@@ -127,11 +146,10 @@ class Consumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
+            max_deliver=JETSTREAM_MAX_DELIVER,
             max_ack_pending=max(MAX_FETCH * 8, 4096),
         )
-        self._sub = await self.js.pull_subscribe(
-            self.subject, durable=self.durable, stream=contract.STREAM_NAME, config=config
-        )
+        self._sub = await bind_durable(self.js, contract.STREAM_NAME, config)
         self.attached = True
         log.info("attached durable consumer %s on %s", self.durable, self.subject)
 
@@ -141,9 +159,7 @@ class Consumer:
             try:
                 if self._sub is None:
                     await self._attach()
-                pending = await self._collect()
-                if pending.messages:
-                    await self._commit(pending)
+                await self._cycle()
                 delay = 0.5
             except asyncio.CancelledError:
                 raise
@@ -167,9 +183,27 @@ class Consumer:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _collect(self) -> Pending:
-        """Fetch until the batch size in rows or BATCH_TIMEOUT after the first message."""
+    async def _cycle(self) -> None:
+        """Collect one batch and commit it, its messages in progress all along."""
         pending = Pending()
+        heartbeat = asyncio.create_task(self._in_progress(pending))
+        try:
+            await self._collect(pending)
+            if pending.messages:
+                await self._commit(pending)
+        finally:
+            heartbeat.cancel()
+
+    async def _in_progress(self, pending: Pending) -> None:
+        """Every third of ACK_WAIT, tell JetStream the held messages are being worked on."""
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            for msg in list(pending.messages):
+                with contextlib.suppress(Exception):  # the connection may be gone: then they come back anyway
+                    await msg.in_progress()
+
+    async def _collect(self, pending: Pending) -> None:
+        """Fetch until the batch size in rows or BATCH_TIMEOUT after the first message."""
         deadline: float | None = None
         while pending.count < self.batch_size and not self._stopping.is_set():
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
@@ -184,12 +218,17 @@ class Consumer:
                 break
             if deadline is None:
                 deadline = time.monotonic() + self.batch_timeout
-            for msg, decoded in zip(msgs, await self.decode(msgs), strict=True):
+            usable = []
+            for msg in msgs:
+                if deliveries(msg) >= MAX_DELIVER:  # it crashed or stalled us that often: do not even decode it
+                    await self._dead_letter(msg, "max_deliveries", f"delivered {deliveries(msg)} times, never stored")
+                else:
+                    usable.append(msg)
+            for msg, decoded in zip(usable, await self.decode(usable), strict=True):
                 if isinstance(decoded, contract.ContractError):
                     await self._dead_letter(msg, decoded.reason, str(decoded))
                 else:
                     self._add(pending, msg, decoded)
-        return pending
 
     def _add(self, pending: Pending, msg: Msg, decoded: Decoded) -> None:
         if decoded.rejected:
@@ -208,21 +247,13 @@ class Consumer:
         self._rows_per_message = 0.5 * self._rows_per_message + 0.5 * max(1, rows)
 
     async def _dead_letter(self, msg: Msg, reason: str, detail: str) -> None:
-        """Park an unusable message (original payload and headers) and ack it."""
-        metrics.REJECTED.labels(reason=reason).inc()
-        log.warning("dead-lettering message: %s", detail, extra={"reason": reason, "subject": msg.subject})
-        headers = {k: v for k, v in (msg.headers or {}).items() if k != contract.MSG_ID_HEADER}
-        headers["Cryptoviz-Reason"] = reason
-        headers["Cryptoviz-Original-Subject"] = msg.subject
-        if msg.headers and contract.MSG_ID_HEADER in msg.headers:
-            headers[contract.MSG_ID_HEADER] = f"dl-{msg.headers[contract.MSG_ID_HEADER]}"
-        await self.js.publish(f"{contract.DEADLETTER_PREFIX}.{reason}", msg.data, headers=headers)
-        await self.store.write(self.store.count_rejected, 1)
-        await msg.ack()
+        await dead_letter(self.js, self.store, msg, reason, detail)
 
     async def _commit(self, pending: Pending) -> None:
         started = time.perf_counter()
-        result = await self.store.write(self.write, pending)
+        result = await self._write(pending)
+        if result is None:
+            return  # stopping: the messages stay unacked for the next ingester
         self._commits += 1
         if self._commits == CRASH_AFTER_COMMIT:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -241,6 +272,27 @@ class Consumer:
             },
         )
         await self.on_commit(result)
+
+    async def _write(self, pending: Pending) -> Any:
+        """The batch's commit, retried in place while the store fails (its messages stay in progress);
+        None when asked to stop meanwhile."""
+        delay = 0.5
+        log.debug("committing batch", extra={"consumer": self.durable, "messages": len(pending.messages)})
+        while True:
+            try:
+                return await self.store.write(self._timed_write, pending)
+            except StorageError as exc:
+                metrics.ERRORS.labels(kind="StorageError").inc()
+                log.warning("%s; retrying the batch in %.1fs", exc, delay, extra={"consumer": self.durable})
+                await self._sleep(delay)
+                if self._stopping.is_set():
+                    return None
+                delay = min(delay * 2, 5.0)
+
+    def _timed_write(self, pending: Pending) -> Any:
+        if COMMIT_DELAY:
+            time.sleep(COMMIT_DELAY)
+        return self.write(pending)
 
     async def refresh_lag(self) -> int:
         """Messages not yet acked by this consumer (pending + in flight), for /stats and /metrics."""
@@ -262,8 +314,8 @@ class QuoteConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self.alert_rules = alert_rules
 
-    async def decode(self, messages: list[Msg]) -> list[Decoded | contract.ContractError]:
-        return [decode_quotes(msg.data) for msg in messages]
+    def decode_one(self, payload: bytes, now: datetime) -> Decoded | contract.ContractError:
+        return decode_quotes(payload, now)
 
     def write(self, pending: Pending) -> CommitResult:
         return self.store.write_batch(pending.table(), pending.rejected, self.alert_rules)
@@ -273,13 +325,37 @@ class QuoteConsumer(Consumer):
         metrics.DUPLICATES.inc(result.duplicates)
 
 
-def decode_quotes(payload: bytes) -> Decoded | contract.ContractError:
-    """The columnar fast path for canonical messages, else the contract's exact decoder."""
-    table = decode_canonical(payload)
+async def dead_letter(js: JetStreamContext, store: Store, msg: Msg, reason: str, detail: str) -> None:
+    """Park an unusable message on `cryptoviz.deadletter.<reason>`, count it (/metrics, /stats.rejected),
+    one log line."""
+    if not await park(js, msg, f"{contract.DEADLETTER_PREFIX}.{reason}", reason):
+        return
+    metrics.REJECTED.labels(reason=reason).inc()
+    log.warning("dead-lettering message: %s", detail, extra={"reason": reason, "subject": msg.subject})
+    await store.write(store.count_rejected, 1)
+
+
+def guarded(
+    decode: Callable[[bytes, datetime], Decoded | contract.ContractError], payload: bytes, now: datetime
+) -> Decoded | contract.ContractError:
+    """Whatever goes wrong decoding one message makes that message a dead letter, never its batch's failure."""
+    try:
+        return decode(payload, now)
+    except contract.ContractError as exc:
+        return exc
+    except Exception as exc:
+        return contract.ContractError("decode_error", f"{type(exc).__name__}: {exc}"[:200])
+
+
+def decode_quotes(payload: bytes, now: datetime | None = None) -> Decoded | contract.ContractError:
+    """The columnar fast path for canonical messages, else the contract's exact decoder (times judged
+    against `now`, the ingester's clock)."""
+    now = now or datetime.now(UTC)
+    table = decode_canonical(payload, now)
     if table is not None:
         return Decoded(table)
     try:
-        batch = contract.decode_message(payload)
+        batch = contract.decode_message(payload, now=now)
     except contract.ContractError as exc:
         return exc
     quotes = [q for q in batch.quotes if q.rank is None or q.rank <= MAX_RANK]
@@ -296,9 +372,12 @@ class CandleConsumer(Consumer):
     subject = CANDLES_FILTER_SUBJECT
     items_per_message = contract.MAX_CANDLES_PER_MESSAGE
 
+    def decode_one(self, payload: bytes, now: datetime) -> Decoded | contract.ContractError:
+        batch = decode_candles(payload, now)
+        return Decoded(batch.table, batch.rejected)
+
     async def decode(self, messages: list[Msg]) -> list[Decoded | contract.ContractError]:
-        payloads = [msg.data for msg in messages]
-        return await asyncio.to_thread(lambda: [_decode_candles(p) for p in payloads])
+        return await asyncio.to_thread(self.decode_all, [msg.data for msg in messages])
 
     def write(self, pending: Pending) -> CandleCommit:
         return self.store.write_candles(pending.table(), pending.rejected)
@@ -306,11 +385,3 @@ class CandleConsumer(Consumer):
     def account(self, result: CandleCommit) -> None:
         metrics.CANDLES_INGESTED.inc(result.inserted)
         metrics.CANDLE_DUPLICATES.inc(result.duplicates)
-
-
-def _decode_candles(payload: bytes) -> Decoded | contract.ContractError:
-    try:
-        batch = decode_candles(payload)
-    except contract.ContractError as exc:
-        return exc
-    return Decoded(batch.table, batch.rejected)

@@ -18,19 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
-from pydantic import BaseModel, Field
 
+from cryptoviz.core.api_contract import MAX_GAPS, MAX_SERIES, CoverageGap, CoverageResponse, SeriesCoverage
 from cryptoviz.ingester.formats import BadRequest
 
-MAX_GAPS = 500
-"""Gaps listed per series at most (`gaps_truncated` tells when there were more)."""
-MAX_SERIES = 1000
-"""Series per answer at most (without `symbols` a store of many coins could be all of them)."""
 MAX_SPAN = timedelta(days=400)
 MAX_CELLS = 200_000
 """`(until - since) / min_gap` at most: the folded cells per series and source."""
-MIN_GAP_RANGE = (60, 30 * 86400)
-DEFAULT_MIN_GAP = 900
 DEFAULT_SPAN = timedelta(days=30)
 
 
@@ -55,35 +49,6 @@ class Window:
                 "raise min_gap or shorten the range"
             )
         return cls(start, end, min_gap)
-
-
-class CoverageGap(BaseModel):
-    start: datetime = Field(description="End of the covered time before the hole.")
-    end: datetime = Field(description="Start of the covered time after it.")
-    seconds: float
-
-
-class SeriesCoverage(BaseModel):
-    """One stored (provider, coin_id) series over the window."""
-
-    symbol: str
-    provider: str
-    coin_id: str
-    first: datetime | None = Field(None, description="First covered time in the window (null: no data in it).")
-    last: datetime | None = Field(None, description="Last covered time in the window.")
-    quotes: int = Field(0, description="Quotes in the window (raw and rolled up).")
-    candles: int = Field(0, description="Candles in the window (raw and rolled up).")
-    gaps: list[CoverageGap] = Field(default_factory=list, description="Holes longer than min_gap, earliest first.")
-    gaps_truncated: bool = Field(False, description=f"More than {MAX_GAPS} gaps: only the first are listed.")
-
-
-class CoverageResponse(BaseModel):
-    since: datetime
-    until: datetime
-    min_gap_seconds: int
-    data: list[SeriesCoverage]
-    unknown_symbols: list[str] = Field(default_factory=list, description="Requested symbols with no stored series.")
-    series_truncated: bool = Field(False, description=f"More than {MAX_SERIES} series: ask for fewer symbols.")
 
 
 _SPANS = """

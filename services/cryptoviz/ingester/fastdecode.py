@@ -13,14 +13,22 @@ the stored values are identical either way (tests/test_ingest_fastdecode.py chec
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from cryptoviz.core import contract
-from cryptoviz.core.quote import ALL_PROVIDERS, MAX_AMOUNT_USD, MAX_PERCENT_CHANGE, MAX_PRICE_USD
-from cryptoviz.ingester.store import ARROW_SCHEMA
+from cryptoviz.core.quote import (
+    ALL_PROVIDERS,
+    MAX_AMOUNT_USD,
+    MAX_PERCENT_CHANGE,
+    MAX_PRICE_USD,
+    MIN_TIMESTAMP,
+    max_clock_skew,
+)
+from cryptoviz.ingester.store import ARROW_SCHEMA, naive_utc
 
 _CANONICAL_TS = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?Z$"
 _CANONICAL_TS_PY = re.compile(_CANONICAL_TS)
@@ -61,8 +69,25 @@ def canonical_timestamps(values: list) -> pa.Array | None:
         return None
 
 
-def decode_canonical(payload: bytes) -> pa.Table | None:
-    """The message's quotes as an Arrow table in crypto_prices' layout, or None: use the slow path."""
+def times_within(stamps: pa.Array, received: pa.Array, now: datetime) -> bool:
+    """`bounded_ts`' rule column-wise (naive UTC arrays): every time after MIN_TIMESTAMP, receive times no
+    later than now + MAX_CLOCK_SKEW, `stamps` no later than min(their receive time, now) + MAX_CLOCK_SKEW."""
+    now_us = pa.scalar(naive_utc(now), pa.timestamp("us"))
+    skew = pa.scalar(max_clock_skew(), pa.duration("us"))
+    lowest = pa.scalar(naive_utc(MIN_TIMESTAMP), pa.timestamp("us"))
+    latest = pc.add(pc.min_element_wise(received, now_us), skew)
+    return bool(
+        pc.min(stamps).as_py() >= lowest.as_py()
+        and pc.min(received).as_py() >= lowest.as_py()
+        and pc.max(received).as_py() <= pc.add(now_us, skew).as_py()
+        and pc.all(pc.less_equal(stamps, latest)).as_py()
+    )
+
+
+def decode_canonical(payload: bytes, now: datetime | None = None) -> pa.Table | None:
+    """The message's quotes as an Arrow table in crypto_prices' layout, or None: use the slow path.
+
+    `now` (default: the wall clock) is the ingester's clock that bounds the timestamps."""
     try:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -93,6 +118,8 @@ def decode_canonical(payload: bytes) -> pa.Table | None:
         arrays[name] = canonical_timestamps(column[name])
         if arrays[name] is None:
             return None
+    if not times_within(arrays["timestamp"], arrays["received_at"], now or datetime.now(UTC)):
+        return None
     try:
         for name in ("price", *_BOUNDS):
             arrays[name] = pa.array(column[name], pa.float64())

@@ -12,12 +12,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from fastapi import Response
 
-MEDIA_TYPES = {
-    "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
-    "arrow": "application/vnd.apache.arrow.stream",
-    "parquet": "application/vnd.apache.parquet",
-}
+from cryptoviz.core.api_contract import FORMATS, MEDIA_TYPES, TEXT_MAX_CHARS
+
 _ACCEPT = {
     "application/json": "json",
     "text/csv": "csv",
@@ -26,7 +22,6 @@ _ACCEPT = {
     "application/vnd.apache.parquet": "parquet",
     "application/x-parquet": "parquet",
 }
-FORMATS = tuple(MEDIA_TYPES)
 JSON_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -38,7 +33,7 @@ def negotiate(format_param: str | None, accept: str | None) -> str:
     """`format=` wins; otherwise the first known media type in Accept; otherwise JSON."""
     if format_param is not None:
         value = format_param.strip().lower()
-        if value not in MEDIA_TYPES:
+        if len(format_param) > TEXT_MAX_CHARS or value not in MEDIA_TYPES:
             raise BadRequest(f"format must be one of {', '.join(FORMATS)}, not {format_param[:40]!r}")
         return value
     for part in (accept or "").split(","):

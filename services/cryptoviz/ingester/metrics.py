@@ -29,3 +29,9 @@ DB_BYTES = Gauge("cryptoviz_db_bytes", "Size of the DuckDB file and its WAL.", r
 RECORDS = Gauge("cryptoviz_records", "Raw quotes stored.", registry=REGISTRY)
 ERRORS = Counter("cryptoviz_consumer_errors", "Consumer loop errors, by exception type.", ["kind"], registry=REGISTRY)
 ALERTS = Counter("cryptoviz_alerts_fired", "Alerts fired.", registry=REGISTRY)
+API_REFUSED = Counter(
+    "cryptoviz_api_refused",
+    "API requests and connections refused, by reason (admin access, limits, slow or oversized request heads).",
+    ["reason"],
+    registry=REGISTRY,
+)

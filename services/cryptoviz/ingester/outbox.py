@@ -8,7 +8,8 @@ the stream exactly once, however the ingester stops.
 
 Receipts: the notifier's `cryptoviz.receipts.<alert id>` messages are consumed by a durable pull
 consumer into `alert_deliveries` (one row per alert and target, a final state never overwritten
-by a late `retrying`), acked after the commit.
+by a late `retrying`), acked after the commit. A receipt that does not parse (or was delivered
+MAX_DELIVER times) is a dead letter like any other message (`cryptoviz.deadletter.bad_receipt`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from pydantic import ValidationError
 
 from cryptoviz.core import alert_contract as ac
 from cryptoviz.core import contract
+from cryptoviz.core.deadletter import JETSTREAM_MAX_DELIVER, MAX_DELIVER, deliveries
+from cryptoviz.core.nats import bind_durable
 from cryptoviz.ingester import metrics
+from cryptoviz.ingester.consumer import dead_letter
 from cryptoviz.ingester.formats import JSON_OPTIONS
 from cryptoviz.ingester.store import ALERTS_SCHEMA, Store
 
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 5.0
 SWEEP_LIMIT = 5000
-RECEIPTS_DURABLE = "cryptoviz-ingester-receipts"
+RECEIPTS_DURABLE = ac.RECEIPTS_CONSUMER
 _ALERT_FIELDS = ", ".join(ALERTS_SCHEMA.names)
 _DELIVERIES = pa.schema(
     [
@@ -232,10 +236,9 @@ class ReceiptConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=30,
+            max_deliver=JETSTREAM_MAX_DELIVER,
         )
-        self._sub = await self.js.pull_subscribe(
-            subject, durable=RECEIPTS_DURABLE, stream=ac.STREAM_NAME, config=config
-        )
+        self._sub = await bind_durable(self.js, ac.STREAM_NAME, config)
 
     async def run(self) -> None:
         delay = 0.5
@@ -258,14 +261,19 @@ class ReceiptConsumer:
                 delay = min(delay * 2, 5.0)
 
     async def _store(self, msgs: list) -> None:
-        receipts = []
+        receipts, kept = [], []
         for msg in msgs:
+            if deliveries(msg) >= MAX_DELIVER:
+                await dead_letter(self.js, self.store, msg, "max_deliveries", "a receipt delivered too often")
+                continue
             try:
                 receipts.append(ac.Receipt.model_validate_json(msg.data))
-            except ValidationError as exc:
-                metrics.REJECTED.labels(reason="bad_receipt").inc()
-                log.warning("ignoring a malformed delivery receipt: %s", exc.errors()[0]["msg"])
+            except Exception as exc:  # any error parsing one receipt spoils only that one
+                problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else type(exc).__name__
+                await dead_letter(self.js, self.store, msg, "bad_receipt", f"malformed delivery receipt: {problem}")
+                continue
+            kept.append(msg)
         if receipts:
             await self.store.write(apply_receipts, self.store, receipts)
-        for msg in msgs:
+        for msg in kept:
             await msg.ack()

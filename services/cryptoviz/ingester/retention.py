@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
+from cryptoviz.ingester.quarantine import prune_quarantine, quarantine_future, report
 from cryptoviz.ingester.store import StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,8 @@ def apply_candle_retention(store: Store, days: float, now: datetime | None = Non
 
 
 class Housekeeper:
-    """Runs retention shortly after start and then every hour; RETENTION_DAYS=0 disables it."""
+    """Every hour (the first time shortly after start): rows stamped in the future go to quarantine
+    (quarantine.py), then retention runs, unless RETENTION_DAYS=0 keeps raw data forever."""
 
     def __init__(self, store: Store, retention_days: float) -> None:
         self.store = store
@@ -155,20 +157,25 @@ class Housekeeper:
     async def run(self) -> None:
         if self.retention_days <= 0:
             log.info("retention disabled (RETENTION_DAYS=0): raw quotes are kept forever")
-            return
         await asyncio.sleep(FIRST_RUN_DELAY)
         while True:
-            started = time.monotonic()
             try:
-                rolled = await self.store.write(apply_retention, self.store, self.retention_days)
-                candles = await self.store.write(apply_candle_retention, self.store, self.retention_days)
-                log.info(
-                    "retention: rolled up and deleted %d raw quotes and %d sub-hour candles older than %g days",
-                    rolled,
-                    candles,
-                    self.retention_days,
-                    extra={"seconds": round(time.monotonic() - started, 3)},
-                )
+                report(await self.store.write(quarantine_future, self.store))
+                if self.retention_days > 0:
+                    await self._retention()
             except StorageError as exc:
                 log.error("%s", exc)
             await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def _retention(self) -> None:
+        started = time.monotonic()
+        rolled = await self.store.write(apply_retention, self.store, self.retention_days)
+        candles = await self.store.write(apply_candle_retention, self.store, self.retention_days)
+        await self.store.write(prune_quarantine, self.store, self.retention_days)
+        log.info(
+            "retention: rolled up and deleted %d raw quotes and %d sub-hour candles older than %g days",
+            rolled,
+            candles,
+            self.retention_days,
+            extra={"seconds": round(time.monotonic() - started, 3)},
+        )

@@ -54,6 +54,10 @@ _CANDLES_COLUMNS = ",\n            ".join(
     f"{c} {t}{' NOT NULL' if i < 4 else ''}" for i, (c, t) in enumerate(CANDLE_COLUMNS)
 )
 
+_QUARANTINE_COLUMNS = "quarantined_at TIMESTAMP NOT NULL, reason VARCHAR NOT NULL"
+_QUARANTINED_QUOTES = ", ".join(f"{c} {t}" for c, t in QUOTE_COLUMNS)
+_QUARANTINED_CANDLES = ", ".join(f"{c} {t}" for c, t in CANDLE_COLUMNS)
+
 _COINS_COLUMNS = ",\n    ".join(f"{c} {t}" for c, t in QUOTE_COLUMNS if c not in ("provider", "coin_id"))
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
@@ -198,6 +202,14 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             targets INTEGER,
             PRIMARY KEY (alert_id, target)
         );
+        """,
+    ),
+    (
+        6,
+        "quarantine for rows stamped in the future (moved out of crypto_prices and candles, see quarantine.py)",
+        f"""
+        CREATE TABLE quarantined_quotes ({_QUARANTINED_QUOTES}, {_QUARANTINE_COLUMNS});
+        CREATE TABLE quarantined_candles ({_QUARANTINED_CANDLES}, {_QUARANTINE_COLUMNS});
         """,
     ),
 )

@@ -7,7 +7,10 @@ Exactly once per (alert, target), as far as a remote service allows:
 - the alert is acked only when every target is settled (delivered, or failed for good and
   dead-lettered); a temporary failure naks it with a growing delay, so retries survive restarts;
 - what cannot be closed: a crash after the remote accepted and before the record landed sends that
-  one notification again on redelivery (at-least-once inside that window, never lost).
+  one notification again on redelivery (at-least-once inside that window, never lost);
+- a message that is not an alert, or one redelivered more often than NOTIFY_MAX_ATTEMPTS allows (its
+  handling itself keeps failing), is dead-lettered on `cryptoviz.notify.deadletter._unusable` and
+  acked; the consumer's `max_deliver` bounds the rest.
 
 Every outcome is a receipt, which the ingester also stores and serves, so the dashboard and the
 operator see delivery state without talking to us.
@@ -31,6 +34,8 @@ from pydantic import ValidationError
 
 from cryptoviz.core import alert_contract as ac
 from cryptoviz.core import contract
+from cryptoviz.core.deadletter import deliveries, park
+from cryptoviz.core.nats import bind_durable
 from cryptoviz.notify import metrics
 from cryptoviz.notify.message import render
 from cryptoviz.notify.ratelimit import TokenBucket
@@ -39,7 +44,7 @@ from cryptoviz.notify.targets import Target, Targets
 
 log = logging.getLogger("cryptoviz.notify")
 
-DURABLE_NAME = "cryptoviz-notify"
+DURABLE_NAME = ac.NOTIFY_CONSUMER
 ACK_WAIT = 30.0
 MAX_FETCH = 256
 NO_TARGET = "none"
@@ -100,7 +105,7 @@ class Notifier:
     # -- loop ----------------------------------------------------------------------------------
 
     async def _attach(self):
-        await ac.ensure_alerts_stream(self.js)
+        await ac.ensure_alerts_stream(self.js, update=False)  # the ingester manages it
         subject = f"{ac.ALERTS_PREFIX}.>"
         config = ConsumerConfig(
             durable_name=DURABLE_NAME,
@@ -108,9 +113,10 @@ class Notifier:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=ACK_WAIT,
+            max_deliver=self._last_delivery + 2,  # one to park it on, one spare
             max_ack_pending=self.settings.max_in_flight,
         )
-        sub = await self.js.pull_subscribe(subject, durable=DURABLE_NAME, stream=ac.STREAM_NAME, config=config)
+        sub = await bind_durable(self.js, ac.STREAM_NAME, config)
         self.attached = True
         log.info("attached durable consumer %s on %s (%d targets)", DURABLE_NAME, subject, len(self.senders))
         return sub
@@ -160,16 +166,22 @@ class Notifier:
 
     # -- one alert -----------------------------------------------------------------------------
 
+    @property
+    def _last_delivery(self) -> int:
+        """Deliveries an alert can need: one per attempt, and one to settle after the last failed one."""
+        return self.settings.max_attempts + 1
+
     async def handle(self, msg: Msg) -> None:
+        if deliveries(msg) > self._last_delivery:
+            await self._unusable(msg, "max_deliveries", f"delivered {deliveries(msg)} times, never settled")
+            return
         try:
             alert = ac.AlertMessage.model_validate_json(msg.data)
-        except ValidationError as exc:
-            metrics.ERRORS.labels(kind="bad_alert").inc()
-            problem = exc.errors()[0]["msg"]
-            log.warning("dropping a malformed alert message: %s", problem, extra={"subject": msg.subject})
-            await msg.term()
+        except Exception as exc:  # anything wrong with one message spoils only that message
+            problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else type(exc).__name__
+            await self._unusable(msg, "bad_alert", f"malformed alert message: {problem}")
             return
-        attempt = int(msg.metadata.num_delivered or 1)
+        attempt = deliveries(msg)
         targets, unknown = self.targets.resolve(alert.notify)
         total = max(1, len(targets) + len(unknown))
         heartbeat = asyncio.create_task(self._heartbeat(msg))
@@ -198,6 +210,12 @@ class Notifier:
             await msg.ack()
         else:
             await msg.nak(delay=retry_delay(attempt, self.settings.backoff, self.settings.max_backoff))
+
+    async def _unusable(self, msg: Msg, reason: str, detail: str) -> None:
+        """Dead-letter a message no target can be given (one log line), counted in errors{kind=reason}."""
+        if await park(self.js, msg, ac.UNUSABLE_DEADLETTER, reason):
+            metrics.ERRORS.labels(kind=reason).inc()
+            log.warning("dead-lettering an alert message: %s", detail, extra={"subject": msg.subject})
 
     @staticmethod
     async def _settled(job, alert: ac.AlertMessage) -> bool:

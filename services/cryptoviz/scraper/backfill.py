@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -75,8 +76,10 @@ def _selected(coins: list[TrackedCoin], symbols: tuple[str, ...], unknown: dict[
     return [c for c in coins if c.symbol in symbols]
 
 
-async def backfill_once(settings: Settings, progress: Progress | None = None) -> BackfillResult:
-    """Backfill every provider in use; never raises for provider, config or NATS trouble."""
+async def backfill_once(
+    settings: Settings, progress: Progress | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> BackfillResult:
+    """Backfill every provider in use; never raises for provider, config or NATS trouble (`sleep`: as scrape_once)."""
     started = time.monotonic()
     result = BackfillResult()
     session = requests.Session()
@@ -86,7 +89,7 @@ async def backfill_once(settings: Settings, progress: Progress | None = None) ->
         for label, coins in plan(settings, config):
             chosen = _selected(coins, settings.backfill_symbols, result.skipped)
             if chosen or not coins:
-                work.append((adapter_for(label, settings, session), chosen))
+                work.append((adapter_for(label, settings, session, sleep=sleep), chosen))
     except ConfigError as exc:
         session.close()
         result.config_error = str(exc)
@@ -102,6 +105,11 @@ async def backfill_once(settings: Settings, progress: Progress | None = None) ->
         for adapter, coins in work:
             outcome = await _backfill_provider(adapter, coins, config.top_n, settings, coverage, publisher, progress)
             result.providers.append(outcome)
+            limits = adapter.http.rate_limits
+            if limits.answers:
+                log.warning(
+                    "backfill %s: rate limited %d times, waited %.1fs", adapter.label, limits.answers, limits.waited
+                )
     except NatsUnavailable as exc:
         result.nats_error = str(exc)
         log.error("backfill: %s", exc)
@@ -182,5 +190,5 @@ def _settle_skipped(result: BackfillResult) -> None:
                 result.skipped.setdefault(symbol, f"{provider.provider}: {provider.skipped[symbol]}")
 
 
-def run_backfill(settings: Settings) -> BackfillResult:
-    return asyncio.run(backfill_once(settings))
+def run_backfill(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> BackfillResult:
+    return asyncio.run(backfill_once(settings, sleep=sleep))

@@ -89,7 +89,7 @@ def _common_options() -> list[Callable[[Any], Any]]:
             "SCRAPE_MAX_RETRY_AFTER",
             type=click.FloatRange(min=0),
             default=DEFAULTS.scrape_max_retry_after,
-            help="Longest Retry-After (s) worth waiting for within a run.",
+            help="Longest Retry-After (s) waited out within a run; a longer one fails that provider.",
         ),
         _option(
             "INGESTER_URL",

@@ -1,8 +1,10 @@
 """HTTP for provider APIs: one session per run, timeouts, bounded retries, and secrets kept out of text.
 
-Retried: timeouts, connection errors, 5xx, malformed JSON, and rate limits that say when to come back
-(429 / Binance 418 with `Retry-After`, at most `max_retry_after` seconds). Not retried: anything a
-provider maps to a permanent condition (invalid key, plan limit, exhausted credits), and other 4xx.
+Retried: timeouts, connection errors, 5xx, malformed JSON, and rate limits (429 / Binance 418, and
+what a provider reports as one in its body), waiting out `Retry-After` when it is at most
+`max_retry_after` seconds. Not retried: anything a provider maps to a permanent condition (invalid
+key, plan limit, exhausted credits), and other 4xx. Redirects are followed only within the same host
+(an upgrade to https included): a provider key never travels to a host it was not configured for.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import copy
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import orjson
 import requests
@@ -22,6 +27,8 @@ import requests
 log = logging.getLogger(__name__)
 
 USER_AGENT = "cryptoviz-scraper/1"
+MAX_REDIRECTS = 5
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class ProviderError(Exception):
@@ -35,6 +42,7 @@ class ProviderError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         status: int | None = None,
+        rate_limited: bool = False,
     ) -> None:
         super().__init__(f"{provider}: {message}")
         self.provider = provider
@@ -42,6 +50,8 @@ class ProviderError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.rate_limited = rate_limited or status in (418, 429)
+        """The provider asked us to slow down (counted apart from other failures)."""
 
 
 Checker = Callable[[requests.Response, Any], None]
@@ -60,8 +70,12 @@ def decode_json(data: bytes) -> Any:
         return None
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from `Retry-After` (delta-seconds or an HTTP date); None if absent or unreadable."""
+def parse_retry_after(value: str | None, date: str | None = None, now: float | None = None) -> float | None:
+    """Seconds from `Retry-After` (delta-seconds or an HTTP date); None if absent or unreadable.
+
+    An HTTP date is measured from the answer's own `Date` when it has one (both come from the
+    provider's clock, so a skewed local clock does not matter), else from `now` (epoch seconds).
+    """
     if not value:
         return None
     try:
@@ -69,9 +83,54 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         pass
     try:
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        until = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
+    try:
+        since = parsedate_to_datetime(date).timestamp() if date else None
+    except (TypeError, ValueError):
+        since = None
+    if since is None:
+        since = time.time() if now is None else now
+    return max(until - since, 0.0)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_PORTS.get(scheme)
+
+
+def same_host(source: str, target: str) -> bool:
+    """Whether a redirect from `source` to `target` stays with the same host: same scheme, host and port,
+    or the same host moving from http to https on the default ports (never https to http)."""
+    before, after = _origin(source), _origin(target)
+    if before[1] != after[1]:
+        return False
+    return before == after or (before[0], before[2], after[0], after[2]) == ("http", 80, "https", 443)
+
+
+def host_of(url: str) -> str:
+    """`host[:port]` of a URL, for messages (no path or query: those may carry tokens)."""
+    parts = urlsplit(url)
+    return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "?"
+
+
+@dataclass(slots=True)
+class RateLimits:
+    """Rate-limit answers of one provider in one run, shared by an HttpClient and its clones (threads)."""
+
+    answers: int = 0
+    """Rate-limit answers met (HTTP 429 / 418, a provider's own rate-limit error)."""
+    waited: float = 0.0
+    """Seconds waited for them before retrying."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, wait: float = 0.0) -> None:
+        """One rate-limit answer, and the seconds waited for it (0: not waited out)."""
+        with self._lock:
+            self.answers += 1
+            self.waited += wait
 
 
 class HttpClient:
@@ -90,6 +149,8 @@ class HttpClient:
         min_interval: float = 0.0,
         headers: dict[str, str] | None = None,
         secrets: Iterable[str] = (),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.provider = provider
         self.session = session
@@ -101,6 +162,11 @@ class HttpClient:
         self.headers = headers or {}
         self.secrets = [s for s in secrets if s]
         self.last_headers: dict[str, str] = {}
+        self.sleep = sleep
+        """Every wait (backoff, Retry-After, pacing) goes through it: tests inject one that does not sleep."""
+        self.clock = clock
+        """Epoch seconds, for an HTTP-date `Retry-After` on an answer without `Date`."""
+        self.rate_limits = RateLimits()
         self._last_request = 0.0
         self._not_before = 0.0
 
@@ -130,19 +196,24 @@ class HttpClient:
             try:
                 return self._attempt(url, params, check)
             except ProviderError as exc:
-                if not exc.retryable or attempt >= self.retries:
+                patient = exc.retry_after is None or exc.retry_after <= self.max_retry_after
+                retry = exc.retryable and attempt < self.retries and patient
+                delay = self._delay(attempt, exc.retry_after) if retry else 0.0
+                if exc.rate_limited:
+                    self.rate_limits.add(delay)
+                if not retry:
+                    if exc.retryable and attempt < self.retries:  # only the wait asked for is too long
+                        raise ProviderError(
+                            self.provider,
+                            f"{exc.message}; Retry-After {exc.retry_after:.0f}s exceeds "
+                            f"SCRAPE_MAX_RETRY_AFTER={self.max_retry_after:g}s, giving up until the next run",
+                            status=exc.status,
+                            rate_limited=exc.rate_limited,
+                        ) from None
                     raise
-                if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
-                    raise ProviderError(
-                        self.provider,
-                        f"{exc.message}; Retry-After {exc.retry_after:.0f}s exceeds "
-                        f"SCRAPE_MAX_RETRY_AFTER={self.max_retry_after:g}s, giving up until the next run",
-                        status=exc.status,
-                    ) from None
-                delay = self._delay(attempt, exc.retry_after)
                 attempt += 1
                 log.warning("%s; retry %d/%d in %.2fs", exc, attempt, self.retries, delay)
-                time.sleep(delay)
+                self.sleep(delay)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -152,10 +223,10 @@ class HttpClient:
     def _attempt(self, url: str, params: dict[str, Any] | None, check: Checker | None) -> Any:
         wait = max(self._last_request + self.min_interval, self._not_before) - time.monotonic()
         if wait > 0:
-            time.sleep(wait)
+            self.sleep(wait)
         self._last_request = time.monotonic()
         try:
-            response = self.session.get(url, params=params, headers=self.headers, timeout=self.timeout)
+            response = self._follow(url, params)
         except requests.Timeout:
             raise ProviderError(self.provider, f"timed out after {self.timeout[1]:g}s", retryable=True) from None
         except requests.ConnectionError as exc:
@@ -168,7 +239,7 @@ class HttpClient:
         status = response.status_code
         if check is not None and body is not None and status < 500:
             check(response, body)
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = self.retry_after(response)
         if status in (429, 418):
             what = "IP banned (HTTP 418)" if status == 418 else "rate limited (HTTP 429)"
             raise ProviderError(self.provider, what, retryable=True, retry_after=retry_after, status=status)
@@ -183,3 +254,30 @@ class HttpClient:
                 raise ProviderError(self.provider, what, retryable=True, status=status)
             raise ProviderError(self.provider, "malformed JSON in response (truncated?)", retryable=True)
         return body
+
+    def retry_after(self, response: requests.Response) -> float | None:
+        """The answer's `Retry-After` in seconds (see `parse_retry_after`); None without one."""
+        return parse_retry_after(response.headers.get("Retry-After"), response.headers.get("Date"), self.clock())
+
+    def _follow(self, url: str, params: dict[str, Any] | None) -> requests.Response:
+        """GET, following redirects only within the same host: the key headers go nowhere else."""
+        response = self.session.get(
+            url, params=params, headers=self.headers, timeout=self.timeout, allow_redirects=False
+        )
+        for _ in range(MAX_REDIRECTS):
+            if not response.is_redirect:
+                return response
+            target = urljoin(response.url, response.headers["Location"])
+            response.close()
+            if not same_host(response.url, target):
+                raise ProviderError(
+                    self.provider,
+                    f"refused a redirect (HTTP {response.status_code}) from {host_of(response.url)} to "
+                    f"{self.redact(host_of(target))}: not the same host (or a downgrade to http), so neither its "
+                    "key nor any request goes there; if the API moved, set its base URL to the new address",
+                    status=response.status_code,
+                )
+            response = self.session.get(target, headers=self.headers, timeout=self.timeout, allow_redirects=False)
+        if response.is_redirect:
+            raise ProviderError(self.provider, f"more than {MAX_REDIRECTS} redirects", status=response.status_code)
+        return response

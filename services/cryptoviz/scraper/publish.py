@@ -90,7 +90,7 @@ class Publisher:
             problem = ""
             try:
                 if not self._stream_ready:
-                    await asyncio.wait_for(ensure_stream(self.js), timeout=min(ACK_TIMEOUT, remaining))
+                    await asyncio.wait_for(ensure_stream(self.js, update=False), timeout=min(ACK_TIMEOUT, remaining))
                     self._stream_ready = True
                 pending, problem = await self._round(pending, report, min(ACK_TIMEOUT, remaining))
             except Exception as exc:  # nats-py raises many types while the server is away

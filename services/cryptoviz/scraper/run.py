@@ -78,6 +78,10 @@ class ProviderResult:
     candles: int = 0
     """Candles fetched to fill holes (and, for the local market, the newest ones)."""
     candles_stored: int = 0
+    rate_limited: int = 0
+    """Rate-limit answers (HTTP 429/418, CMC 1008–1011, CoinGecko's 429 body, Kraken's rate-limit errors)."""
+    rate_limit_wait: float = 0.0
+    """Seconds waited out for them (Retry-After, else the backoff) before retrying."""
 
     def summary(self) -> str:
         rejected = ",".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "0"
@@ -87,6 +91,8 @@ class ProviderResult:
         )
         if self.candles:
             text += f" candles={self.candles} candles_published={self.candles_stored}"
+        if self.rate_limited:
+            text += f" rate_limited={self.rate_limited} rate_limit_wait={self.rate_limit_wait:.1f}s"
         if self.missing:
             text += f" missing={','.join(self.missing)}"
         if self.failure:
@@ -130,8 +136,10 @@ def plan(settings: Settings, config: ScraperConfig) -> list[tuple[str, list[Trac
     return [(p, config.coins_for(p, default)) for p in config.providers_in_use(default)]
 
 
-def adapter_for(label: str, settings: Settings, session: requests.Session) -> Provider:
-    """The provider's adapter with its key header, pacing, timeouts and retries."""
+def adapter_for(
+    label: str, settings: Settings, session: requests.Session, *, sleep: Callable[[float], None] = time.sleep
+) -> Provider:
+    """The provider's adapter with its key header, pacing, timeouts and retries (its waits go through `sleep`)."""
     unit = spec(label)
     headers, secrets = {"Accept": "application/json", "User-Agent": USER_AGENT}, []
     if unit.key is not None:
@@ -153,21 +161,25 @@ def adapter_for(label: str, settings: Settings, session: requests.Session) -> Pr
         min_interval=unit.min_interval,
         headers=headers,
         secrets=secrets,
+        sleep=sleep,
     )
     return build_provider(label, settings.base_url(label), http)
 
 
-async def scrape_once(settings: Settings, publisher: Publisher | None = None) -> ScrapeResult:
+async def scrape_once(
+    settings: Settings, publisher: Publisher | None = None, *, sleep: Callable[[float], None] = time.sleep
+) -> ScrapeResult:
     """One scrape of every provider in use; never raises for provider, config or NATS trouble.
 
-    Pass a connected `publisher` to reuse one NATS connection across scrapes (the loop does).
+    Pass a connected `publisher` to reuse one NATS connection across scrapes (the loop does); `sleep`
+    is what the HTTP waits (backoff, Retry-After, pacing) call, for tests that do not want to wait.
     """
     started = time.monotonic()
     result = ScrapeResult()
     session = requests.Session()
     try:
         config = load_config(settings.scraper_config)
-        work = [(adapter_for(label, settings, session), coins) for label, coins in plan(settings, config)]
+        work = [(adapter_for(label, settings, session, sleep=sleep), coins) for label, coins in plan(settings, config)]
     except ConfigError as exc:
         session.close()
         result.config_error = str(exc)
@@ -183,6 +195,10 @@ async def scrape_once(settings: Settings, publisher: Publisher | None = None) ->
             outcome, quotes = await _scrape_provider(adapter, coins, config.top_n, publisher)
             if quotes:
                 await _fill(adapter, quotes, settings, coverage, publisher, deadline, outcome)
+            outcome.rate_limited, outcome.rate_limit_wait = (
+                adapter.http.rate_limits.answers,
+                adapter.http.rate_limits.waited,
+            )
             result.providers.append(outcome)
             log.log(logging.ERROR if outcome.failure else logging.INFO, outcome.summary())
             for problem in outcome.config_errors:
@@ -282,9 +298,9 @@ def _newest(quotes: list[Quote]) -> Callable[[Target], list[Span]]:
     return ranges
 
 
-def run_once(settings: Settings) -> ScrapeResult:
+def run_once(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> ScrapeResult:
     """Synchronous `scrape_once` for callers without an event loop (the CLI, subprocess users)."""
-    return asyncio.run(scrape_once(settings))
+    return asyncio.run(scrape_once(settings, sleep=sleep))
 
 
 async def run_loop(settings: Settings, stop: asyncio.Event | None = None) -> None:

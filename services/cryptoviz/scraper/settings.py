@@ -121,3 +121,8 @@ def provider_env_names() -> set[str]:
         if unit.key:
             names |= {unit.key.env, *([unit.key.file_env] if unit.key.file_env else [])}
     return names
+
+
+def provider_key_env_names() -> set[str]:
+    """The env-var names of every provider's key and key file (`cryptoviz dev` gives them to the scraper only)."""
+    return {name for unit in live_specs() if unit.key for name in (unit.key.env, unit.key.file_env) if name}

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 from cryptoviz.scraper.providers.coingecko import CoinGeckoWire
 from cryptoviz.scraper.providers.coinmarketcap import WIRE_ERRORS, CoinMarketCapWire, status_body
 from cryptoviz.scraper.providers.wire import CandleRow, CoinRow, Reply, Wire
 
 FAULT_KINDS = (
-    "http_429",  # HTTP 429 + Retry-After (provider-shaped body)
+    "http_429",  # HTTP 429 + Retry-After (provider-shaped body; `retry_after_date`: as an HTTP date)
     "binance_418",  # HTTP 418 + Retry-After (Binance IP ban)
     "coingecko_429_200",  # CoinGecko's rate-limit body with HTTP 200
     "cmc_error",  # CMC status.error_code `code` (1001, 1002, 1008, 1009, …), its HTTP status or 200 (`http_200`)
     "kraken_error",  # Kraken `error` array with HTTP 200 (`message`, default EAPI:Rate limit exceeded)
     "http_5xx",  # HTTP `status` (default 503)
     "html",  # an HTML error page with HTTP `status` (as a proxy or captive portal sends)
+    "redirect",  # HTTP `status` (301/302/303/307/308) to `location` + the request's path and query
     "timeout",  # sleep `delay` seconds before answering
     "truncated",  # cut the JSON body in half
     "nulls",  # price (candles: close) null for `symbols`
@@ -51,6 +53,10 @@ class Fault:
     symbols: list[str] | None = None
     path: str | None = None
     retry_after: float | None = 1
+    retry_after_date: bool = False
+    """Send `Retry-After` as an HTTP date (the feed's time + `retry_after`, as the `Date` header is)."""
+    location: str = ""
+    """redirect: where to (e.g. `http://localhost:PORT`; empty: this server), the request's path appended."""
     delay: float = 5.0
     status: int = 503
     code: int = 1008
@@ -75,10 +81,13 @@ class Fault:
         return self.kind not in VALUE_FAULTS or self.path is not None or not history
 
 
-def raise_error_fault(fault: Fault, wire: Wire) -> None:
-    """Answer at once as the provider does when it is in the fault's state."""
-    retry = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+def raise_error_fault(fault: Fault, wire: Wire, target: str, now: datetime) -> None:
+    """Answer at once as the provider does when it is in the fault's state (`target`: the request's path and query)."""
+    retry = {"Retry-After": _retry_after(fault, now)} if fault.retry_after is not None else {}
     kind = fault.kind
+    if kind == "redirect":
+        status = fault.status if 300 <= fault.status < 400 else 302
+        raise Reply(status, {"error": "moved"}, {"Location": fault.location.rstrip("/") + target})
     if kind == "http_429":
         raise Reply(429, wire.rate_limited_body, retry)
     if kind == "binance_418":
@@ -96,6 +105,12 @@ def raise_error_fault(fault: Fault, wire: Wire) -> None:
         title = f"<title>{fault.status} Service Unavailable</title>"
         page = f"<!DOCTYPE html><html><head>{title}</head><body>Please try again later.</body></html>"
         raise Reply(fault.status, page, {"Content-Type": "text/html"})
+
+
+def _retry_after(fault: Fault, now: datetime) -> str:
+    if fault.retry_after_date:
+        return format_datetime((now + timedelta(seconds=fault.retry_after or 0)).astimezone(UTC), usegmt=True)
+    return f"{fault.retry_after:g}"
 
 
 def apply_row_faults(rows: list[CoinRow], faults: list[Fault]) -> list[CoinRow]:

@@ -190,8 +190,10 @@ class MarketServer:
                 time.sleep(fault.delay)
         extra: dict[str, str] = {}
         try:
+            with self.lock:
+                now = self.feed.now()
             for fault in faults:
-                raise_error_fault(fault, wire)
+                raise_error_fault(fault, wire, raw_path, now)
             payload = self._answer(wire, path, query, headers, faults, history)
             status = 200
         except Reply as reply:

@@ -63,12 +63,9 @@ class CoinGecko(CoinIndex):
         status = body.get("status")
         code = status.get("error_code") if isinstance(status, dict) else None
         if code == 429:  # CoinGecko may send its rate-limit body with HTTP 200
-            retry_after = response.headers.get("Retry-After")
+            retry_after = self.http.retry_after(response)
             raise ProviderError(
-                self.label,
-                "rate limited (CoinGecko 429)",
-                retryable=True,
-                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                self.label, "rate limited (CoinGecko 429)", retryable=True, retry_after=retry_after, rate_limited=True
             )
         if code is not None or "error" in body:
             message = status.get("error_message") if isinstance(status, dict) else body.get("error")

@@ -31,12 +31,15 @@ ERRORS: dict[int, str] = {
     1005: "an API key is required (CMC 1005)",
     1006: "the API key's plan does not include this endpoint (CMC 1006)",
     1007: "the API key is disabled (CMC 1007)",
-    1008: "the plan's per-minute rate limit is reached (CMC 1008); the next run continues",
-    1009: "the plan's daily credits are exhausted (CMC 1009)",
-    1010: "the plan's monthly credits are exhausted (CMC 1010)",
+    1009: "the plan's daily credits are exhausted (CMC 1009); not retried: they reset at 00:00 UTC",
+    1010: "the plan's monthly credits are exhausted (CMC 1010); not retried: they reset with the plan's next month",
     1011: "the IP rate limit is reached (CMC 1011)",
 }
 """Permanent for this run: retrying would only burn credits. Other codes follow the HTTP status."""
+MINUTE_LIMIT = 1008
+"""The per-minute rate limit: waited out (Retry-After, else CMC's one-minute window) and retried."""
+MINUTE = 60.0
+RATE_LIMIT_CODES = {1008, 1009, 1010, 1011}
 PAID_ONLY = (
     "CoinMarketCap's OHLCV history (/v2/cryptocurrency/ohlcv/historical) needs a paid plan (Hobbyist or "
     "higher); this key's plan does not include it (CMC 1006)"
@@ -60,8 +63,22 @@ class CoinMarketCap(CoinIndex):
             return
         if code == 1006 and "/ohlcv/" in response.url:
             raise HistoryUnavailable(self.label, PAID_ONLY, status=response.status_code)
+        if code == MINUTE_LIMIT:
+            retry_after = self.http.retry_after(response)
+            message = "the plan's per-minute rate limit is reached (CMC 1008)"
+            if retry_after is None:
+                retry_after, message = MINUTE, message + " without Retry-After: CMC's limits reset every minute"
+            raise ProviderError(
+                self.label,
+                message,
+                retryable=True,
+                retry_after=retry_after,
+                status=response.status_code,
+                rate_limited=True,
+            )
         if code in ERRORS:
-            raise ProviderError(self.label, ERRORS[code], status=response.status_code)
+            rate_limited = code in RATE_LIMIT_CODES
+            raise ProviderError(self.label, ERRORS[code], status=response.status_code, rate_limited=rate_limited)
         if response.status_code == 429:
             return  # a generic rate limit: the HTTP layer honours Retry-After
         message = self.http.redact(str(status.get("error_message") or "unknown error"))[:200]

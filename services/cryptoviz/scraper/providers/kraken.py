@@ -28,7 +28,8 @@ from cryptoviz.scraper.providers.wire import Reply, Wire, WireRequest, as_string
 TOP = ("BTC", "ETH", "USDT", "XRP", "SOL", "USDC", "DOGE", "ADA", "AVAX", "LINK", "DOT", "LTC")
 """Exchanges have no market-cap ranking: their "top N" is this list of large coins (early 2025) they trade."""
 ASSETS = {"BTC": "XBT", "DOGE": "XDG"}
-RETRYABLE = ("EAPI:Rate limit exceeded", "EService:Unavailable", "EService:Busy", "EGeneral:Too many requests")
+RATE_LIMITS = ("EAPI:Rate limit exceeded", "EGeneral:Too many requests")
+RETRYABLE = (*RATE_LIMITS, "EService:Unavailable", "EService:Busy")
 OHLC_ENTRIES = 720
 """OHLC answers the most recent 720 entries of an interval, whatever `since` asks: older ones cannot be had."""
 OHLC_INTERVALS = (300, 900, 3600, 14_400, 86_400)
@@ -61,7 +62,8 @@ class Kraken(Provider):
         retryable = any(str(e).startswith(RETRYABLE) for e in errors)
         if retryable and response.status_code in (418, 429):
             return  # the HTTP layer honours Retry-After
-        raise ProviderError(self.label, text, retryable=retryable, status=response.status_code)
+        limited = any(str(e).startswith(RATE_LIMITS) for e in errors)
+        raise ProviderError(self.label, text, retryable=retryable, status=response.status_code, rate_limited=limited)
 
     def unknown_pair(self, error: ProviderError) -> bool:
         return "EQuery:Unknown asset pair" in error.message
