@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import Quote, make_quote
 from dashboard_pages import SUPPLY, DashboardProcess, publish
-from test_dev_support import CHROMIUM, CHROMIUM_ARGS
+from support.dev import CHROMIUM, CHROMIUM_ARGS
 from test_ingest_harness import Ingester, chunked
 
 MARKET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "market" / "5m"

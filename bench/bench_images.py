@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from containers_support import REPO, Podman, dockerfile_targets, local_base
+from support.containers import REPO, Podman, dockerfile_targets, local_base
 
 
 def build_all(podman: Podman, base: str) -> dict[str, float]:

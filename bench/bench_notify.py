@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import apprise
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import Quote
-from notify_harness import NotifyProcess, Receiver
+from support.notify import NotifyProcess, Receiver
 from test_ingest_harness import Ingester, chunked, publish
 
 

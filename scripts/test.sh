@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotently) and run the whole test suite: lint, type check, the dependency audit, then pytest
-# (the container tier included; `-m "not containers"` leaves it out). Extra arguments go to pytest.
+# Set up (idempotently) and run the whole test suite: lint, type check, the dependency audit, then
+# pytest, both tiers (the container tier included and run last, its images built in the background
+# meanwhile; `-m "not containers"` leaves it out, `-m "not slow"` is the fast tier). Extra arguments go
+# to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from cryptoviz.core.nats import EmbeddedNats
 
+pytest_plugins = ["support.prebuild", "support.tiers"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = Path(os.environ.get("CRYPTOVIZ_SHARED", REPO_ROOT.parent / "shared"))
 MARKET_5M = SHARED_DIR / "data" / "market" / "5m"
@@ -48,7 +50,7 @@ def store(tmp_path: Path) -> Iterator[Any]:
 def browser() -> Iterator[Any]:
     """One headless Debian Chromium per test module, driven by Playwright (never `playwright install`)."""
     from playwright.sync_api import sync_playwright
-    from test_dev_support import CHROMIUM, CHROMIUM_ARGS
+    from support.dev import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

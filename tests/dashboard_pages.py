@@ -330,7 +330,7 @@ class Page:
         raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")
 
     def shot(self, path: Path) -> None:
-        time.sleep(0.6)  # let Bokeh finish painting the canvases
+        self.page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # painted
         self.page.screenshot(path=str(path), full_page=True)
 
     def close(self) -> None:

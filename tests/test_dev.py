@@ -18,7 +18,7 @@ from cryptoviz.core.nats import free_port
 from cryptoviz.core.quote import make_quote
 from cryptoviz.dev.local_config import ensure_config
 from cryptoviz.dev.simulator import COINS, SECONDS_PER_YEAR, MarketSimulator
-from test_dev_support import UNREACHABLE, cryptoviz
+from support.dev import UNREACHABLE, cryptoviz
 
 START = datetime(2025, 1, 13, tzinfo=UTC)
 
@@ -129,7 +129,7 @@ def test_demo_and_replay_exclude_each_other(tmp_path: Path):
 
 
 def test_a_sigkilled_supervisor_leaves_no_service_behind_and_the_next_run_starts(tmp_path: Path):
-    from test_dev_support import DevRun, dev_running, pid_alive, wait_for
+    from support.dev import DevRun, dev_running, pid_alive, wait_for
 
     state = tmp_path / "state"
     first = DevRun(state, "--demo", "--no-dashboard")
@@ -158,7 +158,7 @@ def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_on
     nothing, whether each candle is stored before the next (window 1) or four are in flight."""
     import time
 
-    from test_dev_support import dev_running, expected_replay, stored_candles, wait_for
+    from support.dev import dev_running, expected_replay, stored_candles, wait_for
 
     limit = 60
     expected = expected_replay(market_5m, limit)
@@ -170,7 +170,7 @@ def test_a_sub_second_replay_goes_through_the_scraper_and_stores_every_candle_on
         wait_for(lambda: "Replay finished: 60 candle times" in run.text, 90, "the replay to finish")
         elapsed = time.monotonic() - started
         wait_for(lambda: run.stats()["records"] >= expected.rows, 30, f"{expected.rows} rows stored")
-        time.sleep(1.0)  # a duplicate would land now
+        wait_for(lambda: run.stats()["consumer_lag"] == 0, 30, "every message acked")  # no duplicate can follow
         assert run.stats()["records"] == expected.rows
         assert stored_candles(run, expected) == expected.candles
         scrapes = (run.state_dir / "logs" / "scraper.log").read_text().count("scrape provider=replay")
@@ -252,7 +252,7 @@ def test_the_supervisor_gives_provider_keys_to_the_scraper_and_backfill_only(tmp
 
 def test_dev_hands_provider_keys_to_the_scraper_only(tmp_path: Path):
     """What the running processes really hold: /proc/<pid>/environ of each child of `cryptoviz dev`."""
-    from test_dev_support import dev_running, pid_alive
+    from support.dev import dev_running, pid_alive
 
     key_file = tmp_path / "cmc.key"
     key_file.write_text(KEY_ENV["CMC_API_KEY"])

@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from test_dev_support import (
+from support.dev import (
     CHROMIUM,
     CHROMIUM_ARGS,
     dev_running,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 from conftest import REPO_ROOT
-from test_dev_support import CHROMIUM, CHROMIUM_ARGS, UNREACHABLE, pid_alive, wait_for
+from support.dev import CHROMIUM, CHROMIUM_ARGS, UNREACHABLE, pid_alive, wait_for
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_test_command():

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import requests
-from test_dev_support import dev_running, expected_replay, stored_candles, wait_for
+from support.dev import dev_running, expected_replay, stored_candles, wait_for
 
 KILLS = int(os.environ.get("CRYPTOVIZ_DRILL_KILLS", "20"))
 FAST_RECOVERY = {"ACK_WAIT": "2", "SCRAPE_BACKOFF": "0.2", "SCRAPE_TIMEOUT": "1"}
@@ -27,7 +27,7 @@ def _serving(run) -> bool:
 
 def _assert_exact(run, expected) -> None:
     wait_for(lambda: run.stats()["records"] >= expected.rows, 120, f"{expected.rows} rows stored")
-    time.sleep(1.5)  # anything extra (a duplicate) would land now
+    wait_for(lambda: run.stats()["consumer_lag"] == 0, 60, "every message acked")  # no duplicate can follow
     assert run.stats()["records"] == expected.rows
     stored = stored_candles(run, expected)
     assert stored == expected.candles, (

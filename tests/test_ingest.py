@@ -11,6 +11,7 @@ import duckdb
 import pytest
 from cryptoviz.core import contract
 from cryptoviz.core.quote import format_ts
+from support.jetstream import wait_all_acked
 from test_ingest_harness import (
     Ingester,
     chunked,
@@ -107,7 +108,7 @@ def test_sigkill_at_any_moment_loses_and_doubles_nothing(nats_server, tmp_path: 
     try:
         kills = kill_while_publishing(ingester, nats_server.url, messages, seconds=3.0, kills=5, seed=7)
         ingester.wait_records(len(quotes), timeout=60)
-        time.sleep(2.5)  # longer than ACK_WAIT: any straggling redelivery lands, and must not add rows
+        wait_all_acked(nats_server.url)  # everything acked: no straggling redelivery can add rows after this
         stats = ingester.json("/api/v1/stats")
     finally:
         ingester.stop()

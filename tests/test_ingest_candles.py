@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from cryptoviz.core import contract
 from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.quote import format_ts
+from support.jetstream import wait_all_acked
 from test_ingest_harness import (
     Ingester,
     dead_letters,
@@ -122,7 +122,7 @@ def test_candles_are_stored_exactly_once_whatever_the_delivery(nats_server, tmp_
         stats = ingester.wait_records(expected, key="candles")
         stats = ingester.wait_records(len(btc_a + eth + sol + btc_hours), key="candle_duplicates")
         ingester.wait_records(2 + 3, key="rejected")
-        time.sleep(2.5)  # the lag figure is refreshed every 2 s
+        wait_all_acked(nats_server.url)
         stats = ingester.wait_lag_zero()  # every message acked, the poison ones included: none comes back
         coins = {row["symbol"]: row for row in ingester.json("/api/v1/coins")["data"]}
         latest = {row["symbol"]: row for row in ingester.json("/api/v1/latest")["data"]}
@@ -181,7 +181,7 @@ def test_sigkill_during_a_large_candle_load_loses_and_doubles_nothing(nats_serve
             ingester, nats_server.url, messages, seconds=3.0, kills=4, seed=11, pause=(0.1, 0.6)
         )
         ingester.wait_records(len(candles), timeout=90, key="candles")
-        time.sleep(2.5)  # longer than ACK_WAIT: straggling redeliveries must not add rows
+        wait_all_acked(nats_server.url)  # everything acked: no straggling redelivery can add rows after this
         stats = ingester.json("/api/v1/stats")
     finally:
         ingester.stop()

@@ -14,6 +14,8 @@ import duckdb
 import orjson
 import pytest
 from cryptoviz.core import contract
+from support.jetstream import wait_all_acked
+from support.wait import wait_for
 from test_ingest_harness import Ingester, chunked, dead_letters, publish, publish_raw, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(120)
@@ -47,7 +49,8 @@ def test_poison_messages_are_dead_lettered_counted_and_acked(nats_server, tmp_pa
         publish_raw(nats_server.url, subject, orjson.dumps(body), {contract.MSG_ID_HEADER: "partly-bad"})
         ingester.wait_records(38)
         letters = asyncio.run(dead_letters(nats_server.url, 3))
-        time.sleep(2.5)  # past ACK_WAIT: nothing may come back (the poison was acked)
+        wait_all_acked(nats_server.url)  # the poison was acked too: nothing may come back
+        ingester.wait_lag_zero()  # and /stats has seen it (its lag figure is refreshed every 2 s)
         stats = ingester.json("/api/v1/stats")
         metrics = ingester.get("/metrics").text
     finally:
@@ -76,7 +79,7 @@ def test_nats_restarted_mid_stream_loses_nothing(nats_server, tmp_path: Path):
         publish(nats_server.url, messages[:20])
         ingester.wait_records(10_000)
         nats_server.stop()
-        time.sleep(1.5)
+        wait_for(lambda: ingester.get("/readyz").status_code == 503, 15, "/readyz to see NATS gone")
         assert ingester.get("/readyz").status_code == 503
         assert ingester.get("/healthz").status_code == 200
         nats_server.start()

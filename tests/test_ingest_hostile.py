@@ -26,7 +26,7 @@ from cryptoviz.core.quote import Quote, format_ts
 from cryptoviz.ingester.consumer import DURABLE_NAME, FILTER_SUBJECT, guarded
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from nats.js.api import AckPolicy, ConsumerConfig
-from notify_harness import NotifyProcess, Receiver, metric_value
+from support.notify import NotifyProcess, Receiver, metric_value
 from test_ingest_harness import Ingester, chunked, dead_letters, publish, publish_raw, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(180)

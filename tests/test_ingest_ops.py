@@ -19,6 +19,7 @@ from cryptoviz.ingester import queries
 from cryptoviz.ingester.retention import apply_retention
 from cryptoviz.ingester.schema import MIGRATIONS
 from cryptoviz.ingester.store import Store, quotes_to_arrow
+from support.jetstream import wait_all_acked
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked, publish, synthetic_quotes
 
 pytestmark = pytest.mark.timeout(120)
@@ -243,7 +244,7 @@ def test_alerts_fire_once_per_cooldown_are_stored_and_published(nats_server, tmp
         ts = base + timedelta(minutes=5)
         publish(nats_server.url, chunked([Quote("demo", "coin-1", "C1", "Coin 1", 180.0, ts, ts)]))
         ingester.wait_records(7)
-        time.sleep(0.5)
+        wait_all_acked(nats_server.url)
         after_restart = ingester.json("/api/v1/alerts")
     finally:
         ingester.stop()

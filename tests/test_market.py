@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, Fault, MarketServer
+from support.wait import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +128,10 @@ def test_timeout_fault_sleeps_before_answering(market):
 def test_clocked_mode_advances_one_candle_every_300_over_speed_seconds(feed):
     feed.position = 0
     with MarketServer(feed, speed=1500) as server:  # a candle every 0.2 s
-        time.sleep(0.9)
-        moved = int((feed.now() - feed.ticks[0]) / timedelta(minutes=5))
-    assert 3 <= moved <= 5
+        started = time.monotonic()
+        wait_for(lambda: feed.now() - feed.ticks[0] >= timedelta(minutes=20), 10, "four candles to pass")
+        elapsed = time.monotonic() - started
+    assert 0.6 <= elapsed < 3, f"four candles in {elapsed:.2f}s, not one every 0.2 s"
     with pytest.raises(requests.ConnectionError):  # stopped means stopped
         requests.get(f"{server.url}/_control/state", timeout=1)
 

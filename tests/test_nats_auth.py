@@ -25,9 +25,9 @@ from cryptoviz.core import contract
 from cryptoviz.core.nats import Credentials, EmbeddedNats, NatsRefused, connect, ensure_stream, use_credentials
 from cryptoviz.core.natsauth import ROLES, inbox_prefix
 from cryptoviz.core.quote import Quote
-from notify_harness import NotifyProcess, Receiver
+from support.dev import dev_running, wait_for
+from support.notify import NotifyProcess, Receiver
 from test_chart import CHART, FULLNAME, VENV_BIN, docs_of, find_tool, one, pod_spec, run
-from test_dev_support import dev_running, wait_for
 from test_ingest_harness import Ingester, chunked
 
 pytestmark = pytest.mark.timeout(180)

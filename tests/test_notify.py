@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cryptoviz.core.quote import Quote
-from notify_harness import SLACK_TOKENS, TELEGRAM_TOKEN, NotifyProcess, Receiver, metric_value
+from support.notify import SLACK_TOKENS, TELEGRAM_TOKEN, NotifyProcess, Receiver, metric_value
 from test_ingest_harness import CRYPTOVIZ, Ingester, chunked, publish
 
 pytestmark = pytest.mark.timeout(240)

@@ -21,6 +21,7 @@ import yaml
 from cryptoviz.core.config import parse_config
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
+from support.operator import refresh_rounds
 from test_operator_backfill import chart_cronjob
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,7 +349,7 @@ async def test_operator_reconciles_trackedcryptos_into_the_scraper_config(
     snapshot = {n: cluster.tc(n) for n in ("eth", "usdt", "fake-btc")}
     configmap = cluster.configmap()
     operator_again = await start_operator()
-    await asyncio.sleep(4)  # resume handlers + several status refresh rounds
+    await refresh_rounds(cluster.k, 3)  # resume handlers + several status refresh rounds
     assert cluster.writes()[len(before) :] == []
     assert {n: cluster.tc(n) for n in snapshot} == snapshot
     assert cluster.configmap() == configmap
@@ -525,7 +526,7 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
         assert rule["lastFiredAt"] and rule["delivery"] == "pending"  # no notifier in this test
 
         # surfaced once: later refresh rounds neither repeat the Event nor rewrite status.lastAlert
-        await asyncio.sleep(2.5)
+        await refresh_rounds(cluster.k, 2)
         assert len([e for e in cluster.events() if e["reason"] == "AlertFired"]) == 1
         alert_writes = [
             r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastAlert" in r.text
@@ -659,7 +660,7 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         await eventually(lambda: cluster.condition("btc", "Backfilled")["reason"] == "Queued", what="btc queued")
         await complete_job(cluster, names["eth"])
         await eventually(lambda: job_name(btc, 120) in cluster.jobs(), what="btc's 120-day Job")
-        await asyncio.sleep(2)  # refresh rounds
+        await refresh_rounds(cluster.k, 2)
         assert set(cluster.jobs()) == {*names.values(), job_name(btc, 120)}
         assert cluster.tc("eth")["status"]["history"]["days"] == 30
 
@@ -667,7 +668,7 @@ async def test_backfill_jobs_are_started_once_per_depth_and_reported(
         assert await cluster.request("DELETE", f"/apis/batch/v1/namespaces/{NS}/jobs/{names['btc']}") == 200
         await stop(operator)
         await start_operator(**settings)
-        await asyncio.sleep(3)
+        await refresh_rounds(cluster.k, 3)
         assert set(cluster.jobs()) == {names["eth"], job_name(btc, 120)}
         creates = [
             r for r in cluster.k if r.method.name == "POST" and r.resource is not None and r.resource.plural == "jobs"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, MarketServer, coin_id
 from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_NATS, EXIT_OK, EXIT_PROVIDER, run_loop, run_once
+from support.wait import wait_for
 from test_scraper_support import BTC_GAP_START, csv_closes, settings_for, stream_quotes
 
 START = 300  # a feed position with 24 h of history behind it, so the 1h/24h changes are known
@@ -448,12 +449,12 @@ async def test_the_loop_rides_out_a_nats_outage(market, nats_server):
     settings = settings_for(market.url, nats_server.url, provider="replay", scrape_interval=1, publish_deadline=0.5)
     stop = asyncio.Event()
     loop_task = asyncio.create_task(run_loop(settings, stop))
-    await asyncio.sleep(0.5)
+    await asyncio.to_thread(wait_for, lambda: len(stream_quotes(nats_server.url)) >= 14, 30, "the first scrape")
     nats_server.stop()
     market.advance()
-    await asyncio.sleep(2)
+    await asyncio.to_thread(wait_for, lambda: len(market.requests) >= 3, 30, "scrapes during the outage")
     nats_server.start()
-    await asyncio.sleep(2.5)
+    await asyncio.to_thread(wait_for, lambda: len(stream_quotes(nats_server.url)) >= 28, 30, "the scrape after it")
     stop.set()
     await asyncio.wait_for(loop_task, timeout=10)
     stored = await asyncio.to_thread(stream_quotes, nats_server.url)

@@ -6,11 +6,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
+from support.wait import wait_for
 from test_scraper_support import UNREACHABLE, stream_quotes
 
 CRYPTOVIZ = str(Path(sys.executable).parent / "cryptoviz")
@@ -83,7 +83,7 @@ def test_loop_scrapes_every_interval_until_sigterm(feed, nats_server):
         env = scrape_env(market, nats_server.url, SCRAPE_PROVIDER="replay", SCRAPE_INTERVAL="1")
         loop = subprocess.Popen([CRYPTOVIZ, "scrape", "--loop"], env=env, stderr=subprocess.PIPE, text=True)
         try:
-            time.sleep(4.5)
+            wait_for(lambda: len({q.timestamp for q in stream_quotes(nats_server.url)}) >= 3, 30, "three scrapes")
         finally:
             loop.send_signal(signal.SIGTERM)
             _, stderr = loop.communicate(timeout=20)

@@ -28,6 +28,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -40,7 +41,8 @@ import kmock
 import requests
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "cryptoviz"
 # This machine: crun fails on its hybrid cgroup layout, limits may not be raised, only host networking.
 HOST_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "host"]
 RUN_FLAGS = [*HOST_FLAGS, "--pull=never"]  # no registry is reachable: every image is built here
@@ -51,12 +53,17 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class Podman:
-    """podman with a store of this checkout's own (.cache/podman): a fresh clone builds cold, re-runs reuse it."""
+    """podman with a store of this checkout's own (.cache/podman): a fresh clone builds cold, re-runs reuse it.
 
-    def __init__(self, root: Path = REPO / ".cache" / "podman") -> None:
+    `niceness` > 0 runs it (and the builds' containers) at a lower CPU priority: builds made while other
+    tests run must not starve their timing."""
+
+    def __init__(self, root: Path = REPO / ".cache" / "podman", niceness: int = 0) -> None:
         self.root = root
         run_root = Path("/tmp") / f"cryptoviz-podman-{hashlib.sha256(str(root).encode()).hexdigest()[:10]}"
-        self.argv = ["podman", "--root", str(root / "root"), "--runroot", str(run_root), "--log-level", "error"]
+        self.command = ["podman", "--root", str(root / "root"), "--runroot", str(run_root), "--log-level", "error"]
+        self.nice = ["nice", "-n", str(niceness)] if niceness else []
+        self.argv = [*self.nice, *self.command]
 
     def __call__(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.argv, *args], capture_output=True, text=True, timeout=timeout, check=False)
@@ -110,7 +117,7 @@ class Podman:
 def local_base(podman: Podman) -> str:
     """The Debian 12 stand-in for the official Python image (cached by its inputs, see the script)."""
     result = subprocess.run(
-        ["bash", str(REPO / "scripts" / "local-base.sh"), *podman.argv],
+        [*podman.nice, "bash", str(REPO / "scripts" / "local-base.sh"), *podman.command],
         capture_output=True,
         text=True,
         timeout=900,
@@ -133,6 +140,35 @@ def nats_substitute(podman: Podman, base: str, image: str, binary: Path, work: P
         f'FROM {base}\nCOPY nats-server /usr/local/bin/nats-server\nUSER 1000:1000\nCMD ["nats-server"]\n'
     )
     return podman.build(image, "-f", str(work / "Containerfile"), context=work)
+
+
+@dataclass
+class Images:
+    """The base, every Dockerfile target under the chart's default image names, the NATS stand-in."""
+
+    base: str
+    names: dict[str, str]
+    """Dockerfile target (and "nats") → image name."""
+    seconds: dict[str, float]
+
+
+def build_images(podman: Podman) -> Images:
+    """Everything the chart's default values name, built on the local base (cached layers are reused)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    repository, nats = values["image"]["repository"], values["nats"]["image"]
+    nats_image, nats_binary = f"{nats['repository']}:{nats['tag']}", Path(sys.executable).parent / "nats-server"
+    started = time.monotonic()
+    base = local_base(podman)
+    seconds = {"base": time.monotonic() - started}
+    names = {}
+    for target in dockerfile_targets():
+        names[target] = f"{repository}-{target}:{version}"
+        build_args = ["--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", f"VERSION={version}"]
+        seconds[target] = podman.build(names[target], "--target", target, *build_args)
+    names["nats"] = nats_image
+    seconds["nats"] = nats_substitute(podman, base, nats_image, nats_binary, REPO / ".cache" / "nats-image")
+    return Images(base, names, seconds)
 
 
 # ------------------------------------------------------------------------------------ manifests

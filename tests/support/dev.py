@@ -13,14 +13,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import requests
 from cryptoviz.core.nats import free_port
+
+from support.wait import wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -52,20 +53,6 @@ def pid_alive(pid: int | None) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
             return False
     return True
-
-
-def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    give_up = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < give_up:
-        try:
-            value = predicate()
-        except (requests.RequestException, OSError, ValueError, KeyError) as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last_error})")
 
 
 class DevRun:

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (no tests here): the tier rules and waiting for conditions."""
