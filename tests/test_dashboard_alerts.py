@@ -19,7 +19,7 @@ import test_dashboard_browser
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.dashboard.alerts_panel import alerts_html
 from dashboard_pages import DashboardProcess, Page, fresh_quotes, publish
-from notify_harness import NotifyProcess, Receiver
+from support.notify import NotifyProcess, Receiver
 from test_ingest_harness import Ingester, chunked
 
 pytestmark = pytest.mark.browser
