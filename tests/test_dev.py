@@ -250,6 +250,14 @@ def test_the_supervisor_gives_provider_keys_to_the_scraper_and_backfill_only(tmp
     assert children["scraper"].env["CMC_API_KEY"] == "value-of-CMC_API_KEY"
 
 
+def _is_dev_nats(cmdline: Path, state_dir: Path) -> bool:
+    try:
+        argv = cmdline.read_bytes().split(b"\0")
+    except OSError:  # a process that ended meanwhile
+        return False
+    return argv[0].endswith(b"nats-server") and any(str(state_dir).encode() in arg for arg in argv)
+
+
 def test_dev_hands_provider_keys_to_the_scraper_only(tmp_path: Path):
     """What the running processes really hold: /proc/<pid>/environ of each child of `cryptoviz dev`."""
     from support.dev import dev_running, pid_alive
@@ -264,6 +272,9 @@ def test_dev_hands_provider_keys_to_the_scraper_only(tmp_path: Path):
             if name == "backfill" and not pid_alive(pids.get(name)):
                 continue  # one-shot and quick on the simulator; test above checks what it is given
             environs[name] = Path(f"/proc/{pids[name]}/environ").read_bytes().split(b"\0")
+        nats = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _is_dev_nats(p, tmp_path / "state")]
+        assert len(nats) == 1, "the embedded nats-server of this dev run"
+        environs["nats-server"] = nats[0].with_name("environ").read_bytes().split(b"\0")
         assert run.stop() == 0
     for name, environ in environs.items():
         keyed = {line.split(b"=", 1)[0].decode() for line in environ if b"API_KEY" in line.split(b"=", 1)[0]}

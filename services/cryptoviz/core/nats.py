@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import ssl
@@ -268,7 +269,11 @@ class EmbeddedNats:
         if not port_is_free(self.port, self.host):
             raise OSError(f"port {self.port} is already in use (NATS); choose another with --nats-port")
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # nats-server reads only its arguments and config: none of the caller's environment (provider keys,
+        # tokens) reaches it
+        self.process = subprocess.Popen(
+            self._argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={"PATH": os.defpath}
+        )
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
             if self.process.poll() is not None:
