@@ -120,3 +120,21 @@ def test_candles_go_on_the_wire_exactly_as_their_json_dicts():
     ]
     [message] = contract.encode_candles("binance", candles, scraped_at=NOW)
     assert b'"candles":' + orjson.dumps([c.to_json_dict() for c in candles]) + b"}" in message.payload
+
+
+def test_candles_message_id_is_the_sha_of_the_sorted_format_ts_stamps():
+    """The id (JetStream's dedup key across re-runs) is defined on format_ts's text; the fast path
+    must give the very same ids, with microseconds, other offsets and unsorted input."""
+    import hashlib
+    from datetime import timezone
+
+    from cryptoviz.core.quote import format_ts
+
+    east = timezone(timedelta(hours=5, minutes=30))
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    times = [base + timedelta(minutes=5 * i, microseconds=(i % 3) * 1500) for i in range(50)][::-1]
+    times += [(base + timedelta(days=1)).astimezone(east)]
+    digest = hashlib.sha256(b"binance\0BTCUSDT\x00300")
+    for stamp in sorted(format_ts(t) for t in times):
+        digest.update(b"\0" + stamp.encode())
+    assert contract.candles_message_id("binance", "BTCUSDT", 300, times) == f"candles-binance-{digest.hexdigest()[:40]}"
