@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 from cryptoviz.core import contract
-from cryptoviz.core.candle import Candle, make_candle
+from cryptoviz.core.candle import Candle, CandleMaker, make_candle
 from cryptoviz.core.quote import InvalidQuote, parse_ts
 
 OPEN = datetime(2025, 1, 13, 0, 5, tzinfo=UTC)
@@ -60,6 +60,50 @@ def test_invalid_candles_are_refused_with_a_stable_reason(overrides, reason):
     with pytest.raises(InvalidQuote) as info:
         candle(**overrides)
     assert info.value.reason == reason
+
+
+def _outcome(build, **fields):
+    try:
+        return build(**fields)
+    except InvalidQuote as exc:
+        return exc.reason
+    except (TypeError, ValueError, ArithmeticError) as exc:  # what providers count as malformed_record
+        return type(exc).__name__
+
+
+MS = int(OPEN.timestamp() * 1000)
+ODD = [None, "", " ", True, "1e400", 1e400, 10**400, -math.inf, math.nan, "nan", " 94500 ", "9_4500", 0, -1, "0", 5e11]
+ROWS = [
+    *({"open_time": MS, "open": "94500", "high": "94600", "low": "94400", "close": "94450", "volume": "1e6", **{k: v}}
+      for k in ("open", "high", "low", "close", "volume") for v in ODD),
+    *({"open_time": t, "open": 1.0, "high": 2, "low": 0.5, "close": "1.5"}
+      for t in (MS, MS / 1000, int(MS / 1000), -MS, 0, True, None, "2025-01-13T00:05:00Z", 10**20, 1e11, 1e11 + 1,
+                int((NOW + timedelta(seconds=299)).timestamp() * 1000),
+                int((NOW + timedelta(seconds=301)).timestamp() * 1000),
+                int(datetime(2009, 1, 2, tzinfo=UTC).timestamp() * 1000), OPEN)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "common",
+    [
+        {},
+        {"provider": "evil"},
+        {"symbol": None},
+        {"interval": 7},
+        {"interval": "300"},
+        {"name": 5},
+        {"received_at": NOW + timedelta(days=1)},
+        {"received_at": OPEN},
+    ],
+)
+def test_candle_maker_gives_make_candles_candles_and_reasons(common):
+    """The batch path (a provider's page) is `make_candle`, only faster: same candle or same reason, row by row."""
+    fields = dict(provider="binance", coin_id="BTCUSDT", symbol="btc", name="Bitcoin", interval=300, received_at=NOW)
+    fields.update(common)
+    make = CandleMaker(**fields, now=NOW)
+    for row in ROWS:
+        assert _outcome(make, **row) == _outcome(make_candle, **fields, **row, now=NOW), row
 
 
 def test_numeric_timestamps_beyond_year_9999_are_invalid_not_a_crash():

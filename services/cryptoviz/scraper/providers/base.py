@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 
-from cryptoviz.core.candle import Candle, make_candle
+from cryptoviz.core.candle import Candle, CandleMaker
 from cryptoviz.core.config import TrackedCoin
 from cryptoviz.core.quote import InvalidQuote, Quote, make_quote
 from cryptoviz.scraper.http import HttpClient, ProviderError
@@ -200,21 +200,14 @@ class Provider:
     ) -> Page:
         """Validate each row into a candle of `target` (`build` gives open_time, open, high, low, close, volume)."""
         received = datetime.now(UTC)
+        make = CandleMaker(
+            provider=self.label, coin_id=target.coin_id, symbol=target.symbol, name=target.name, interval=interval,
+            received_at=received, now=received,
+        )  # fmt: skip
+        append = page.candles.append
         for row in rows:
             try:
-                fields = build(row)
-                page.candles.append(
-                    make_candle(
-                        provider=self.label,
-                        coin_id=target.coin_id,
-                        symbol=target.symbol,
-                        name=target.name,
-                        interval=interval,
-                        received_at=received,
-                        now=received,
-                        **fields,
-                    )
-                )
+                append(make(**build(row)))
             except InvalidQuote as exc:
                 page.rejected[exc.reason] += 1
                 log.debug("%s: rejected candle %s", self.label, exc)

@@ -190,12 +190,18 @@ class BinanceWire(Wire):
             candles = candles[:limit]
         else:  # the most recent `limit` up to endTime
             candles = request.history(symbol, interval, end - span, end)[-limit:]
+        # A backfill benchmark renders 864,000 of these: one flat loop, no call per field (as_string inlined)
         out = []
+        append, last_ms = out.append, interval * 1000 - 1
         for c in candles:
-            opened = epoch_ms(c.open_time)
-            base = c.volume / float(c.close) if both_numbers(c.volume, c.close) else 0.0
-            row = [opened, as_string(c.open), as_string(c.high), as_string(c.low), as_string(c.close), str(base)]
-            out.append([*row, opened + interval * 1000 - 1, str(c.volume), 100, str(base / 2), str(c.volume / 2), "0"])
+            opened = int(c.open_time.timestamp() * 1000)  # epoch_ms
+            o, h, lo, close, volume = c.open, c.high, c.low, c.close, c.volume
+            base = volume / float(close) if both_numbers(volume, close) else 0.0
+            append([
+                opened, None if o is None else str(o), None if h is None else str(h), None if lo is None else str(lo),
+                None if close is None else str(close), str(base), opened + last_ms, str(volume), 100, str(base / 2),
+                str(volume / 2), "0",
+            ])  # fmt: skip
         return out
 
 
