@@ -30,6 +30,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 import orjson
 
@@ -188,7 +189,7 @@ def encode_candles(provider: str, candles: list[Candle], scraped_at: datetime | 
     subject = candles_subject_for(provider)
     stamp = format_ts(scraped_at or datetime.now(UTC))
     groups: dict[tuple[str, int], list[Candle]] = {}
-    for candle in sorted(candles, key=lambda c: (c.coin_id, c.interval, c.open_time)):
+    for candle in sorted(candles, key=attrgetter("coin_id", "interval", "open_time")):
         if candle.provider != provider:
             raise ValueError(f"candle of provider {candle.provider!r} in a {provider!r} message")
         groups.setdefault((candle.coin_id, candle.interval), []).append(candle)

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 
 from cryptoviz.core.candle import Candle
 from cryptoviz.scraper.http import ProviderError
@@ -118,10 +119,11 @@ class CoinHistory:
 
     def settle(self) -> None:
         """Sort the candles and note what they span."""
-        self.candles.sort(key=lambda c: (c.interval, c.open_time))
+        self.candles.sort(key=attrgetter("interval", "open_time"))
         self.count = len(self.candles)
-        self.first = min((c.open_time for c in self.candles), default=None)
-        self.last = max((c.close_time for c in self.candles), default=None)
+        self.first = min(map(attrgetter("open_time"), self.candles), default=None)
+        newest = {c.interval: c for c in self.candles}  # sorted: each interval's last candle is its newest
+        self.last = max((c.close_time for c in newest.values()), default=None)
 
 
 def accept(
