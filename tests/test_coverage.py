@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
+from cryptoviz.core.api_contract import CoverageResponse, SeriesCoverage
 from cryptoviz.core.candle import make_candle
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import coverage as coverage_module
 from cryptoviz.ingester.candle_decode import candles_to_arrow
 from cryptoviz.ingester.coverage import MAX_GAPS, Window, answer, coverage, stored_series
-from cryptoviz.ingester.formats import BadRequest
+from cryptoviz.ingester.formats import JSON_OPTIONS, BadRequest
 from cryptoviz.ingester.retention import apply_retention
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from hypothesis import given, settings
@@ -43,9 +45,17 @@ def candle(at: datetime, interval: int = 300, coin: str = "BTCUSDT", provider: s
     )
 
 
-def covered(store: Store, since=T0, until=NOW, min_gap=900, symbols=None, provider=None):
+def covered(store: Store, since=T0, until=NOW, min_gap=900, symbols=None, provider=None) -> list[SeriesCoverage]:
+    """The rows as JSON, read back through the response model (they are rows for orjson: see `coverage`)."""
     cur = store.reader()
-    return coverage(cur, stored_series(cur, symbols, provider), Window(since, until, min_gap))
+    rows = coverage(cur, stored_series(cur, symbols, provider), Window(since, until, min_gap))
+    return [SeriesCoverage.model_validate_json(orjson.dumps(row, option=JSON_OPTIONS)) for row in rows]
+
+
+def answered(store: Store, symbols: list[str] | None, window: Window) -> CoverageResponse:
+    return CoverageResponse.model_validate_json(
+        orjson.dumps(answer(store.reader(), symbols, None, window), option=JSON_OPTIONS)
+    )
 
 
 def naive(value: datetime | None) -> datetime | None:
@@ -162,9 +172,9 @@ def test_window_defaults_to_the_last_30_days():
 def test_the_answer_caps_its_series_and_says_so(store: Store, monkeypatch):
     store.write_batch(quotes_to_arrow([quote(T0, coin=f"c{i}", symbol=f"C{i}") for i in range(4)]))
     window = Window(T0 - timedelta(days=1), NOW, 900)
-    full = answer(store.reader(), ["C0", "C1", "X"], None, window)
+    full = answered(store, ["C0", "C1", "X"], window)
     assert [r.symbol for r in full.data] == ["C0", "C1"] and full.unknown_symbols == ["X"]
     assert not full.series_truncated and full.since.tzinfo is not None
     monkeypatch.setattr(coverage_module, "MAX_SERIES", 3)
-    capped = answer(store.reader(), None, None, window)
+    capped = answered(store, None, window)
     assert len(capped.data) == 3 and capped.series_truncated

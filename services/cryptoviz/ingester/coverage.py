@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import orjson
 
-from cryptoviz.core.api_contract import MAX_GAPS, MAX_SERIES, CoverageGap, CoverageResponse, SeriesCoverage
+from cryptoviz.core.api_contract import MAX_GAPS, MAX_SERIES, SeriesCoverage
 from cryptoviz.ingester.formats import BadRequest
 
 MAX_SPAN = timedelta(days=400)
@@ -65,6 +66,16 @@ _SPANS = """
     FROM candles_hourly WHERE hour > $early_hour AND hour <= $until AND {where}
 """
 
+
+def _iso(column: str) -> str:
+    """The text orjson writes for this naive UTC timestamp (`2025-01-13T00:05:00Z`, microseconds when
+    there are any), written by DuckDB: no `datetime` is made per gap."""
+    return (
+        f"CASE WHEN epoch_us({column}) % 1000000 = 0 THEN strftime({column}, '%Y-%m-%dT%H:%M:%SZ')"
+        f" ELSE strftime({column}, '%Y-%m-%dT%H:%M:%S.%fZ') END"
+    )
+
+
 _COVERAGE_SQL = f"""
 WITH spans AS (
     SELECT provider, coin_id, greatest(s, $since) AS s, least(e, $until) AS e, quotes, candles
@@ -81,7 +92,9 @@ holes AS (
     FROM cells
 ),
 gaps AS (
-    SELECT provider, coin_id, list({{'start': covered_until, 'end': s}} ORDER BY s) AS gaps
+    SELECT provider, coin_id,
+           list({{'start': {_iso("covered_until")}, 'end': {_iso("s")},
+                 'seconds': (epoch_us(s) - epoch_us(covered_until))::DOUBLE / 1e6::DOUBLE}} ORDER BY s) AS gaps
     FROM holes WHERE epoch(s) - epoch(covered_until) > $min_gap GROUP BY provider, coin_id
 ),
 totals AS (
@@ -89,7 +102,8 @@ totals AS (
            sum(quotes)::BIGINT AS quotes, sum(candles)::BIGINT AS candles
     FROM spans GROUP BY provider, coin_id
 )
-SELECT t.provider, t.coin_id, t.first, t.last, t.quotes, t.candles, g.gaps[:{MAX_GAPS}], len(g.gaps) > {MAX_GAPS}
+SELECT t.provider, t.coin_id, {_iso("t.first")}, {_iso("t.last")}, t.quotes, t.candles,
+       coalesce(to_json(g.gaps[:{MAX_GAPS}])::VARCHAR, '[]'), coalesce(len(g.gaps) > {MAX_GAPS}, false)
 FROM totals t LEFT JOIN gaps g USING (provider, coin_id)
 """
 
@@ -107,10 +121,16 @@ def stored_series(
     ).fetchall()
 
 
-def coverage(
-    cur: duckdb.DuckDBPyConnection, series: list[tuple[str, str, str]], window: Window
-) -> list[SeriesCoverage]:
-    """First/last covered time, counts and gaps of each (symbol, provider, coin_id) over `window`."""
+def coverage(cur: duckdb.DuckDBPyConnection, series: list[tuple[str, str, str]], window: Window) -> list[dict]:
+    """First/last covered time, counts and gaps of each (symbol, provider, coin_id) over `window`: rows
+    for orjson in `SeriesCoverage`'s shape, times as orjson writes them, each series' gaps as JSON
+    text written by DuckDB (an `orjson.Fragment`).
+
+    Not models, nor a Python object per gap: the worker thread holds the GIL for every object it
+    makes (DuckDB's `fetchall` of nested values too, in one long call), and the event loop, with
+    `/healthz`, waits behind it; a model and two `datetime`s per gap made a large answer cost the loop
+    tens of milliseconds, more on a loaded machine (a thread holding the GIL can be descheduled).
+    """
     if not series:
         return []
     by_provider: dict[str, list[str]] = {}
@@ -127,45 +147,39 @@ def coverage(
     for i, (provider, coin_ids) in enumerate(by_provider.items()):
         params[f"p{i}"], params[f"c{i}"] = provider, coin_ids
     rows = cur.execute(_COVERAGE_SQL.replace("{where}", f"({' OR '.join(clauses)})"), params).fetchall()
-    found = {(r[0], r[1]): r[2:] for r in rows}
-    result = []
-    for symbol, provider, coin_id in series:
-        first, last, quotes, candles, gaps, truncated = found.get((provider, coin_id), (None, None, 0, 0, [], False))
-        result.append(
-            SeriesCoverage(
-                symbol=symbol,
-                provider=provider,
-                coin_id=coin_id,
-                first=utc(first),
-                last=utc(last),
-                quotes=quotes or 0,
-                candles=candles or 0,
-                gaps=[_gap(g["start"], g["end"]) for g in gaps or []],
-                gaps_truncated=bool(truncated),
+    found = {
+        (p, c): (first, last, quotes, candles, orjson.Fragment(gaps), truncated)
+        for p, c, first, last, quotes, candles, gaps, truncated in rows
+    }
+    return [
+        dict(
+            zip(
+                _SERIES_FIELDS,
+                (symbol, provider, coin_id, *found.get((provider, coin_id), (None, None, 0, 0, _NO_GAPS, False))),
+                strict=True,
             )
         )
-    return result
+        for symbol, provider, coin_id in series
+    ]
 
 
-def answer(
-    cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, provider: str | None, window: Window
-) -> CoverageResponse:
-    """The whole `/api/v1/coverage` answer."""
+_SERIES_FIELDS = tuple(SeriesCoverage.model_fields)
+_NO_GAPS = orjson.Fragment(b"[]")
+
+
+def answer(cur: duckdb.DuckDBPyConnection, symbols: Sequence[str] | None, provider: str | None, window: Window) -> dict:
+    """The whole `/api/v1/coverage` answer, in `CoverageResponse`'s shape (see `coverage`)."""
     series = stored_series(cur, symbols, provider)
     truncated = len(series) > MAX_SERIES
     series = series[:MAX_SERIES]
-    return CoverageResponse(
-        since=utc(window.since),
-        until=utc(window.until),
-        min_gap_seconds=window.min_gap,
-        data=coverage(cur, series, window),
-        unknown_symbols=[] if truncated else sorted(set(symbols or []) - {s[0] for s in series}),
-        series_truncated=truncated,
-    )
-
-
-def _gap(start: datetime, end: datetime) -> CoverageGap:
-    return CoverageGap(start=utc(start), end=utc(end), seconds=(end - start).total_seconds())
+    return {
+        "since": utc(window.since),
+        "until": utc(window.until),
+        "min_gap_seconds": window.min_gap,
+        "data": coverage(cur, series, window),
+        "unknown_symbols": [] if truncated else sorted(set(symbols or []) - {s[0] for s in series}),
+        "series_truncated": truncated,
+    }
 
 
 def utc(value: datetime | None) -> datetime | None:

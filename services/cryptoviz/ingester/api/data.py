@@ -147,7 +147,7 @@ async def coverage_of(
     window = coverage.Window.of(since, until, min_gap, now)
 
     def run(cur: duckdb.DuckDBPyConnection) -> Response:
-        return json_response(coverage.answer(cur, symbols, provider, window).model_dump())
+        return json_response(coverage.answer(cur, symbols, provider, window))
 
     return await read(run)
 
