@@ -181,7 +181,8 @@ def test_each_mode_draws_lines_in_the_same_colours(page: Page, shots: Path) -> N
     page.shot(shots / "desktop-shared.png")
     page.click("Use log scale")
     page.wait(lambda: page.price_figures()[0]["ylog"], what="log axis")
-    assert page.pressed("Log scale") and not page.page.get_by_text("orders of magnitude").is_visible()
+    page.wait(lambda: page.pressed("Log scale"), what="the Log scale toggle pressed")  # may follow the figure
+    assert not page.page.get_by_text("orders of magnitude").is_visible()
     page.click("Log scale")
     page.wait(lambda: not page.price_figures()[0]["ylog"], what="linear axis")
     page.click("Percent change")
