@@ -114,9 +114,7 @@ async def run(settings: Settings) -> None:
             await asyncio.wait_for(asyncio.gather(*loops, return_exceptions=True), 10)
     finally:
         log.info("shutting down")
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel(tasks)
         if runtime._publishing:  # stored alerts being published: let them land (else the next start's sweep does)
             await asyncio.wait(runtime._publishing, timeout=5)
         for server in servers:
@@ -132,6 +130,23 @@ async def run(settings: Settings) -> None:
         log.debug("closing DuckDB")
         await asyncio.to_thread(store.close)
         log.info("stopped")
+
+
+async def _cancel(tasks: list[asyncio.Task], timeout: float = 5.0) -> None:
+    """Cancel the background tasks and wait for them, but not forever: on Python 3.11 a cancel that
+    meets a finishing `asyncio.wait_for` (nats-py's fetch) is lost, and the task's loop goes on (an
+    ingester once hung for good on SIGTERM after NATS went away). Ask again; then stop without it."""
+    for attempt in range(3):
+        for task in tasks:
+            task.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
+        for task in done:  # retrieved, as gather(return_exceptions=True) did: no "never retrieved" at exit
+            if not task.cancelled():
+                task.exception()
+        if not pending:
+            return
+        log.warning("tasks still running after cancel (attempt %d): %s", attempt + 1, [t.get_name() for t in pending])
+        tasks = list(pending)
 
 
 async def _serve(servers: list[Server]) -> None:
