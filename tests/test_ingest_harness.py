@@ -8,7 +8,6 @@ import contextlib
 import csv
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from cryptoviz.core import contract
 from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.nats import ensure_stream, free_port
 from cryptoviz.core.quote import Quote, make_quote
+from support.process import ServiceProcess
 
 CRYPTOVIZ = str(Path(sys.executable).parent / "cryptoviz")
 
@@ -199,7 +199,7 @@ async def dead_letters(url: str, expected: int) -> list:
         await nc.close()
 
 
-class Ingester:
+class Ingester(ServiceProcess):
     """`cryptoviz ingest` as a real subprocess on a free port."""
 
     def __init__(self, nats_url: str, db_path: Path, log_path: Path, **env: str) -> None:
@@ -221,8 +221,7 @@ class Ingester:
             "LOG_FORMAT": "json",
             **env,
         }
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        super().__init__(log_path)
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> Ingester:
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
@@ -243,24 +242,6 @@ class Ingester:
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"ingester not ready in {timeout}s: {self.log()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def get(self, path: str, **params) -> requests.Response:
         """GET from the API; `/metrics` is read where it is served, on the metrics port."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import requests
 from cryptoviz.core.nats import free_port
+
+from support.process import ServiceProcess
 
 TELEGRAM_TOKEN = "123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQr"
 TELEGRAM_CHAT = "4242"
@@ -143,7 +144,7 @@ class Receiver:
         raise TimeoutError(f"{what} not met within {timeout}s; received {len(self.requests)} requests")
 
 
-class NotifyProcess:
+class NotifyProcess(ServiceProcess):
     """`cryptoviz notify` as a real subprocess (Telegram/Slack plugins pointed at `fake_base`)."""
 
     def __init__(self, nats_url: str, log_path: Path, fake_base: str, **env: str) -> None:
@@ -161,8 +162,7 @@ class NotifyProcess:
             "FAKE_SERVICES_BASE": fake_base,
             **env,
         }
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        super().__init__(log_path)
 
     def start(self, wait: bool = True) -> NotifyProcess:
         with self.log_path.open("ab") as log:
@@ -188,24 +188,6 @@ class NotifyProcess:
 
     def metrics(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-
-    def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode if self.process else None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
