@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,12 @@ import requests
 from cryptoviz.core.nats import free_port
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester.api import create_app
-from cryptoviz.ingester.runtime import Runtime, Settings
-from cryptoviz.ingester.serving import ApiConfig, Server, ServerLimits
+from cryptoviz.ingester.runtime import Runtime
+from cryptoviz.ingester.serving import ApiConfig, Server
+from cryptoviz.ingester.settings import IngestSettings
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 
-SETTINGS = Settings(
+SETTINGS = IngestSettings(
     nats_url="nats://127.0.0.1:1",
     duckdb_path="",
     api_host="127.0.0.1",
@@ -28,7 +28,6 @@ SETTINGS = Settings(
     candle_batch_size=1000,
     batch_timeout=0.1,
     retention_days=0,
-    scraper_config=None,
     ack_wait=30,
 )
 
@@ -37,12 +36,11 @@ class InProcessApi:
     def __init__(self, db_path: Path, **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = replace(SETTINGS, duckdb_path=str(db_path), api_port=self.port, **settings)
+        self.settings = SETTINGS.model_copy(update={"duckdb_path": str(db_path), "api_port": self.port, **settings})
         self.store = Store(db_path)
         self.runtime = Runtime(self.settings, self.store)
         self.app = create_app(self.runtime)
-        limits = self.settings.limits or ServerLimits()
-        self.server = Server(ApiConfig(self.app, "127.0.0.1", self.port, limits))
+        self.server = Server(ApiConfig(self.app, "127.0.0.1", self.port, self.settings.limits))
         self._thread = threading.Thread(target=lambda: asyncio.run(self.server.serve_until_stopped()), daemon=True)
 
     def start(self) -> InProcessApi:

@@ -23,6 +23,7 @@ from cryptoviz.core import api_contract as contract
 from cryptoviz.core.api_client import AsyncIngesterClient, IngesterClient, IngesterRejected, IngesterUnavailable
 from cryptoviz.ingester.admin_token import AdminToken
 from cryptoviz.ingester.backup import HEADROOM_BYTES, space_needed
+from pydantic import SecretStr
 from test_ingest_harness import market_quotes, synthetic_quotes
 
 TOKEN = "in-process-admin-token-0123456789"
@@ -49,7 +50,7 @@ BAD_REQUESTS = [
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory, market_5m: Path) -> Iterator[InProcessApi]:
-    server = InProcessApi(tmp_path_factory.mktemp("api") / "db.duckdb", admin_token=AdminToken.of(TOKEN, None))
+    server = InProcessApi(tmp_path_factory.mktemp("api") / "db.duckdb", admin_token=SecretStr(TOKEN))
     server.start()
     server.store_quotes(market_quotes(market_5m, rows=100))
     try:
@@ -215,7 +216,7 @@ def test_a_backup_restores_into_a_new_database(api: InProcessApi, tmp_path: Path
 
 
 def test_only_one_backup_runs_at_a_time(tmp_path: Path) -> None:
-    api = InProcessApi(tmp_path / "db.duckdb", admin_token=AdminToken.of(TOKEN, None)).start()
+    api = InProcessApi(tmp_path / "db.duckdb", admin_token=SecretStr(TOKEN)).start()
     try:
         for start in range(0, 400_000, 100_000):  # a snapshot larger than the socket buffers
             api.store_quotes(_quotes(start))
@@ -253,7 +254,7 @@ def _quotes(start: int) -> list:
 def test_backup_refused_without_free_space_and_stopped_at_its_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    api = InProcessApi(tmp_path / "db.duckdb", admin_token=AdminToken.of(TOKEN, None), backup_timeout=0.001).start()
+    api = InProcessApi(tmp_path / "db.duckdb", admin_token=SecretStr(TOKEN), backup_timeout=0.001).start()
     try:
         api.store_quotes(_quotes(0))
         import shutil

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import sys
 from typing import NamedTuple
 
 import click
 
 from cryptoviz import __version__
+from cryptoviz.core.common_settings import GlobalSettings
 from cryptoviz.core.logs import setup_logging
 from cryptoviz.core.quote import parse_clock_skew, set_max_clock_skew
+from cryptoviz.core.settings import click_options, from_options
 
 
 class Subcommand(NamedTuple):
@@ -65,59 +66,18 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="cryptoviz")
-@click.option(
-    "--log-level",
-    envvar="LOG_LEVEL",
-    show_envvar=True,
-    default="INFO",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-)
-@click.option(
-    "--log-format",
-    envvar="LOG_FORMAT",
-    show_envvar=True,
-    default="text",
-    type=click.Choice(["text", "json"]),
-    help="json for containers, text for terminals.",
-)
-@click.option(
-    "--max-clock-skew",
-    envvar="MAX_CLOCK_SKEW",
-    show_envvar=True,
-    default="300",
-    help="Seconds (or 90s, 5m; at most 1d) a quote's or candle's time may lie past its receive time and the"
-    " clock of the scraper or ingester checking it; later ones are refused.",
-)
-@click.option("--nats-user", envvar="NATS_USER", show_envvar=True, help="NATS user (scrape, ingest, notify).")
-@click.option("--nats-password", envvar="NATS_PASSWORD", show_envvar=True, help="Its password (never logged).")
-@click.option(
-    "--nats-password-file", envvar="NATS_PASSWORD_FILE", show_envvar=True, help="A file holding it (a mounted Secret)."
-)
-@click.option("--nats-ca-file", envvar="NATS_CA_FILE", show_envvar=True, help="CA bundle for a tls:// NATS_URL.")
-def cli(
-    log_level: str,
-    log_format: str,
-    max_clock_skew: str,
-    nats_user: str | None,
-    nats_password: str | None,
-    nats_password_file: str | None,
-    nats_ca_file: str | None,
-) -> None:
+@click_options(GlobalSettings)
+def cli(**values: object) -> None:
     """CryptoViz: crypto prices → NATS JetStream → DuckDB → dashboard."""
-    setup_logging(log_level, log_format)
-    if (nats_password or nats_password_file) and not nats_user:
-        raise click.BadParameter("a NATS password needs NATS_USER / --nats-user", param_hint="NATS_USER")
-    if nats_user and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", nats_user):
-        raise click.BadParameter("letters, digits, - and _ only", param_hint="NATS_USER / --nats-user")
-    if nats_user or nats_ca_file:
+    settings = from_options(GlobalSettings, values)
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.nats_user or settings.nats_ca_file:
         from cryptoviz.core.nats import Credentials, use_credentials  # imports nats-py: only when needed
 
-        use_credentials(Credentials(nats_user, nats_password, nats_password_file, nats_ca_file))
-    try:
-        set_max_clock_skew(parse_clock_skew(max_clock_skew))
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="MAX_CLOCK_SKEW / --max-clock-skew") from None
-    os.environ["MAX_CLOCK_SKEW"] = max_clock_skew  # the children of `cryptoviz dev` judge times alike
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        use_credentials(Credentials(settings.nats_user, password, settings.nats_password_file, settings.nats_ca_file))
+    set_max_clock_skew(parse_clock_skew(settings.max_clock_skew))
+    os.environ["MAX_CLOCK_SKEW"] = settings.max_clock_skew  # the children of `cryptoviz dev` judge times alike
 
 
 def main() -> None:

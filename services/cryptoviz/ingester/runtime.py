@@ -10,38 +10,17 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
-from cryptoviz.ingester.admin_token import AdminToken
 from cryptoviz.ingester.alerts import STALE_CHECK_MAX_SECONDS, AlertEngine
 from cryptoviz.ingester.candle_writes import CandleCommit
 from cryptoviz.ingester.consumer import CandleConsumer, Consumer
 from cryptoviz.ingester.outbox import Outbox, insert_alerts
-from cryptoviz.ingester.serving import ServerLimits
+from cryptoviz.ingester.settings import IngestSettings
 from cryptoviz.ingester.store import CommitResult, Store
 
 log = logging.getLogger("cryptoviz.ingester")
 
 RATE_WINDOW = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    nats_url: str
-    duckdb_path: str
-    api_host: str
-    api_port: int
-    batch_size: int
-    candle_batch_size: int
-    batch_timeout: float
-    retention_days: float
-    scraper_config: str | None
-    ack_wait: float
-    metrics_port: int = 0
-    """Prometheus /metrics on its own port (0: not served)."""
-    limits: ServerLimits = field(default_factory=ServerLimits)
-    admin_token: AdminToken = field(default_factory=AdminToken)
-    backup_timeout: float = 600.0
 
 
 class EventHub:
@@ -73,7 +52,7 @@ class EventHub:
 class Runtime:
     """What the API needs to know about the running ingester."""
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: IngestSettings, store: Store) -> None:
         self.settings = settings
         self.store = store
         self.log = log

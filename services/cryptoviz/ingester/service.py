@@ -20,8 +20,9 @@ from cryptoviz.ingester.consumer import CandleConsumer, Consumer, QuoteConsumer
 from cryptoviz.ingester.outbox import Outbox, ReceiptConsumer
 from cryptoviz.ingester.quarantine import quarantine_future, report
 from cryptoviz.ingester.retention import Housekeeper
-from cryptoviz.ingester.runtime import Runtime, Settings
+from cryptoviz.ingester.runtime import Runtime
 from cryptoviz.ingester.serving import ApiConfig, Server
+from cryptoviz.ingester.settings import IngestSettings
 from cryptoviz.ingester.store import Store
 
 log = logging.getLogger("cryptoviz.ingester")
@@ -48,7 +49,7 @@ def _servers(runtime: Runtime) -> list[Server]:
     return servers
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: IngestSettings) -> None:
     _check_port(settings.api_host, settings.api_port, "the API")
     if settings.metrics_port:
         _check_port(settings.api_host, settings.metrics_port, "the metrics")
@@ -161,7 +162,7 @@ async def _refresh_lag(consumers: list[Consumer]) -> None:
         await asyncio.sleep(LAG_REFRESH_SECONDS)
 
 
-def _raise_api_failure(api_task: asyncio.Task, settings: Settings) -> None:
+def _raise_api_failure(api_task: asyncio.Task, settings: IngestSettings) -> None:
     """The API stopped on its own: in practice it could not bind its port."""
     ports = f"{settings.api_port}" + (f" or {settings.metrics_port}" if settings.metrics_port else "")
     raise RuntimeError(f"the API server could not serve on {settings.api_host}:{ports} (is the port already in use?)")

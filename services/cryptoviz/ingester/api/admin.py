@@ -51,7 +51,7 @@ def same_site(request: Request) -> None:
 
 
 def admin(runtime: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-    token = runtime.settings.admin_token
+    token = runtime.settings.admin
     if not token.configured:
         raise _refuse(
             503, "admin_off", "admin endpoints are off: start the ingester with ADMIN_TOKEN or ADMIN_TOKEN_FILE"
