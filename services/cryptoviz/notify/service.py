@@ -46,6 +46,7 @@ log = logging.getLogger("cryptoviz.notify")
 
 DURABLE_NAME = ac.NOTIFY_CONSUMER
 ACK_WAIT = 30.0
+RECEIPT_TIMEOUT = 5.0
 MAX_FETCH = 256
 NO_TARGET = "none"
 
@@ -101,6 +102,8 @@ class Notifier:
         self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="notify-send")
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[tuple[str, str]] = set()
+        self._unsettled: dict[int, Msg] = {}  # by id(): a Msg is not hashable
+        self._heartbeats: asyncio.Task | None = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -122,6 +125,8 @@ class Notifier:
         return sub
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Fetch and handle alerts until `stopping`; then `drain` lets those in progress settle."""
+        self._heartbeats = asyncio.create_task(self._heartbeat())
         sub, delay = None, 0.5
         while not stopping.is_set():
             try:
@@ -162,6 +167,8 @@ class Notifier:
         """On shutdown: let alerts in progress settle; the rest are redelivered to the next process."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one alert -----------------------------------------------------------------------------
@@ -184,7 +191,7 @@ class Notifier:
         attempt = deliveries(msg)
         targets, unknown = self.targets.resolve(alert.notify)
         total = max(1, len(targets) + len(unknown))
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        self._unsettled[id(msg)] = msg
         try:
             fired = _parse_time(alert.fired_at)
             too_old = (
@@ -203,9 +210,12 @@ class Notifier:
             ]
             if not targets and not unknown:
                 jobs.append(self._give_up(alert, NO_TARGET, attempt, total, "no notification target configured"))
-            settled = await asyncio.gather(*(self._settled(job, alert) for job in jobs))
+            if len(jobs) == 1:  # the usual case: no gather (a task per job) needed
+                settled = [await self._settled(jobs[0], alert)]
+            else:
+                settled = await asyncio.gather(*(self._settled(job, alert) for job in jobs))
         finally:
-            heartbeat.cancel()
+            self._unsettled.pop(id(msg), None)
         if all(settled):
             await msg.ack()
         else:
@@ -230,12 +240,16 @@ class Notifier:
             log.warning("alert %s: %s; will retry", alert.alert_id, exc or type(exc).__name__)
             return False
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        """Keep JetStream from redelivering an alert that is only waiting (rate limit, slow target)."""
+    async def _heartbeat(self) -> None:
+        """Keep JetStream from redelivering alerts that are only waiting (rate limit, slow target): every
+        third of ACK_WAIT, each alert not settled yet is reported in progress (one loop for all of them,
+        not a task and a timer per alert)."""
         while True:
             await asyncio.sleep(ACK_WAIT / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for key, msg in list(self._unsettled.items()):
+                if key in self._unsettled:  # not settled while an earlier one was reported
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _settled_before(self, alert: ac.AlertMessage, target: str) -> bool:
         """Already delivered or given up (a redelivery, a restart, a re-published alert)?"""
@@ -331,8 +345,12 @@ class Notifier:
         )
 
     async def _publish_receipt(self, receipt: ac.Receipt) -> None:
-        await self.js.publish(
+        """Publish at once and wait for JetStream's ack. publish_async shares one reply subscription
+        among all receipts in flight instead of a request (and its wait_for) per receipt."""
+        stored = await self.js.publish_async(
             ac.receipt_subject(receipt.alert_id, receipt.target),
             receipt.model_dump_json(by_alias=True).encode(),
             headers={contract.MSG_ID_HEADER: ac.receipt_msg_id(receipt)},
         )
+        async with asyncio.timeout(RECEIPT_TIMEOUT):  # an ack lost with the connection: retried later
+            await stored
