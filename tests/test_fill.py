@@ -24,7 +24,7 @@ import requests
 from cryptoviz.core.quote import format_ts
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
 from cryptoviz.scraper.backfill import run_backfill
-from cryptoviz.scraper.coverage import CoverageClient
+from cryptoviz.scraper.coverage import CoverageClient, spans
 from cryptoviz.scraper.progress import Progress
 from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_OK, run_once
 from test_ingest_harness import CRYPTOVIZ
@@ -131,7 +131,7 @@ def test_coverage_answers_are_typed_and_an_unusable_ingester_means_nothing_known
     got = client.fetch(["BTC", "ETH"], "binance", now - timedelta(days=5), now)
     assert set(got) == {("binance", "BTCUSDT")}
     series = got[("binance", "BTCUSDT")]
-    assert series.last == now - timedelta(hours=2) and series.spans()[0].seconds == 86_400
+    assert series.last == now - timedelta(hours=2) and spans(series)[0].seconds == 86_400
     assert coverage.asked[-1]["symbols"] == "BTC,ETH" and coverage.asked[-1]["min_gap"] == "900"
     coverage.status = 404
     assert client.fetch(["BTC"], "binance", now - timedelta(days=5), now) is None

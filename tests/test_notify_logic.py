@@ -175,7 +175,7 @@ def test_batch_rules_see_their_window_inside_the_transaction_and_respect_the_coo
         for step, price in enumerate(prices):
             ts = t0 + timedelta(minutes=10 * step)
             result = store.write_batch(
-                quotes_to_arrow([Quote("demo", "aaa", "AAA", "A", price, ts, ts)]), 0, engine.due
+                quotes_to_arrow([Quote("demo", "aaa", "AAA", "A", price, ts, ts)]), alert_rules=engine.due
             )
             engine.committed(result.alerts)
             fired += result.alerts

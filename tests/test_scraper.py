@@ -476,7 +476,10 @@ async def test_the_loop_keeps_quotes_nats_did_not_take_and_publishes_them_once_i
     market.advance()  # the market moves on during the outage: tick START is never served again
     await asyncio.sleep(asked + 2.5 - time.monotonic())
     await asyncio.to_thread(nats_server.start)
-    await asyncio.sleep(2)
+    both = {market.feed.ticks[START], market.feed.ticks[START + 1]}
+    await asyncio.to_thread(
+        wait_for, lambda: {q.timestamp for q in stream_quotes(nats_server.url)} >= both, 20, "both scrapes' quotes"
+    )
     stop.set()
     await asyncio.wait_for(loop_task, timeout=10)
     stored = await asyncio.to_thread(stream_quotes, nats_server.url)

@@ -98,7 +98,7 @@ async def backfill_once(
     for symbol, reason in result.skipped.items():
         log.warning("backfill %s: skipped: %s", symbol, reason)
     publisher = Publisher(settings.nats_url, settings.publish_deadline)
-    coverage = CoverageClient(settings.ingester_url, session)
+    coverage = CoverageClient(settings.ingester_url)
     progress = progress or Progress()
     try:
         await publisher.connect()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from cryptoviz.core.candle import Candle
 from cryptoviz.core.contract import MAX_CANDLES_PER_MESSAGE, OutgoingMessage, encode_candles
 from cryptoviz.core.quote import Quote
-from cryptoviz.scraper.coverage import MIN_GAP, Coverage, CoverageClient
+from cryptoviz.scraper.coverage import MIN_GAP, Coverage, CoverageClient, spans
 from cryptoviz.scraper.history import CoinHistory, Span, fetch_history, missing_ranges
 from cryptoviz.scraper.http import ProviderError
 from cryptoviz.scraper.progress import Progress
@@ -81,7 +81,7 @@ def gap_ranges(coverage: Coverage | None, provider: str, since: datetime, now: d
         series = (coverage or {}).get((provider, target.coin_id))
         if series is None:
             return missing_ranges(None, None, (), since, now, MIN_GAP, past=past)
-        return missing_ranges(series.first, series.last, series.spans(), since, now, MIN_GAP, past=past)
+        return missing_ranges(series.first, series.last, spans(series), since, now, MIN_GAP, past=past)
 
     return ranges
 

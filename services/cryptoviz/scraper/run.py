@@ -187,7 +187,7 @@ async def scrape_once(
         return result
     own = publisher is None
     publisher = publisher or Publisher(settings.nats_url, settings.publish_deadline)
-    coverage = CoverageClient(settings.ingester_url, session)
+    coverage = CoverageClient(settings.ingester_url)
     deadline = started + settings.gap_fill_budget
     try:
         await publisher.connect()
