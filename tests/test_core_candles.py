@@ -106,6 +106,27 @@ def test_candle_maker_gives_make_candles_candles_and_reasons(common):
         assert _outcome(make, **row) == _outcome(make_candle, **fields, **row, now=NOW), row
 
 
+@pytest.mark.parametrize("common", [{}, {"provider": "evil"}, {"received_at": OPEN}])
+def test_candle_maker_columns_give_the_per_row_candles_or_step_aside(common):
+    """A page at once (`CandleMaker.columns`) is the rows one by one: the same candles, or None (each row alone)."""
+    fields = dict(provider="binance", coin_id="BTCUSDT", symbol="btc", name="Bitcoin", interval=300, received_at=NOW)
+    fields.update(common)
+    make = CandleMaker(**fields, now=NOW)
+    good = {"open_time": MS, "open": "94500", "high": "94600", "low": "94400", "close": "94450", "volume": "1e6"}
+    answered = 0
+    for row in [good, *ROWS]:
+        page = [good, {"volume": "1", **row}, {**good, "open_time": MS + 300_000}]
+        whole = make.columns(**{k: [r[k] for r in page] for k in good})
+        one_by_one = [_outcome(make, **r) for r in page]
+        if whole is not None:
+            answered += 1
+            assert whole == one_by_one, row
+    if not common:  # the good page and every row only text, ints or other exponents make of it
+        assert answered > 10
+    if "provider" in common:  # what all share is wrong: every row takes make_candle, for its reason
+        assert answered == 0
+
+
 def test_numeric_timestamps_beyond_year_9999_are_invalid_not_a_crash():
     with pytest.raises(InvalidQuote) as info:
         parse_ts(1.7e15)
