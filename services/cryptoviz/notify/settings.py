@@ -27,9 +27,12 @@ class NotifySettings(ServiceSettings):
         None, "Base URL of the dashboard for the link in each message (`cryptoviz dev`: the local dashboard)."
     )
     max_attempts: int = setting(
-        8, "Tries per target before the alert is given up for it (dead-lettered).", env="NOTIFY_MAX_ATTEMPTS", ge=1,
+        8,
+        "Tries per target before the alert is given up for it (dead-lettered).",
+        env="NOTIFY_MAX_ATTEMPTS",
+        ge=1,
         le=1000,
-    )  # fmt: skip
+    )
     backoff: float = setting(2.0, "Seconds before the first retry (doubling each time).", env="NOTIFY_BACKOFF", ge=0.01)
     max_backoff: float = setting(300.0, "Longest wait between two retries, seconds.", env="NOTIFY_MAX_BACKOFF", ge=0.01)
     rate_limit: float = setting(
@@ -48,9 +51,10 @@ class NotifySettings(ServiceSettings):
         text=True,
     )
     metrics_host: str = setting(
-        "0.0.0.0", "Address of /metrics, /healthz and /readyz (ready: the consumer is attached).",
+        "0.0.0.0",
+        "Address of /metrics, /healthz and /readyz (ready: the consumer is attached).",
         env="NOTIFY_METRICS_HOST",
-    )  # fmt: skip
+    )
     metrics_port: int = setting(9465, "Their port.", env="NOTIFY_METRICS_PORT", ge=0, le=65535)
 
     @field_validator("max_age")

@@ -96,11 +96,10 @@ def _registry_fields() -> dict[str, Any]:
                 setting(None, f"{unit.key.help} Sent as header `{unit.key.header}`, to its base URL only."),
             )
             if unit.key.file_env:
-                fields[unit.key.file_env.lower()] = (
-                    str | None,
-                    setting(None, f"File holding the {unit.display_name} key (a mounted Secret), read when"
-                            f" {unit.key.env} is empty."),
-                )  # fmt: skip
+                held = (
+                    f"File holding the {unit.display_name} key (a mounted Secret), read when {unit.key.env} is empty."
+                )
+                fields[unit.key.file_env.lower()] = (str | None, setting(None, held))
         fields[unit.base_url_env.lower()] = (
             str,
             setting(unit.base_url, f"{unit.display_name} API (another value: a proxy, or the local market in tests)."),
