@@ -34,7 +34,7 @@ from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import format_ts
 from cryptoviz.dev.market import CandleRow, CoinRow, MarketServer
 from cryptoviz.scraper.backfill import run_backfill
-from cryptoviz.scraper.settings import Settings
+from cryptoviz.scraper.settings import BackfillSettings
 from test_ingest_harness import Ingester, chunked, publish, synthetic_quotes
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -129,8 +129,8 @@ def backfill(work: Path, nats_url: str, coins: int, days: int) -> tuple[float, f
     config.write_text("coins:\n" + "".join(f"  - {{symbol: {s}}}\n" for s in symbols))
     ingester = Ingester(nats_url, work / "backfill.duckdb", work / "backfill.log", BATCH_SIZE="20000").start()
     try:
-        settings = Settings(
-            nats_url=nats_url, provider="binance", base_urls={"binance": market_url}, scraper_config=str(config),
+        settings = BackfillSettings(
+            nats_url=nats_url, provider="binance", binance_base_url=market_url, scraper_config=str(config),
             ingester_url=ingester.url, backfill_days=days, publish_deadline=120,
         )  # fmt: skip
         cpu_before = {"scraper": time.process_time(), "fake provider": cpu_seconds(server.pid)}

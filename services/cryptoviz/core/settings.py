@@ -6,6 +6,7 @@ A service declares a `ServiceSettings` subclass whose fields are made with `sett
 - `from_options(Model, values)` validates what click collected into the model, naming the env var and
   flag of a bad value;
 - pydantic-settings reads the same env vars when a model is built without the CLI (the operator);
+  `from_env(Model, environ)` reads them from a given mapping instead (another process's environment);
 - `settings_markdown(Model)` is the table between `<!-- settings: module:Model -->` and
   `<!-- end of settings -->` in docs/*.md; `python -m cryptoviz.core.settings [--check]` rewrites
   (or checks) every such table, and a test keeps them equal.
@@ -19,19 +20,27 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 import click
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 F = TypeVar("F", bound=Callable[..., Any])
 M = TypeVar("M", bound="ServiceSettings")
 
 DOCS_START = re.compile(r"<!-- settings: ([\w.]+):(\w+) -->")
 DOCS_END = "<!-- end of settings -->"
+
+
+def _split_commas(value: object) -> object:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+"""A list-valued setting: comma-separated in its env var and flag (`BTC, ETH`), a tuple in code; "" is empty."""
 
 
 class ServiceSettings(BaseSettings):
@@ -122,6 +131,8 @@ def _click_type(field: FieldInfo) -> click.ParamType[Any] | None:
 
 def _cli_default(field: FieldInfo) -> Any:
     default = field.get_default(call_default_factory=True)
+    if isinstance(default, tuple | list):
+        return ",".join(map(str, default))
     return default.get_secret_value() if isinstance(default, SecretStr) else default
 
 
@@ -177,13 +188,26 @@ def from_options(model: type[M], values: Mapping[str, Any], **more: Any) -> M:
         raise click.BadParameter(message, param_hint=hint) from None
 
 
+def from_env(model: type[M], environ: Mapping[str, str]) -> M:
+    """The model from `environ` and not os.environ (e.g. the environment `cryptoviz dev` gives a child):
+    names matched case-insensitively, empty values unset, every other field its default."""
+    given = {name.upper(): value for name, value in environ.items() if value}
+    values = {
+        name: given.get(env_name(name, field).upper(), field.get_default(call_default_factory=True))
+        for name, field in model.model_fields.items()
+    }
+    return model(**values)  # every field given: os.environ is not consulted
+
+
 def _shown_default(field: FieldInfo) -> str:
     extra = _extra(field)
     if "shown" in extra:
         return str(extra["shown"])
     default = field.get_default(call_default_factory=True)
-    if default is None or _secret(field):
+    if default is None or default == () or _secret(field):
         return "–"
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
     if isinstance(default, bool):
         return "on" if default else "off"
     if isinstance(default, float) and default.is_integer():

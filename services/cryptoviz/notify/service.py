@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
@@ -40,6 +39,7 @@ from cryptoviz.notify import metrics
 from cryptoviz.notify.message import render
 from cryptoviz.notify.ratelimit import TokenBucket
 from cryptoviz.notify.send import Outcome, Sender
+from cryptoviz.notify.settings import NotifySettings
 from cryptoviz.notify.targets import Target, Targets
 
 log = logging.getLogger("cryptoviz.notify")
@@ -49,23 +49,8 @@ ACK_WAIT = 30.0
 RECEIPT_TIMEOUT = 5.0
 MAX_FETCH = 256
 NO_TARGET = "none"
-
-
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str
-    dashboard_url: str | None = None
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9465
-    max_attempts: int = 8
-    backoff: float = 2.0
-    max_backoff: float = 300.0
-    rate_limit: float = 30.0
-    rate_burst: int = 10
-    timeout: float = 10.0
-    concurrency: int = 8
-    max_in_flight: int = 1000
-    max_age: float = 86400.0
+MAX_IN_FLIGHT = 1000
+"""Alerts handled at once (the consumer's max_ack_pending)."""
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
@@ -91,7 +76,7 @@ def make_senders(targets: Targets, timeout: float) -> dict[str, Sender]:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, targets: Targets, senders: dict[str, Sender], nc: Client) -> None:
+    def __init__(self, settings: NotifySettings, targets: Targets, senders: dict[str, Sender], nc: Client) -> None:
         self.settings = settings
         self.targets = targets
         self.nc = nc
@@ -117,7 +102,7 @@ class Notifier:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=ACK_WAIT,
             max_deliver=self._last_delivery + 2,  # one to park it on, one spare
-            max_ack_pending=self.settings.max_in_flight,
+            max_ack_pending=MAX_IN_FLIGHT,
         )
         sub = await bind_durable(self.js, ac.STREAM_NAME, config)
         self.attached = True
@@ -132,7 +117,7 @@ class Notifier:
             try:
                 if sub is None:
                     sub = await self._attach()
-                room = self.settings.max_in_flight - len(self._tasks)
+                room = MAX_IN_FLIGHT - len(self._tasks)
                 if room <= 0:
                     await asyncio.sleep(0.05)
                     continue
@@ -195,12 +180,12 @@ class Notifier:
         try:
             fired = _parse_time(alert.fired_at)
             too_old = (
-                self.settings.max_age > 0
+                self.settings.max_age_seconds > 0
                 and fired is not None
-                and _utc_now() - fired > timedelta(seconds=self.settings.max_age)
+                and _utc_now() - fired > timedelta(seconds=self.settings.max_age_seconds)
             )
             if too_old:
-                reason = f"expired: fired more than {self.settings.max_age:g}s ago (NOTIFY_MAX_AGE)"
+                reason = f"expired: fired more than {self.settings.max_age_seconds:g}s ago (NOTIFY_MAX_AGE)"
                 jobs = [self._give_up(alert, t.name, attempt, total, reason) for t in targets]
             else:
                 jobs = [self._deliver(alert, t, attempt, total, fired) for t in targets]
