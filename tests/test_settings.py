@@ -27,7 +27,7 @@ from cryptoviz.core.settings import (
 )
 from cryptoviz.ingester.settings import IngestSettings
 from pydantic import DirectoryPath, SecretStr
-from support.settings import COMMAND_MODELS, GLOBAL, NOT_YET_ON_A_MODEL, model
+from support.settings import COMMAND_MODELS, ENV_ONLY_MODELS, GLOBAL, NOT_YET_ON_A_MODEL, model
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 
@@ -159,8 +159,10 @@ def test_every_docs_settings_table_is_generated_from_its_model() -> None:
 
 def test_every_model_has_its_table_in_the_docs() -> None:
     tabled = {f"{m[1]}:{m[2]}" for path in DOCS for m in DOCS_START.finditer(path.read_text(encoding="utf-8"))}
-    models = {GLOBAL, *(path for paths in COMMAND_MODELS.values() for path in paths)}
+    models = {GLOBAL, *(path for paths in COMMAND_MODELS.values() for path in paths), *ENV_ONLY_MODELS.values()}
     assert models <= tabled, models - tabled
+    assert all(model(path).cli for paths in COMMAND_MODELS.values() for path in paths)
+    assert not any(model(path).cli for path in ENV_ONLY_MODELS.values())
 
 
 def _command(name: str) -> click.Command:
