@@ -4,8 +4,10 @@ Data: 20 coins × the shared data's full span (29 days of 5-minute quotes; the 1
 plus 6 scaled copies), shifted to end now, ≈167k quotes published over JetStream.
 
 1. Navigation → first chart with lines drawn (a Bokeh line with ≥ 2 points) in headless Chromium
-   (targets: 1.0 s warm, 1.5 s cold): the first load of a fresh server (cold cache) and warm loads;
-   ratios against the targets.
+   (targets: 1.0 s warm, 1.5 s cold): the first load of a fresh server (cold cache) and warm loads,
+   each in a fresh browser profile (a first visit: nothing cached); ratios against the targets. With
+   --baseline, another checkout's dashboard is measured in the same run, loads alternating; with
+   --throttle, over an emulated network instead of loopback.
 2. Server time of one refresh of a session showing all 20 coins over 30 days (target < 300 ms),
    in this process with the real rendering code and Bokeh documents: data from the shared cache
    (the normal case) vs. fetched from the API first (the baseline: no cache).
@@ -16,7 +18,7 @@ plus 6 scaled copies), shifted to end now, ≈167k quotes published over JetStre
    --rss-seconds (the issue's hour: --rss-seconds 3600); the curve every 10 %, end/warm-up ratio.
 
     .venv/bin/python bench/bench_dashboard.py [--rss-seconds 60] [--reload 60] [--sessions 50] [--loads 5]
-                                             [--first-chart-only]
+                                             [--first-chart-only] [--baseline ../wt-main] [--throttle 20,20]
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ PHASES_JS = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   return {'HTML received (server session build)': nav.responseEnd,
           'scripts loaded (DOMContentLoaded)': nav.domContentLoadedEventEnd,
-          'first canvas (now)': performance.now()};
+          'first line drawn (now)': performance.now()};
 }"""
 
 
@@ -92,33 +94,65 @@ LINES_JS = """() => window.Bokeh && Bokeh.index && [...Bokeh.index.all_views()].
 WARM_TARGET, COLD_TARGET = 1.0, 1.5
 
 
-def bench_first_chart(url: str, loads: int) -> None:
+def _first_chart(browser, url: str, throttle: tuple[float, float] | None) -> tuple[float, dict[str, float]]:
+    """One load in a fresh browser profile (nothing cached): seconds to the first line, and its phases."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    if throttle:  # a real user's network instead of loopback: Mbit/s both ways, round trip in ms
+        cdp = context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        rate = throttle[0] * 125_000  # bytes per second
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {"offline": False, "latency": throttle[1], "downloadThroughput": rate, "uploadThroughput": rate},
+        )
+    started = time.perf_counter()
+    page.goto(url)
+    page.wait_for_function(LINES_JS, timeout=60_000, polling="raf")
+    took = time.perf_counter() - started
+    phases = page.evaluate(PHASES_JS)
+    context.close()
+    return took, phases
+
+
+def bench_first_chart(boards: dict[str, str], loads: int, throttle: tuple[float, float] | None = None) -> None:
+    """`loads` loads of each board's page, alternating between the boards (a baseline measured in the same
+    conditions as the code under test); the first load of each is its server's first (cold)."""
     from playwright.sync_api import sync_playwright
 
-    times = []
-    phases: list[dict[str, float]] = []
+    times: dict[str, list[float]] = {label: [] for label in boards}
+    phases: dict[str, list[dict[str, float]]] = {label: [] for label in boards}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        for _ in range(loads):
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            page = context.new_page()
-            started = time.perf_counter()
-            page.goto(url)
-            page.wait_for_function(LINES_JS, timeout=60_000, polling="raf")
-            times.append(time.perf_counter() - started)
-            phases.append(page.evaluate(PHASES_JS))
-            context.close()
+        for index in range(loads):
+            order = list(boards) if index % 2 == 0 else list(boards)[::-1]
+            for label in order:
+                took, phase = _first_chart(browser, boards[label], throttle)
+                times[label].append(took)
+                phases[label].append(phase)
         browser.close()
-    warm = statistics.median(times[1:]) if len(times) > 1 else times[0]
-    print(f"[first chart] cold (first session of the server): {times[0]:.2f} s; warm median: {warm:.2f} s")
-    for name in phases[0]:
-        values = [p[name] for p in phases[1:]] or [phases[0][name]]
-        cold, median = phases[0][name] / 1e3, statistics.median(values) / 1e3
-        print(f"[first chart]   {name}: cold {cold:.2f} s, warm median {median:.2f} s")
-    print(
-        f"[first chart] targets {WARM_TARGET:g} s warm, {COLD_TARGET:g} s cold: warm/target = {warm / WARM_TARGET:.2f},"
-        f" cold/target = {times[0] / COLD_TARGET:.2f}"
-    )
+    network = f" over {throttle[0]:g} Mbit/s, {throttle[1]:g} ms round trip" if throttle else ""
+    warms = {}
+    for label, taken in times.items():
+        warm = warms[label] = statistics.median(taken[1:]) if len(taken) > 1 else taken[0]
+        print(
+            f"[first chart] {label}{network}: cold (first session of the server): {taken[0]:.2f} s;"
+            f" warm median: {warm:.2f} s (all warm: {' '.join(f'{t:.2f}' for t in taken[1:])})"
+        )
+        for name in phases[label][0]:
+            values = [p[name] for p in phases[label][1:]] or [phases[label][0][name]]
+            cold, median = phases[label][0][name] / 1e3, statistics.median(values) / 1e3
+            print(f"[first chart]   {name}: cold {cold:.2f} s, warm median {median:.2f} s")
+        print(
+            f"[first chart] targets {WARM_TARGET:g} s warm, {COLD_TARGET:g} s cold: warm/target ="
+            f" {warm / WARM_TARGET:.2f}, cold/target = {taken[0] / COLD_TARGET:.2f}"
+        )
+    if len(times) == 2:
+        (label, new), (_, old) = times.items()
+        print(
+            f"[first chart] {label}/baseline: warm {warms[label] / statistics.median(old[1:] or old):.2f},"
+            f" cold {new[0] / old[0]:.2f}"
+        )
 
 
 def make_session(shared, settings, symbols: list[str] | None = None, mode: str = "shared"):
@@ -280,13 +314,24 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=50)
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--first-chart-only", action="store_true", help="Measure only navigation → first chart.")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="Another checkout with its own .venv (e.g. a worktree at main): its dashboard's first chart is"
+        " measured too, loads alternating with this checkout's.",
+    )
+    parser.add_argument(
+        "--throttle",
+        metavar="MBPS,RTT_MS",
+        help="First-chart loads over an emulated network (Chromium's throttling), e.g. 20,20, not loopback.",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         nats_server = EmbeddedNats(root / "nats").start()
         ingester = Ingester(nats_server.url, root / "cv.duckdb", root / "ingester.log").start()
-        board = None
+        board = baseline = None
         try:
             quotes = twenty_coins(datetime.now(UTC).replace(microsecond=0))
             started = time.perf_counter()
@@ -295,14 +340,21 @@ def main() -> None:
             took = time.perf_counter() - started
             print(f"[setup] {len(quotes)} quotes of 20 coins published and ingested in {took:.1f} s")
             board = DashboardProcess(ingester.url, root / "dashboard.log", SCRAPE_INTERVAL="300").start()
-            bench_first_chart(board.url, args.loads)
+            boards = {"this checkout": board.url}
+            if args.baseline:
+                executable = str(args.baseline.resolve() / ".venv" / "bin" / "cryptoviz")
+                baseline = DashboardProcess(ingester.url, root / "baseline.log", executable, SCRAPE_INTERVAL="300")
+                boards[f"baseline {args.baseline}"] = baseline.start().url
+            throttle = tuple(float(v) for v in args.throttle.split(",")) if args.throttle else None
+            bench_first_chart(boards, args.loads, throttle)  # type: ignore[arg-type]
             if not args.first_chart_only:
                 bench_refresh(ingester.url)
                 bench_sessions(ingester.url, nats_server.url, args.sessions)
                 bench_rss(board, nats_server.url, args.rss_seconds, args.reload)
         finally:
-            if board:
-                board.stop()
+            for running in (board, baseline):
+                if running:
+                    running.stop()
             ingester.stop()
             nats_server.stop()
 

@@ -4,8 +4,10 @@ not list with its reason.
 Usage: .venv/bin/python scripts/audit.py [pip-audit options, e.g. -s osv --osv-url URL]
 Every runtime lock is a subset of locks/dev.txt (tests/test_lock.py checks it), so auditing dev.txt
 and checkov.txt covers them all. When no vulnerability service answers for any package (no network,
-or an index without PyPI's per-version JSON API) the audit says so plainly: nothing was audited.
-That is fatal only with AUDIT_REQUIRED=1 (for a CI that has the network).
+or an index without PyPI's per-version JSON API) the audit says so plainly, with pip-audit's reason:
+nothing was audited. That is fatal only with AUDIT_REQUIRED=1 (for a CI that has the network).
+pip-audit's default service is PyPI's `https://pypi.org/pypi/<name>/<version>/json` (`vulnerabilities`);
+`-s osv` asks api.osv.dev instead.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ def ignored_ids(path: Path = IGNORE_FILE) -> dict[str, str]:
     return ignores
 
 
-def audit(lock: Path, ignores: dict[str, str], extra: list[str]) -> tuple[int, int, list[str]]:
-    """(audited, skipped, findings) of one lock."""
+def audit(lock: Path, ignores: dict[str, str], extra: list[str]) -> tuple[int, list[str], list[str]]:
+    """(audited, why each skipped one was not, findings) of one lock."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         command = [str(Path(sys.executable).with_name("pip-audit")), "--disable-pip", "--require-hashes"]
@@ -53,18 +55,19 @@ def audit(lock: Path, ignores: dict[str, str], extra: list[str]) -> tuple[int, i
         for dep in dependencies
         for vuln in dep.get("vulns", [])
     ]
-    skipped = sum(1 for dep in dependencies if "skip_reason" in dep)
-    return len(dependencies) - skipped, skipped, findings
+    skipped = [dep["skip_reason"] for dep in dependencies if "skip_reason" in dep]
+    return len(dependencies) - len(skipped), skipped, findings
 
 
 def main(argv: list[str]) -> int:
     ignores = ignored_ids()
-    total_audited, findings = 0, []
+    total_audited, findings, reasons = 0, [], []
     for name in AUDITED_LOCKS:
         audited, skipped, found = audit(ROOT / "locks" / name, ignores, argv)
         total_audited += audited
         findings += found
-        print(f"audit: locks/{name}: {audited} packages audited, {skipped} not auditable, {len(found)} vulnerable")
+        reasons += skipped
+        print(f"audit: locks/{name}: {audited} packages audited, {len(skipped)} not auditable, {len(found)} vulnerable")
     for vuln_id, reason in ignores.items():
         print(f"audit: ignoring {vuln_id}: {reason}")
     for finding in findings:
@@ -72,7 +75,8 @@ def main(argv: list[str]) -> int:
     if findings:
         return 1
     if total_audited == 0:
-        print("audit: NOTHING WAS AUDITED: no vulnerability service answered (offline?)", file=sys.stderr)
+        why = f" (pip-audit: {reasons[0]})" if reasons else ""
+        print(f"audit: NOTHING WAS AUDITED: no vulnerability service answered for any package{why}", file=sys.stderr)
         return 1 if os.environ.get("AUDIT_REQUIRED") == "1" else 0
     return 0
 

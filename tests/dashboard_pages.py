@@ -120,7 +120,8 @@ def xss_quotes(end: datetime, count: int = 48) -> list[Quote]:
 class DashboardProcess:
     """`cryptoviz dashboard` as a real subprocess on a free port."""
 
-    def __init__(self, ingester_url: str, log_path: Path, **env: str) -> None:
+    def __init__(self, ingester_url: str, log_path: Path, executable: str = CRYPTOVIZ, **env: str) -> None:
+        self.executable = executable  # another checkout's, for a baseline in the same benchmark run
         self.port = free_port()
         prefix = env.get("DASHBOARD_PREFIX", "").rstrip("/")
         self.url = f"http://127.0.0.1:{self.port}{prefix}/"
@@ -139,7 +140,7 @@ class DashboardProcess:
 
     def start(self, timeout: float = 60.0) -> DashboardProcess:
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([CRYPTOVIZ, "dashboard"], env=self.env, stdout=log, stderr=log)
+            self.process = subprocess.Popen([self.executable, "dashboard"], env=self.env, stdout=log, stderr=log)
         give_up = time.monotonic() + timeout
         while time.monotonic() < give_up:
             if self.process.poll() is not None:

@@ -25,8 +25,6 @@ API_PATH = re.compile(r"/api/v1/[a-z]+(/[a-z]+)?")
 """A string that is a path of the API (help texts and messages that mention one are not requests)."""
 SERVERS = ("services/cryptoviz/ingester/api/",)
 """The API itself, which declares the paths."""
-NOT_YET = {"services/cryptoviz/scraper/coverage.py": "the scraper's coverage client (branch scrape)"}
-"""Readers still on a client of their own, each with who moves it."""
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +82,7 @@ def test_no_module_but_the_typed_client_spells_the_apis_paths() -> None:
             continue
         if any(API_PATH.fullmatch(text) for text in _strings(ast.parse(path.read_text()))):
             spelled.add(name)
-    assert spelled == set(NOT_YET), spelled ^ set(NOT_YET)
+    assert spelled == set(), spelled
 
 
 def _broken_stream_server() -> tuple[socket.socket, str]:

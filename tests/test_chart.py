@@ -448,7 +448,7 @@ def test_values_schema_refuses_bad_operator_limits(operator: dict, message: str)
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
-def test_operator_limits_reach_the_operator(renders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_operator_limits_reach_the_operator(renders: dict[str, Path]) -> None:
     def env(scenario: str) -> dict[str, Any]:
         return env_of(pod_spec(one(load(renders, scenario), "Deployment", f"{FULLNAME}-operator"))["containers"][0])
 
@@ -463,13 +463,9 @@ def test_operator_limits_reach_the_operator(renders: dict[str, Path], monkeypatc
         "200",
         "10m",
     )
-    from cryptoviz.core.settings import from_env
     from cryptoviz_operator.settings import Settings
 
-    for name, value in tenants.items():
-        if isinstance(value, str):  # not the valueFrom ones (POD_NAMESPACE)
-            monkeypatch.setenv(name, value)
-    settings = from_env(Settings)
+    settings = Settings.from_env({k: v for k, v in tenants.items() if isinstance(v, str)})
     assert settings.limits.allowed_namespaces == ("team-*", "prices")
     assert (settings.max_tracked_cryptos, settings.schedule_floor_seconds) == (200, 600)
 

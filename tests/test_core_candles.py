@@ -106,6 +106,27 @@ def test_candle_maker_gives_make_candles_candles_and_reasons(common):
         assert _outcome(make, **row) == _outcome(make_candle, **fields, **row, now=NOW), row
 
 
+@pytest.mark.parametrize("common", [{}, {"provider": "evil"}, {"received_at": OPEN}])
+def test_candle_maker_columns_give_the_per_row_candles_or_step_aside(common):
+    """A page at once (`CandleMaker.columns`) is the rows one by one: the same candles, or None (each row alone)."""
+    fields = dict(provider="binance", coin_id="BTCUSDT", symbol="btc", name="Bitcoin", interval=300, received_at=NOW)
+    fields.update(common)
+    make = CandleMaker(**fields, now=NOW)
+    good = {"open_time": MS, "open": "94500", "high": "94600", "low": "94400", "close": "94450", "volume": "1e6"}
+    answered = 0
+    for row in [good, *ROWS]:
+        page = [good, {"volume": "1", **row}, {**good, "open_time": MS + 300_000}]
+        whole = make.columns(**{k: [r[k] for r in page] for k in good})
+        one_by_one = [_outcome(make, **r) for r in page]
+        if whole is not None:
+            answered += 1
+            assert whole == one_by_one, row
+    if not common:  # the good page and every row only text, ints or other exponents make of it
+        assert answered > 10
+    if "provider" in common:  # what all share is wrong: every row takes make_candle, for its reason
+        assert answered == 0
+
+
 def test_numeric_timestamps_beyond_year_9999_are_invalid_not_a_crash():
     with pytest.raises(InvalidQuote) as info:
         parse_ts(1.7e15)
@@ -144,10 +165,16 @@ def test_a_bad_candle_spoils_nothing_else_in_its_message():
     [
         (b"{not json", "malformed_json"),
         (b"[]", "not_an_object"),
-        (b'{"schema": 2, "kind": "candles"}', "unknown_schema"),
+        (b'{"schema": 3, "kind": "candles"}', "unknown_schema"),
         (b'{"schema": 1, "provider": "binance", "quotes": []}', "not_candles"),
         (b'{"schema": 1, "kind": "candles", "provider": "evil", "candles": []}', "unknown_provider"),
         (b'{"schema": 1, "kind": "candles", "provider": "binance"}', "missing_candles"),
+        (b'{"schema": 2, "kind": "candles", "provider": "binance", "open": [1.0]}', "missing_candles"),
+        (
+            b'{"schema": 2, "kind": "candles", "provider": "binance", "open_time": [], "open": [1.0], "high": [], '
+            b'"low": [], "close": [], "volume": [], "received_at": []}',
+            "missing_candles",
+        ),
     ],
 )
 def test_unusable_candle_envelopes_are_contract_errors(payload, reason):
@@ -156,14 +183,43 @@ def test_unusable_candle_envelopes_are_contract_errors(payload, reason):
     assert info.value.reason == reason
 
 
-def test_candles_go_on_the_wire_exactly_as_their_json_dicts():
-    """encode_candles lets orjson write the Candle dataclasses (faster); the bytes are those of to_json_dict()."""
+def test_candles_go_on_the_wire_as_columns_of_their_json_dicts():
+    """Schema 2: what a message's candles share once, each other field of to_json_dict() as one list."""
     candles = [
         candle(open_time=OPEN + timedelta(minutes=5 * i), received_at=NOW + timedelta(microseconds=i * 7919), volume=v)
         for i, v in enumerate([None, 0, 1.5e12, 3.25, None])
     ]
     [message] = contract.encode_candles("binance", candles, scraped_at=NOW)
-    assert b'"candles":' + orjson.dumps([c.to_json_dict() for c in candles]) + b"}" in message.payload
+    body = orjson.loads(message.payload)
+    records = [c.to_json_dict() for c in candles]
+    assert body["schema"] == 2 and message.headers[contract.SCHEMA_HEADER] == "2"
+    assert {k: body[k] for k in ("provider", *contract.CANDLE_SHARED)} == {
+        k: records[0][k] for k in ("provider", *contract.CANDLE_SHARED)
+    }
+    for column in contract.CANDLE_COLUMNS:
+        assert body[column] == [r[column] for r in records], column
+    assert contract.candle_records(body) == records
+    assert contract.decode_candles(message.payload, now=NOW).candles == candles
+
+
+def test_schema_1_candle_messages_are_still_decoded():
+    """Messages a scraper before schema 2 published (still in the stream after an upgrade) store the same candles."""
+    candles = [candle(open_time=OPEN + timedelta(minutes=5 * i)) for i in range(3)]
+    body = {"schema": 1, "kind": "candles", "provider": "binance", "scraped_at": "2025-02-01T00:00:00Z"}
+    old = orjson.dumps({**body, "candles": [c.to_json_dict() for c in candles]})
+    assert contract.decode_candles(old, now=NOW).candles == candles
+
+
+def test_a_bad_candle_spoils_nothing_else_in_a_schema_2_message():
+    [message] = contract.encode_candles(
+        "binance", [candle(open_time=OPEN + timedelta(minutes=5 * i)) for i in range(3)]
+    )
+    body = orjson.loads(message.payload)
+    body["high"][1] = 1.0
+    body["open_time"][2] = "yesterday"
+    decoded = contract.decode_candles(orjson.dumps(body), now=NOW)
+    assert len(decoded.candles) == 1
+    assert decoded.rejected == {"inconsistent_ohlc": 1, "invalid_open_time": 1}
 
 
 def test_candles_message_id_is_the_sha_of_the_sorted_format_ts_stamps():

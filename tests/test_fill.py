@@ -24,11 +24,11 @@ import requests
 from cryptoviz.core.quote import format_ts
 from cryptoviz.dev.market import CsvReplayFeed, MarketServer
 from cryptoviz.scraper.backfill import run_backfill
-from cryptoviz.scraper.coverage import CoverageClient
+from cryptoviz.scraper.coverage import CoverageClient, spans
 from cryptoviz.scraper.progress import Progress
 from cryptoviz.scraper.run import EXIT_CONFIG, EXIT_OK, run_once
 from test_ingest_harness import CRYPTOVIZ
-from test_scraper_support import UNREACHABLE, settings_for, stream_candles
+from test_scraper_support import UNREACHABLE, backfill_settings_for, settings_for, stream_candles
 
 pytestmark = pytest.mark.timeout(120)
 FIVE = timedelta(minutes=5)
@@ -131,7 +131,7 @@ def test_coverage_answers_are_typed_and_an_unusable_ingester_means_nothing_known
     got = client.fetch(["BTC", "ETH"], "binance", now - timedelta(days=5), now)
     assert set(got) == {("binance", "BTCUSDT")}
     series = got[("binance", "BTCUSDT")]
-    assert series.last == now - timedelta(hours=2) and series.spans()[0].seconds == 86_400
+    assert series.last == now - timedelta(hours=2) and spans(series)[0].seconds == 86_400
     assert coverage.asked[-1]["symbols"] == "BTC,ETH" and coverage.asked[-1]["min_gap"] == "900"
     coverage.status = 404
     assert client.fetch(["BTC"], "binance", now - timedelta(days=5), now) is None
@@ -206,7 +206,7 @@ def test_backfill_resumes_from_what_coverage_shows_and_skips_what_it_cannot(mark
     since = now - timedelta(days=2)
     hole = (now - timedelta(hours=30), now - timedelta(hours=20))
     coverage.stored("BTC", "binance", "BTCUSDT", since + timedelta(hours=3), now - FIVE, [hole])
-    settings = settings_for(
+    settings = backfill_settings_for(
         market.url, nats_server.url, provider="binance", ingester_url=coverage.url, backfill_days=2,
         scraper_config=write_config(tmp_path, "BTC", "ETH", "USDT"), backfill_symbols=("BTC", "ETH", "USDT", "NOPE"),
     )  # fmt: skip
@@ -229,7 +229,7 @@ def test_a_free_coinmarketcap_key_is_said_once_and_the_coin_filled_by_its_other_
 ):
     caplog.set_level(logging.INFO)
     config = write_config(tmp_path, "BTC", "ETH", providers="coinmarketcap, coinbase")
-    settings = settings_for(
+    settings = backfill_settings_for(
         market.url, nats_server.url, ingester_url=coverage.url, backfill_days=0.5, scraper_config=config
     )
     result = run_backfill(settings)
@@ -239,7 +239,8 @@ def test_a_free_coinmarketcap_key_is_said_once_and_the_coin_filled_by_its_other_
     assert {c.provider for c in stream_candles(nats_server.url)} == {"coinbase"}
 
     only_cmc = write_config(tmp_path, "BTC", providers="coinmarketcap")
-    alone = run_backfill(settings_for(market.url, nats_server.url, ingester_url=coverage.url, scraper_config=only_cmc))
+    only = backfill_settings_for(market.url, nats_server.url, ingester_url=coverage.url, scraper_config=only_cmc)
+    alone = run_backfill(only)
     assert alone.exit_code == EXIT_OK and "needs a paid plan" in alone.skipped["BTC"]
 
 

@@ -102,8 +102,8 @@ def test_candles_are_stored_exactly_once_whatever_the_delivery(nats_server, tmp_
     btc_hours = hourly(by_coin["BTC"][:600])
     bad = contract.encode_candles("binance", by_coin["ETH"][700:705])[0]
     body = orjson.loads(bad.payload)
-    body["candles"][1]["high"] = body["candles"][1]["low"] / 2  # high below low
-    body["candles"][3]["close"] = -1  # negative price
+    body["high"][1] = body["low"][1] / 2  # high below low (schema 2: one list per field)
+    body["close"][3] = -1  # negative price
     first = contract.encode_candles("binance", btc_a + eth + sol + btc_hours)
 
     db = tmp_path / "db.duckdb"

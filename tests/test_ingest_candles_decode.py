@@ -61,16 +61,18 @@ def _slow(payload: bytes):
     return candles_to_arrow(contract.decode_candles(payload, now=NOW).candles)
 
 
+ENVELOPE = {"kind": "candles", "provider": "binance", "scraped_at": "2025-02-01T00:00:00Z"}
+
+
 def _payload(candles: list) -> bytes:
-    return orjson.dumps(
-        {
-            "schema": 1,
-            "kind": "candles",
-            "provider": "binance",
-            "scraped_at": "2025-02-01T00:00:00Z",
-            "candles": candles,
-        }
-    )
+    """Schema 1: one record per candle."""
+    return orjson.dumps({"schema": 1, **ENVELOPE, "candles": candles})
+
+
+def _columnar(shared: dict, candles: list) -> bytes:
+    """Schema 2: `shared`'s coin id, symbol, name and interval once, the other fields of `candles` as lists."""
+    columns = {name: [c[name] for c in candles] for name in contract.CANDLE_COLUMNS}
+    return orjson.dumps({"schema": 2, **ENVELOPE, **{k: shared[k] for k in contract.CANDLE_SHARED}, **columns})
 
 
 def candles(count: int, coin: str = "BTCUSDT", interval: int = 300, start: datetime = OPEN) -> list:
@@ -118,6 +120,21 @@ def test_fast_path_equals_the_contract_decoder_whenever_it_answers(raw):
         assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(CANDLE, near_canonical()),
+    st.lists(st.one_of(CANDLE, near_canonical(), near_canonical()), min_size=1, max_size=4),
+)
+def test_schema_2_fast_path_equals_the_contract_decoder_whenever_it_answers(shared, raw):
+    payload = _columnar(shared, raw)
+    fast = decode_canonical_candles(payload, NOW)
+    event("fast path" if fast is not None else "slow path")
+    if fast is not None:
+        slow = _slow(payload)
+        assert fast.num_rows == len(raw)
+        assert fast.equals(slow), (fast.to_pylist(), slow.to_pylist())
+
+
 def test_scraper_messages_take_the_fast_path_with_identical_values():
     for message in contract.encode_candles("binance", candles(2500) + candles(30, coin="ETHUSDT", interval=3600)):
         fast = decode_canonical_candles(message.payload, NOW)
@@ -125,19 +142,22 @@ def test_scraper_messages_take_the_fast_path_with_identical_values():
         assert fast.equals(_slow(message.payload))
 
 
+OFF_CANONICAL = [
+    ("open", "100", None),
+    ("name", " padded", None),
+    ("open_time", 1736726700, None),
+    ("interval", 300.0, None),
+    ("high", 1.0, "inconsistent_ohlc"),
+    ("low", -1.0, "nonpositive_price"),
+    ("open_time", "2025-02-01T00:05:00.000001Z", "future_open_time"),
+    ("volume", -5, "out_of_range_volume"),
+]
+
+
 def test_one_field_off_canonical_steps_aside_and_the_exact_path_names_the_reason():
-    body = orjson.loads(contract.encode_candles("binance", candles(3))[0].payload)
-    cases = [
-        ("open", "100", None),
-        ("name", " padded", None),
-        ("open_time", 1736726700, None),
-        ("interval", 300.0, None),
-        ("high", 1.0, "inconsistent_ohlc"),
-        ("low", -1.0, "nonpositive_price"),
-        ("open_time", "2025-02-01T00:05:00.000001Z", "future_open_time"),
-        ("volume", -5, "out_of_range_volume"),
-    ]
-    for field, value, reason in cases:
+    records = [c.to_json_dict() for c in candles(3)]
+    body = orjson.loads(_payload(records))
+    for field, value, reason in OFF_CANONICAL:
         changed = {**body, "candles": [{**body["candles"][0], field: value}, *body["candles"][1:]]}
         payload = orjson.dumps(changed)
         assert decode_canonical_candles(payload, NOW) is None, field
@@ -149,3 +169,21 @@ def test_one_field_off_canonical_steps_aside_and_the_exact_path_names_the_reason
     assert decode_candles(orjson.dumps(reordered), NOW).table.equals(_slow(orjson.dumps(body)))
     assert decode_canonical_candles(b"{nope", NOW) is None
     assert decode_canonical_candles(orjson.dumps({**body, "kind": "quotes"}), NOW) is None
+
+
+def test_schema_2_one_value_off_canonical_steps_aside_and_the_exact_path_names_the_reason():
+    """A shared field spoils all candles or none; a column's first value only its candle."""
+    body = orjson.loads(contract.encode_candles("binance", candles(3))[0].payload)
+    assert decode_canonical_candles(orjson.dumps(body), NOW) is not None
+    for field, value, reason in OFF_CANONICAL:
+        if field in contract.CANDLE_SHARED:
+            changed = {**body, field: value}
+        else:
+            changed = {**body, field: [value, *body[field][1:]]}
+        payload = orjson.dumps(changed)
+        assert decode_canonical_candles(payload, NOW) is None, field
+        batch = decode_candles(payload, NOW)
+        assert batch.table.num_rows == (3 if reason is None else 2), field
+        assert batch.rejected == ({} if reason is None else {reason: 1}), field
+    assert decode_canonical_candles(orjson.dumps({**body, "open": body["open"][:2]}), NOW) is None
+    assert decode_canonical_candles(orjson.dumps({**body, "received_at": "2025-02-01T00:00:00Z"}), NOW) is None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, Fault, MarketServer
@@ -166,3 +167,24 @@ def test_any_feed_object_can_drive_the_server():
         ("bitcoin", 101000.0, "2026-01-01T00:00:05.000Z"),
         ("newc", 101.0, "2026-01-01T00:00:05.000Z"),
     ]
+
+
+def test_prerendered_klines_are_the_bytes_rendered_on_request(market):
+    """bench_backfill renders its klines ahead (`BinanceWire.prerender`): answers are the same bytes, and
+    a request with faults (or a candle not rendered ahead) is rendered as before."""
+    market.advance(60)
+    wire = market.wires["binance"]
+    start = market.feed.now() - timedelta(minutes=5 * 60)
+    params = {"symbol": "BTCUSDT", "interval": "5m", "startTime": int(start.timestamp() * 1000), "limit": 1000}
+    fresh = requests.get(f"{market.url}/api/v3/klines", params=params).content
+    assert len(json.loads(fresh)) == 61  # the one in progress too, as Binance answers
+    candles = market.feed.candles("BTC", 300, start, market.feed.now() + timedelta(seconds=1))
+    wire.prerender(candles[1:], 300)  # the first is rendered on request
+    assert requests.get(f"{market.url}/api/v3/klines", params=params).content == fresh
+    wire.prerender(candles[:1], 300)
+    assert requests.get(f"{market.url}/api/v3/klines", params=params).content == fresh
+    wire.rendered[300][candles[0]] = orjson.Fragment(b'"ahead"')  # proves the answer comes from what was rendered
+    assert json.loads(requests.get(f"{market.url}/api/v3/klines", params=params).content)[0] == "ahead"
+    market.add_fault(kind="nan", symbols=["BTC"], path="/klines")  # a value fault on the history
+    faulty = requests.get(f"{market.url}/api/v3/klines", params=params).text
+    assert "ahead" not in faulty and '"nan"' in faulty

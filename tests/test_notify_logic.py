@@ -13,6 +13,7 @@ import markdown
 import pytest
 from cryptoviz.core.alert_contract import AlertMessage, Receipt, target_key
 from cryptoviz.core.config import ConfigError, parse_config
+from cryptoviz.core.nats import free_port
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import outbox, queries
 from cryptoviz.ingester.alerts import AlertEngine
@@ -21,9 +22,10 @@ from cryptoviz.ingester.rules import Rule, Window, alert_id, observe, rules_from
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from cryptoviz.notify.message import escape_markdown, period_for, render
 from cryptoviz.notify.ratelimit import TokenBucket
-from cryptoviz.notify.send import classify
+from cryptoviz.notify.send import Sender, classify
 from cryptoviz.notify.service import retry_delay
-from cryptoviz.notify.targets import TargetError, Targets, parse_targets_file, split_urls
+from cryptoviz.notify.targets import Target, TargetError, Targets, parse_targets_file, split_urls
+from support.notify import Receiver
 
 HOSTILE = '<script>alert(1)</script> [click](http://evil.example) **bold** & "q"\n*Injected line*'
 
@@ -173,7 +175,7 @@ def test_batch_rules_see_their_window_inside_the_transaction_and_respect_the_coo
         for step, price in enumerate(prices):
             ts = t0 + timedelta(minutes=10 * step)
             result = store.write_batch(
-                quotes_to_arrow([Quote("demo", "aaa", "AAA", "A", price, ts, ts)]), 0, engine.due
+                quotes_to_arrow([Quote("demo", "aaa", "AAA", "A", price, ts, ts)]), alert_rules=engine.due
             )
             engine.committed(result.alerts)
             fired += result.alerts
@@ -325,6 +327,25 @@ def test_outcomes_are_classified_by_status_without_leaking_log_text() -> None:
     assert not classify(False, False, ["A Connection error occurred"]).permanent
     assert classify(False, True, []).reason == "timed out"
     assert [retry_delay(n, 2, 30) for n in (1, 2, 3, 4, 5)] == [2, 4, 8, 16, 30]
+
+
+def test_a_send_held_past_the_timeout_is_timed_out_and_a_refused_one_is_not() -> None:
+    """Apprise sends in our worker thread without its own deadline: NOTIFY_TIMEOUT is the socket
+    timeout, and a send that ran into it says so (a loopback webhook that never answers)."""
+
+    def sender(url: str) -> Sender:
+        return Sender(Target("default", "default", url, "json"), timeout=0.5)
+
+    with Receiver() as receiver:
+        receiver.pause()
+        try:
+            held = sender(receiver.json_url()).send("t", "b")
+        finally:
+            receiver.resume(drop_held=True)
+        assert sender(receiver.json_url()).send("t", "b").delivered
+    assert not held.delivered and not held.permanent and held.reason == "timed out"
+    refused = sender(f"json://127.0.0.1:{free_port()}/hook").send("t", "b")
+    assert not refused.delivered and not refused.permanent and refused.reason.startswith("not accepted")
 
 
 def test_targets_parse_urls_and_names_and_never_echo_a_url() -> None:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptoviz.core.config import parse_config
-from cryptoviz.core.settings import SettingsError, from_env
 from cryptoviz_operator.render import DEFAULT_INTERVAL_SECONDS, cron_schedule, render
-from cryptoviz_operator.settings import Settings
+from cryptoviz_operator.settings import Settings, SettingsError
 from cryptoviz_operator.status import IngestView, desired_status, status_changes
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -229,7 +228,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         "STATUS_REFRESH_INTERVAL": "15",
     }.items():
         monkeypatch.setenv(name, value)
-    settings = from_env(Settings)
+    settings = Settings.from_env()
     assert settings == Settings(
         ingester_url="http://ingester:8000",
         configmap_name="cm",
@@ -239,14 +238,14 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         status_refresh_interval=15.0,
     )
     monkeypatch.delenv("MANAGE_SCHEDULE")
-    assert from_env(Settings).manage_schedule is False
+    assert Settings.from_env().manage_schedule is False
     monkeypatch.setenv("MANAGE_SCHEDULE", "maybe")
     with pytest.raises(SettingsError, match="MANAGE_SCHEDULE: Input should be a valid boolean"):
-        from_env(Settings)
+        Settings.from_env()
     monkeypatch.setenv("MANAGE_SCHEDULE", "no")
     monkeypatch.setenv("STATUS_REFRESH_INTERVAL", "1m")
     with pytest.raises(SettingsError, match="STATUS_REFRESH_INTERVAL"):
-        from_env(Settings)
+        Settings.from_env()
 
 
 def test_the_namespace_defaults_to_the_service_accounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -254,9 +253,9 @@ def test_the_namespace_defaults_to_the_service_accounts(monkeypatch: pytest.Monk
 
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     monkeypatch.setattr(module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
-    assert from_env(Settings).pod_namespace == "default"  # outside a cluster
+    assert Settings.from_env().pod_namespace == "default"  # outside a cluster
     (tmp_path / "namespace").write_text("crypto\n")
-    assert from_env(Settings).pod_namespace == "crypto"
+    assert Settings.from_env().pod_namespace == "crypto"
 
 
 def test_window_and_stale_rules_and_notify_targets_render_into_the_config_and_merge() -> None:

@@ -10,9 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 from cryptoviz.core.config import parse_config
-from cryptoviz.core.settings import SettingsError, from_env
 from cryptoviz_operator.render import render
-from cryptoviz_operator.settings import Settings
+from cryptoviz_operator.settings import Settings, SettingsError
 from cryptoviz_operator.status import IngestView, desired_status
 from cryptoviz_operator.tenancy import Limits
 
@@ -173,12 +172,12 @@ def test_tenancy_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ALLOWED_NAMESPACES", "team-a, team-*,")
     monkeypatch.setenv("MAX_TRACKED_CRYPTOS", "50")
     monkeypatch.setenv("SCHEDULE_FLOOR", "10m")
-    settings = from_env(Settings)
+    settings = Settings.from_env()
     assert settings.allowed_namespaces == ("team-a", "team-*")
     assert (settings.max_tracked_cryptos, settings.schedule_floor_seconds) == (50, 600)
     for name in ("ALLOWED_NAMESPACES", "MAX_TRACKED_CRYPTOS", "SCHEDULE_FLOOR"):
         monkeypatch.delenv(name)
-    defaults = from_env(Settings)
+    defaults = Settings.from_env()
     assert (defaults.allowed_namespaces, defaults.max_tracked_cryptos, defaults.schedule_floor_seconds) == (
         (),
         1000,
@@ -194,7 +193,7 @@ def test_tenancy_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
         with monkeypatch.context() as env:
             env.setenv(name, bad)
             with pytest.raises(SettingsError, match=f"{name}: .*{message}"):
-                from_env(Settings)
+                Settings.from_env()
 
 
 def test_the_operator_asks_the_ingester_for_as_many_symbols_as_its_api_takes() -> None:

@@ -10,12 +10,13 @@ from click.testing import CliRunner
 from conftest import REPO_ROOT
 from cryptoviz.core.config import config_json_schema
 from cryptoviz.core.providers import ALL_PROVIDERS, PROVIDERS
+from cryptoviz.core.settings import env_names, from_env
 from cryptoviz.dev.market import MarketServer
 from cryptoviz.dev.probe import default_provider
 from cryptoviz.scraper.cli import backfill, scrape
 from cryptoviz.scraper.doc_tables import providers_markdown
 from cryptoviz.scraper.providers import live_specs, specs
-from cryptoviz.scraper.settings import Settings, provider_fields
+from cryptoviz.scraper.settings import ScrapeSettings
 from test_ingest_harness import CRYPTOVIZ
 
 
@@ -49,17 +50,16 @@ def test_the_local_market_routes_every_live_provider():
 
 
 def test_provider_settings_come_from_the_specs_env_names():
-    env = {"BINANCE_BASE_URL": "http://b", "CMC_API_KEY_FILE": "/k", "COINGECKO_API_KEY": "cg", "UNRELATED": "x"}
-    fields = provider_fields(env)
-    assert fields == {
-        "api_keys": {"coingecko": "cg"},
-        "api_key_files": {"coinmarketcap": "/k"},
-        "base_urls": {"binance": "http://b"},
-    }
-    settings = Settings(**fields)
+    env = {"BINANCE_BASE_URL": "http://b/", "CMC_API_KEY_FILE": "/k", "coingecko_api_key": "cg-key", "UNRELATED": "x"}
+    settings = from_env(ScrapeSettings, env)
     assert settings.base_url("binance") == "http://b" and settings.base_url("kraken") == "https://api.kraken.com"
-    assert "cg" not in repr(settings)
+    assert settings.key("coingecko") == "cg-key" and settings.cmc_api_key_file == "/k"
+    assert "cg-key" not in repr(settings) and "coingecko_api_key=SecretStr('**********')" in repr(settings)
+    for unit in live_specs():  # one field per spec'd env var, and nothing else provider-shaped
+        names = [unit.base_url_env, *([unit.key.env, unit.key.file_env] if unit.key else [])]
+        assert {n for n in names if n} <= set(env_names(ScrapeSettings)), unit.name
     assert default_provider({}) == "coingecko" and default_provider({"CMC_API_KEY": "k"}) == "coinmarketcap"
+    assert default_provider({"CMC_API_KEY_FILE": "/k", "SCRAPE_PROVIDER": "kraken"}) == "coinmarketcap"
 
 
 def test_cli_options_config_schema_chart_and_crd_follow_the_registry():

@@ -346,7 +346,7 @@ def test_invalid_config_and_missing_key_are_config_errors(market, nats_server, t
     config = write_config(tmp_path, "coins:\n  - symbol: btc\n")
     result = run_once(settings_for(market.url, nats_server.url, scraper_config=config))
     assert result.exit_code == EXIT_CONFIG and "coins.0.symbol" in result.error
-    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={}))
+    result = run_once(settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=None))
     assert result.exit_code == EXIT_CONFIG and "CMC_API_KEY" in result.error
     assert market.requests == []
 
@@ -357,8 +357,9 @@ def test_the_cmc_key_is_sent_as_a_header_and_never_shown(market, nats_server, tm
     caplog.set_level(logging.DEBUG)
     key_file = tmp_path / "cmc-key"
     key_file.write_text(secret + "\n")
-    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={})
-    settings.api_key_files = {"coinmarketcap": str(key_file)}
+    settings = settings_for(
+        market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=None, cmc_api_key_file=str(key_file)
+    )
     assert run_once(settings).exit_code == EXIT_OK
     assert market.requests[-1].headers["x-cmc_pro_api_key"] == secret
     assert not any(secret in repr(r.query) + r.path for r in market.requests)  # a header, never in the URL
@@ -376,7 +377,7 @@ def test_the_coingecko_demo_key_is_sent_as_a_header_and_never_shown(market, nats
     secret = "CG-demo-8b1f0c2e7d"
     caplog.set_level(logging.DEBUG)  # urllib3 logs each URL at DEBUG
     market.add_fault(kind="http_5xx", count=1)
-    settings = settings_for(market.url, nats_server.url, provider="coingecko", api_keys={"coingecko": secret})
+    settings = settings_for(market.url, nats_server.url, provider="coingecko", coingecko_api_key=secret)
     assert run_once(settings).exit_code == EXIT_OK
     assert [r.headers.get("x-cg-demo-api-key") for r in market.requests] == [secret, secret]
     assert "GET /api/v3/coins/markets" in caplog.text
@@ -389,7 +390,7 @@ def test_the_coingecko_demo_key_is_sent_as_a_header_and_never_shown(market, nats
 def test_a_key_unfit_for_a_header_is_refused_without_being_shown(key, market, nats_server, caplog):
     """HTTP libraries quote a bad header value in their errors (where redaction cannot recognise it)."""
     caplog.set_level(logging.DEBUG)
-    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", api_keys={"coinmarketcap": key})
+    settings = settings_for(market.url, nats_server.url, provider="coinmarketcap", cmc_api_key=key)
     result = run_once(settings)
     assert result.exit_code == EXIT_CONFIG and "CMC_API_KEY contains whitespace, control or non-ASCII" in result.error
     for part in key.split("\n"):
@@ -476,7 +477,10 @@ async def test_the_loop_keeps_quotes_nats_did_not_take_and_publishes_them_once_i
     market.advance()  # the market moves on during the outage: tick START is never served again
     await asyncio.sleep(asked + 2.5 - time.monotonic())
     await asyncio.to_thread(nats_server.start)
-    await asyncio.sleep(2)
+    both = {market.feed.ticks[START], market.feed.ticks[START + 1]}
+    await asyncio.to_thread(
+        wait_for, lambda: {q.timestamp for q in stream_quotes(nats_server.url)} >= both, 20, "both scrapes' quotes"
+    )
     stop.set()
     await asyncio.wait_for(loop_task, timeout=10)
     stored = await asyncio.to_thread(stream_quotes, nats_server.url)

@@ -42,8 +42,9 @@ def market(feed: CsvReplayFeed):
 
 def keyed_settings(market: MarketServer, nats_url: str, provider: str, **overrides):
     """Every provider's key set; SCRAPE_MAX_RETRY_AFTER at its default (the fake sleep makes waiting free)."""
-    fields = {"scrape_max_retry_after": Settings().scrape_max_retry_after, **overrides}
-    return settings_for(market.url, nats_url, provider=provider, api_keys=dict(KEYS), **fields)
+    keys = {spec(name).key.env.lower(): key for name, key in KEYS.items()}
+    fields = {"scrape_max_retry_after": Settings.model_fields["scrape_max_retry_after"].default, **keys, **overrides}
+    return settings_for(market.url, nats_url, provider=provider, **fields)
 
 
 def rate_limit_waits(waits: Waits, provider: str) -> list[float]:

@@ -10,8 +10,9 @@ from pathlib import Path
 import nats
 from cryptoviz.core import contract
 from cryptoviz.core.candle import Candle
-from cryptoviz.core.quote import PROVIDERS, Quote
-from cryptoviz.scraper.run import Settings
+from cryptoviz.core.quote import Quote
+from cryptoviz.scraper.providers import live_specs
+from cryptoviz.scraper.settings import BackfillSettings, ScrapeSettings
 
 UNREACHABLE = "http://127.0.0.1:9"
 """The discard port: an ingester that is not there (coverage then knows nothing)."""
@@ -19,22 +20,28 @@ BTC_GAP_START = 2013
 """Feed position of 2025-01-19 23:45; BTC has no candle at 2025-01-20 00:00 (three ticks on)."""
 
 
-def settings_for(market_url: str, nats_url: str, **overrides) -> Settings:
-    fields = dict(
+def _local(market_url: str, nats_url: str) -> dict[str, object]:
+    """Every provider pointed at the local market, a CMC key, no ingester, short deadlines and retries."""
+    return dict(
         nats_url=nats_url,
-        base_urls=dict.fromkeys(PROVIDERS, market_url),
+        **{unit.base_url_env.lower(): market_url for unit in live_specs()},
         market_base_url=market_url,
-        api_keys={"coinmarketcap": "test-cmc-key"},
+        cmc_api_key="test-cmc-key",
         ingester_url=UNREACHABLE,
-        gap_fill_lookback=0,
         publish_deadline=5,
         scrape_timeout=2,
         scrape_retries=3,
         scrape_backoff=0.05,
         scrape_max_retry_after=5,
     )
-    fields.update(overrides)
-    return Settings(**fields)
+
+
+def settings_for(market_url: str, nats_url: str, **overrides) -> ScrapeSettings:
+    return ScrapeSettings(**{**_local(market_url, nats_url), "gap_fill_lookback": 0, **overrides})
+
+
+def backfill_settings_for(market_url: str, nats_url: str, **overrides) -> BackfillSettings:
+    return BackfillSettings(**{**_local(market_url, nats_url), **overrides})
 
 
 def _stream_payloads(nats_url: str, prefix: str) -> list[bytes]:

@@ -16,12 +16,11 @@ from typing import Any
 
 import click
 import kopf
-from cryptoviz.core.settings import SettingsError, from_env
 
 from cryptoviz_operator.ingester import IngesterClient
 from cryptoviz_operator.kube import GROUP, PLURAL, VERSION, KubeApi, load_client_config
 from cryptoviz_operator.reconcile import Operator
-from cryptoviz_operator.settings import Settings
+from cryptoviz_operator.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, tracked: kop
     settings.posting.level = logging.WARNING
 
     try:
-        config = from_env(Settings)
+        config = Settings.from_env()
     except SettingsError as exc:  # a typo in the Deployment's env: stop with the message, no retry loop
         raise kopf.PermanentError(str(exc)) from None
     kube = KubeApi(load_client_config())

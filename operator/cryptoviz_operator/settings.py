@@ -4,11 +4,12 @@ declared once: core/settings.py reads them with pydantic-settings and makes the 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from cryptoviz.core.config import parse_duration
-from cryptoviz.core.settings import CommaSeparated, ServiceSettings, setting
-from pydantic import field_validator
+from cryptoviz.core.settings import CommaList, ServiceSettings, describe, from_env, setting
+from pydantic import ValidationError, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from cryptoviz_operator.tenancy import MIN_INTERVAL_SECONDS, Limits
@@ -19,6 +20,10 @@ _NAMESPACE_PATTERN = re.compile(r"^[a-z0-9*?]([-a-z0-9*?]{0,61}[a-z0-9*?])?$")
 MAX_SCHEDULE_FLOOR = 86400
 
 
+class SettingsError(ValueError):
+    """A bad environment variable; the message names it."""
+
+
 def _namespace_default() -> str:
     try:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
@@ -27,7 +32,7 @@ def _namespace_default() -> str:
 
 
 class Settings(ServiceSettings):
-    """The operator's environment (the Deployment's env in the chart); `from_env(Settings)` reads it.
+    """The operator's environment (the Deployment's env in the chart), read by `Settings.from_env()`.
     Only the docs table shows the descriptions (no --help), so they are Markdown."""
 
     model_config = SettingsConfigDict(validate_default=True)  # POD_NAMESPACE's default is looked up
@@ -60,7 +65,7 @@ class Settings(ServiceSettings):
     backfill_concurrency: int = setting(
         2, "Backfill Jobs running at once at most; the others are `Queued`, oldest TrackedCrypto first.", ge=1, le=100
     )
-    allowed_namespaces: CommaSeparated = setting(
+    allowed_namespaces: CommaList = setting(
         (),
         "Comma-separated namespaces or globs (`team-*`) whose TrackedCryptos are rendered; the others are"
         " `NamespaceNotAllowed` ([Tenancy](#tenancy-the-trust-model)).",
@@ -114,3 +119,11 @@ class Settings(ServiceSettings):
             max_objects=self.max_tracked_cryptos,
             schedule_floor_seconds=self.schedule_floor_seconds,
         )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """From os.environ (pydantic-settings), or from `env` alone; a bad value is a SettingsError naming it."""
+        try:
+            return cls() if env is None else from_env(cls, env)
+        except ValidationError as exc:
+            raise SettingsError(describe(cls, exc)) from None

@@ -35,6 +35,12 @@ BOOT = (
 )
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128
+    """socketserver's default listen backlog is 5: more concurrent senders than that overflow it, and
+    each connection dropped so waits a SYN retransmission (1 s), as with no real web server."""
+
+
 class Receiver:
     """A threaded HTTP server on loopback recording every request; `script[path]` lists the status
     codes to answer there in turn (then 200)."""
@@ -87,7 +93,7 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(answer)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server = _Server(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

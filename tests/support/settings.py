@@ -14,11 +14,15 @@ GLOBAL = "cryptoviz.core.common_settings:GlobalSettings"
 COMMAND_MODELS: dict[str, list[str]] = {
     "ingest": ["cryptoviz.ingester.settings:IngestSettings"],
     "backup": ["cryptoviz.ingester.settings:BackupSettings"],
+    # scrape's and backfill's models are the shared part plus each one's own (one docs table each)
+    "scrape": ["cryptoviz.scraper.settings:ScraperSettings", "cryptoviz.scraper.settings:ScrapeOnly"],
+    "backfill": ["cryptoviz.scraper.settings:ScraperSettings", "cryptoviz.scraper.settings:BackfillOnly"],
+    "notify": ["cryptoviz.notify.settings:NotifySettings"],
     "dashboard": ["cryptoviz.dashboard.settings:DashboardSettings"],
     "dev": ["cryptoviz.dev.settings:DevSettings"],
 }
-# Commands whose options are still hand-written click options (issue 17: to be moved onto a model).
-NOT_YET_ON_A_MODEL = {"scrape", "backfill", "notify"}
+RUN_MODES = {"scrape": {"mode"}}
+"""Options that choose how a command runs, not settings (no env var, no docs row): `scrape --once | --loop`."""
 # Components configured by env vars alone, read by their model without the CLI (the operator runs under
 # `kopf run`; its model says `cli = False`).
 ENV_ONLY_MODELS = {"operator": "cryptoviz_operator.settings:Settings"}

@@ -49,13 +49,20 @@ def headers_for(msg: Msg, reason: str) -> dict[str, str]:
     return headers
 
 
-async def park(js: JetStreamContext, msg: Msg, subject: str, reason: str) -> bool:
-    """Republish `msg` on `subject` and ack it; False (and the message left unacked, so it comes back, its
-    deliveries bounded) when JetStream did not take the dead letter."""
+async def republish(js: JetStreamContext, msg: Msg, subject: str, reason: str) -> bool:
+    """Republish `msg` on `subject` (not acked yet); False when JetStream did not take the dead letter."""
     try:
         await js.publish(subject, msg.data, headers=headers_for(msg, reason))
     except Exception as exc:  # NATS away, payload at the limit: the next delivery tries again
         log.warning("could not dead-letter a message (%s); it will be redelivered", str(exc) or type(exc).__name__)
+        return False
+    return True
+
+
+async def park(js: JetStreamContext, msg: Msg, subject: str, reason: str) -> bool:
+    """Republish `msg` on `subject` and ack it; False (and the message left unacked, so it comes back, its
+    deliveries bounded) when JetStream did not take the dead letter."""
+    if not await republish(js, msg, subject, reason):
         return False
     await msg.ack()
     return True

@@ -5,9 +5,10 @@ A service declares a `ServiceSettings` subclass whose fields are made with `sett
   type, range, choices, default and help all taken from the field);
 - `from_options(Model, values)` validates what click collected into the model, naming the env var and
   flag of a bad value;
-- pydantic-settings reads the same env vars when a model is built without the CLI: `from_env(Model)`
-  (the operator, whose model says `cli = False`: its docs table has no flags);
-- a list-valued setting (`CommaSeparated`) is `a, b` in its env var and flag alike, never JSON;
+- pydantic-settings reads the same env vars when a model is built without the CLI (the operator, whose
+  model says `cli = False`: its docs table has no flags; `describe(Model, error)` names the bad env var);
+  `from_env(Model, environ)` reads them from a given mapping instead (another process's environment);
+- a list-valued setting (`CommaList`) is `a, b` in its env var and flag alike, never JSON;
 - `settings_markdown(Model)` is the table between `<!-- settings: module:Model -->` and
   `<!-- end of settings -->` in docs/*.md; `python -m cryptoviz.core.settings [--check]` rewrites
   (or checks) every such table, and a test keeps them equal.
@@ -36,6 +37,16 @@ DOCS_START = re.compile(r"<!-- settings: ([\w.]+):(\w+) -->")
 DOCS_END = "<!-- end of settings -->"
 
 
+def _split_commas(value: object) -> object:
+    if value is None:  # click's unset
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
+
+
+CommaList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_commas)]
+"""A list-valued setting: comma-separated in its env var and flag (`BTC, ETH`), a tuple in code; "" is empty."""
+
+
 class ServiceSettings(BaseSettings):
     """Base of every service's settings: frozen, no unknown names, env vars matched case-insensitively
     and empty ones ignored (as click does)."""
@@ -45,21 +56,6 @@ class ServiceSettings(BaseSettings):
     )
     cli: ClassVar[bool] = True
     """False: env vars only (a process run by another tool, e.g. the operator under `kopf run`)."""
-
-
-class SettingsError(ValueError):
-    """A bad setting read without the CLI; the message names its env var."""
-
-
-def _split(value: Any) -> Any:
-    """`a, b` → ("a", "b"); None (click's unset) → ()."""
-    if value is None:
-        return ()
-    return tuple(item.strip() for item in value.split(",") if item.strip()) if isinstance(value, str) else value
-
-
-CommaSeparated = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split)]
-"""A list-valued setting: comma-separated (`a, b`) in its env var and its flag, never JSON."""
 
 
 def setting(
@@ -109,10 +105,6 @@ def _base_type(annotation: Any) -> Any:
     return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
-def _listed(field: FieldInfo) -> bool:
-    return get_origin(_base_type(field.annotation)) in (tuple, list)
-
-
 def _bounds(field: FieldInfo) -> dict[str, Any]:
     bounds: dict[str, Any] = {}
     for item in field.metadata:
@@ -145,8 +137,8 @@ def _click_type(field: FieldInfo) -> click.ParamType[Any] | None:
 
 def _cli_default(field: FieldInfo) -> Any:
     default = field.get_default(call_default_factory=True)
-    if _listed(field):
-        return ",".join(map(str, default)) or None
+    if isinstance(default, tuple | list):
+        return ",".join(map(str, default)) or None  # None: no `default: ""` in --help
     return default.get_secret_value() if isinstance(default, SecretStr) else default
 
 
@@ -209,13 +201,21 @@ def from_options(model: type[M], values: Mapping[str, Any], **more: Any) -> M:
         raise click.BadParameter(message, param_hint=f"{env} / {flag}" if env else None) from None
 
 
-def from_env(model: type[M]) -> M:
-    """The model from the environment alone; a bad value is a SettingsError naming its env var."""
-    try:
-        return model()
-    except ValidationError as exc:
-        message, env, _ = _explain(model, exc)
-        raise SettingsError(f"{env}: {message}" if env else message) from None
+def describe(model: type[ServiceSettings], exc: ValidationError) -> str:
+    """A model's validation error as one line naming the env var (for a process without flags)."""
+    message, env, _ = _explain(model, exc)
+    return f"{env}: {message}" if env else message
+
+
+def from_env(model: type[M], environ: Mapping[str, str]) -> M:
+    """The model from `environ` and not os.environ (e.g. the environment `cryptoviz dev` gives a child):
+    names matched case-insensitively, empty values unset, every other field its default."""
+    given = {name.upper(): value for name, value in environ.items() if value}
+    values = {
+        name: given.get(env_name(name, field).upper(), field.get_default(call_default_factory=True))
+        for name, field in model.model_fields.items()
+    }
+    return model(**values)  # every field given: os.environ is not consulted
 
 
 def _shown_default(field: FieldInfo) -> str:
@@ -223,10 +223,10 @@ def _shown_default(field: FieldInfo) -> str:
     if "shown" in extra:
         return str(extra["shown"])
     default = field.get_default(call_default_factory=True)
-    if default is None or _secret(field) or (_listed(field) and not default):
+    if default is None or default == () or _secret(field):
         return "–"
-    if _listed(field):
-        return f"`{','.join(map(str, default))}`"
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
     if isinstance(default, bool):
         return "on" if default else "off"
     if isinstance(default, float) and default.is_integer():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr, field_validator
 
-from cryptoviz.core.settings import CommaSeparated, ServiceSettings, setting
+from cryptoviz.core.settings import CommaList, ServiceSettings, setting
 from cryptoviz.dashboard.headers import frame_ancestors
 from cryptoviz.dashboard.limits import Network, parse_networks
 
@@ -19,7 +19,7 @@ class DashboardSettings(ServiceSettings):
     dashboard_prefix: str | None = setting(
         None, "URL prefix behind an Ingress, e.g. /cryptoviz (app at /cryptoviz/, health at /cryptoviz/liveness)."
     )
-    dashboard_allowed_origins: CommaSeparated = setting(
+    dashboard_allowed_origins: CommaList = setting(
         (),
         "Comma-separated host[:port] whose pages may open the websocket; a page from any other site gets 403"
         " (the chart sets the Ingress host).",
@@ -37,7 +37,7 @@ class DashboardSettings(ServiceSettings):
     dashboard_max_sessions_per_client: int = setting(
         10, "Most sessions one client (IP address) holds; then HTTP 429 with a readable page.", ge=1
     )
-    dashboard_trusted_proxies: CommaSeparated = setting(
+    dashboard_trusted_proxies: CommaList = setting(
         (),
         "IPs or CIDRs of proxies (the Ingress controller) whose X-Forwarded-For names the client: the rightmost"
         " entry that is not itself a trusted proxy.",

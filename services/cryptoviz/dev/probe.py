@@ -8,18 +8,25 @@ URL, key and default provider come from the same settings as `cryptoviz scrape` 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import requests
+from pydantic import ValidationError
 
 from cryptoviz.core.config import ConfigError
+from cryptoviz.core.settings import env_name, env_names, from_env
 from cryptoviz.scraper.http import ProviderError
 from cryptoviz.scraper.providers import spec
 from cryptoviz.scraper.run import adapter_for
-from cryptoviz.scraper.settings import Settings, provider_fields
+from cryptoviz.scraper.settings import ProviderSettings, ScraperSettings
 
 
-def settings_from_env(env: dict[str, str] | None = None) -> Settings:
-    return Settings(**provider_fields(dict(os.environ if env is None else env)))  # type: ignore[arg-type]
+def settings_from_env(env: Mapping[str, str] | None = None) -> ScraperSettings:
+    """The scraper's provider settings from `env` (default os.environ); the others keep their defaults,
+    so a bad value of an unrelated setting is left for the scraper itself to report."""
+    names = set(env_names(ProviderSettings))
+    given = os.environ if env is None else env
+    return from_env(ScraperSettings, {k: v for k, v in given.items() if k.upper() in names})
 
 
 def default_provider(env: dict[str, str]) -> str:
@@ -33,13 +40,18 @@ def display_name(provider: str) -> str:
 
 def probe(provider: str, env: dict[str, str] | None = None, timeout: float = 5.0) -> str | None:
     """None when `provider` answers usefully; else a one-line reason (never containing a key)."""
-    settings = settings_from_env(env)
     unit = spec(provider)
     try:
+        settings = settings_from_env(env)
         base_url = settings.base_url(provider)
         adapter = adapter_for(provider, settings, requests.Session())
     except ConfigError as exc:
         return str(exc)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else ""
+        field = ScraperSettings.model_fields.get(name)
+        return f"invalid {env_name(name, field) if field else 'scraper setting'}: {error['msg']}"
     headers = adapter.http.headers
     try:
         response = requests.get(base_url + unit.ping_path, headers=headers, timeout=(timeout, timeout))

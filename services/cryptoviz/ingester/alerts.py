@@ -184,12 +184,16 @@ class AlertEngine:
         return fired
 
     def committed(self, fired: list[dict]) -> None:
-        """After the commit: start the cooldowns, count and log."""
+        """After the commit: start the cooldowns and count (`log_fired` logs them)."""
         for alert in fired:
             self._last_fired[(alert["symbol"], alert["condition"], alert["threshold"], alert["window_seconds"])] = (
                 alert["fired_at"]
             )
-            metrics.ALERTS.inc()
+        metrics.ALERTS.inc(len(fired))
+
+    @staticmethod
+    def log_fired(fired: list[dict]) -> None:
+        for alert in fired:
             log.info("alert fired: %s", alert["message"], extra={"symbol": alert["symbol"], "rule": alert["rule_id"]})
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 
 import duckdb
 
+from cryptoviz.ingester.rejections import Rejection
 from cryptoviz.ingester.schema import CANDLE_COLUMNS, LATEST_FIELDS
 
 IDENTITY = ("provider", "coin_id", "interval", "open_time")
@@ -100,6 +101,8 @@ class CandleCommit:
     duplicates: int
     symbols: list[str] = field(default_factory=list)
     last_update: datetime | None = None
+    rejections: list[Rejection] = field(default_factory=list)
+    """The batch's rejections counted for the first time (set by the store)."""
 
 
 def insert_candles(conn: duckdb.DuckDBPyConnection, received: int) -> CandleCommit:

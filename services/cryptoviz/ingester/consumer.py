@@ -39,12 +39,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import FetchTimeoutError
 
 from cryptoviz.core import contract
-from cryptoviz.core.deadletter import JETSTREAM_MAX_DELIVER, MAX_DELIVER, deliveries, park
+from cryptoviz.core.deadletter import JETSTREAM_MAX_DELIVER, MAX_DELIVER, deliveries, republish
 from cryptoviz.core.nats import bind_durable, ensure_stream
 from cryptoviz.ingester import metrics
 from cryptoviz.ingester.candle_decode import decode_candles
 from cryptoviz.ingester.candle_writes import CandleCommit
 from cryptoviz.ingester.fastdecode import MAX_RANK, decode_canonical
+from cryptoviz.ingester.rejections import Rejection, observe
 from cryptoviz.ingester.store import AlertRules, CommitResult, StorageError, Store, quotes_to_arrow
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Pending:
     messages: list[Msg] = field(default_factory=list)
     tables: list[pa.Table] = field(default_factory=list)
     count: int = 0
-    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
 
     def table(self) -> pa.Table:
         return pa.concat_tables(self.tables) if len(self.tables) > 1 else self.tables[0]
@@ -232,14 +233,12 @@ class Consumer:
 
     def _add(self, pending: Pending, msg: Msg, decoded: Decoded) -> None:
         if decoded.rejected:
-            for reason, count in decoded.rejected.items():
-                metrics.REJECTED.labels(reason=reason).inc(count)
             log.warning(
                 "rejected %d invalid records in message",
                 sum(decoded.rejected.values()),
-                extra={"reasons": decoded.rejected, "subject": msg.subject},
+                extra={"reasons": decoded.rejected, "subject": msg.subject, "delivery": deliveries(msg)},
             )
-            pending.rejected += sum(decoded.rejected.values())
+            pending.rejections.append(Rejection.of(msg, decoded.rejected))  # counted by the commit, once
         rows = decoded.table.num_rows
         pending.messages.append(msg)
         pending.tables.append(decoded.table)
@@ -261,6 +260,7 @@ class Consumer:
             await msg.ack()
         elapsed = time.perf_counter() - started
         metrics.BATCH_SECONDS.observe(elapsed)
+        observe(result.rejections)
         self.account(result)
         log.debug(
             "committed batch",
@@ -318,7 +318,7 @@ class QuoteConsumer(Consumer):
         return decode_quotes(payload, now)
 
     def write(self, pending: Pending) -> CommitResult:
-        return self.store.write_batch(pending.table(), pending.rejected, self.alert_rules)
+        return self.store.write_batch(pending.table(), pending.rejections, self.alert_rules)
 
     def account(self, result: CommitResult) -> None:
         metrics.INGESTED.inc(result.inserted)
@@ -326,13 +326,16 @@ class QuoteConsumer(Consumer):
 
 
 async def dead_letter(js: JetStreamContext, store: Store, msg: Msg, reason: str, detail: str) -> None:
-    """Park an unusable message on `cryptoviz.deadletter.<reason>`, count it (/metrics, /stats.rejected),
-    one log line."""
-    if not await park(js, msg, f"{contract.DEADLETTER_PREFIX}.{reason}", reason):
+    """Park an unusable message on `cryptoviz.deadletter.<reason>`, count it (/metrics, /stats.rejected)
+    unless a delivery of it did already, one log line; acked only once counted, so a crash in between
+    leaves a redelivery that parks it again (the same dead letter id) and counts it if it was not."""
+    if not await republish(js, msg, f"{contract.DEADLETTER_PREFIX}.{reason}", reason):
         return
-    metrics.REJECTED.labels(reason=reason).inc()
     log.warning("dead-lettering message: %s", detail, extra={"reason": reason, "subject": msg.subject})
-    await store.write(store.count_rejected, 1)
+    rejection = Rejection.of(msg, {reason: 1})
+    if await store.write(store.count_rejected, rejection):
+        observe([rejection])
+    await msg.ack()
 
 
 def guarded(
@@ -380,7 +383,7 @@ class CandleConsumer(Consumer):
         return await asyncio.to_thread(self.decode_all, [msg.data for msg in messages])
 
     def write(self, pending: Pending) -> CandleCommit:
-        return self.store.write_candles(pending.table(), pending.rejected)
+        return self.store.write_candles(pending.table(), pending.rejections)
 
     def account(self, result: CandleCommit) -> None:
         metrics.CANDLES_INGESTED.inc(result.inserted)

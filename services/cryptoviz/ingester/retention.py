@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cryptoviz.ingester.quarantine import prune_quarantine, quarantine_future, report
+from cryptoviz.ingester.rejections import prune_counted
 from cryptoviz.ingester.store import StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,8 @@ def apply_candle_retention(store: Store, days: float, now: datetime | None = Non
 
 class Housekeeper:
     """Every hour (the first time shortly after start): rows stamped in the future go to quarantine
-    (quarantine.py), then retention runs, unless RETENTION_DAYS=0 keeps raw data forever."""
+    (quarantine.py), the keys of counted rejections past the stream's MAX_AGE are forgotten
+    (rejections.py), then retention runs, unless RETENTION_DAYS=0 keeps raw data forever."""
 
     def __init__(self, store: Store, retention_days: float) -> None:
         self.store = store
@@ -161,11 +163,19 @@ class Housekeeper:
         while True:
             try:
                 report(await self.store.write(quarantine_future, self.store))
+                await self.store.write(self._forget_counted)
                 if self.retention_days > 0:
                     await self._retention()
             except StorageError as exc:
                 log.error("%s", exc)
             await asyncio.sleep(INTERVAL_SECONDS)
+
+    def _forget_counted(self) -> None:
+        with self.store.write_lock:
+            try:
+                prune_counted(self.store.conn)
+            except duckdb.Error as exc:
+                raise StorageError(f"pruning counted_rejections failed: {exc}") from None
 
     async def _retention(self) -> None:
         started = time.monotonic()

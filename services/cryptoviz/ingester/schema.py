@@ -212,6 +212,15 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE quarantined_candles ({_QUARANTINED_CANDLES}, {_QUARANTINE_COLUMNS});
         """,
     ),
+    (
+        7,
+        "the JetStream messages whose rejections were counted, so a redelivery counts none again (rejections.py)",
+        """
+        CREATE TABLE counted_rejections (
+            stream VARCHAR NOT NULL, seq BIGINT NOT NULL, stored_at TIMESTAMP NOT NULL, records BIGINT NOT NULL
+        );
+        """,
+    ),
 )
 
 ALERT_COLUMNS: tuple[tuple[str, str], ...] = (

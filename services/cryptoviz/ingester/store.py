@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester.candle_writes import CandleCommit, insert_candles
+from cryptoviz.ingester.rejections import Rejection, count_once
 from cryptoviz.ingester.schema import ALERT_COLUMNS, CANDLE_COLUMNS, LATEST_FIELDS, QUOTE_COLUMNS, migrate
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ class CommitResult:
     last_update: datetime | None = None
     alerts: list[dict] = field(default_factory=list)
     """Alerts fired by this batch, committed with it."""
+    rejections: list[Rejection] = field(default_factory=list)
+    """The batch's rejections counted for the first time (not those of a redelivered message)."""
 
 
 AlertRules = Callable[[list[dict], duckdb.DuckDBPyConnection], list[dict]]
@@ -194,12 +197,15 @@ class Store:
     # -- writes -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self, name: str, table: pa.Table, what: str) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The writer connection inside one transaction with `table` registered as `name`; a DuckDB
+    def _transaction(
+        self, what: str, name: str | None = None, table: pa.Table | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The writer connection inside one transaction (with `table` registered as `name`); a DuckDB
         error rolls back and becomes a StorageError (the caller's messages stay unacked)."""
         with self.write_lock:
             conn = self.conn
-            conn.register(name, table)
+            if name is not None:
+                conn.register(name, table)
             try:
                 conn.execute("BEGIN TRANSACTION")
                 yield conn
@@ -209,14 +215,18 @@ class Store:
                     conn.execute("ROLLBACK")
                 raise StorageError(f"writing {what} to {self.path} failed: {exc}") from None
             finally:
-                conn.unregister(name)
+                if name is not None:
+                    conn.unregister(name)
 
-    def write_batch(self, table: pa.Table, rejected: int = 0, alert_rules: AlertRules | None = None) -> CommitResult:
+    def write_batch(
+        self, table: pa.Table, rejections: Sequence[Rejection] = (), alert_rules: AlertRules | None = None
+    ) -> CommitResult:
         """Insert a batch in one transaction, skipping quotes already stored, together with the
-        alerts its new quotes fire (so a crash cannot commit one without the other); thread-safe."""
+        alerts its new quotes fire and its messages' rejections (counted once, see rejections.py), so a
+        crash cannot commit one without the others; thread-safe."""
         received = table.num_rows
         fired: list[dict] = []
-        with self._transaction("incoming", table, "batch") as conn:
+        with self._transaction("batch", "incoming", table) as conn:
             if received:
                 lo, hi = conn.execute("SELECT min(timestamp), max(timestamp) FROM incoming").fetchall()[0]
                 conn.execute(_NEW_ROWS_SQL, {"lo": lo, "hi": hi})
@@ -234,7 +244,8 @@ class Store:
             else:
                 inserted, latest = 0, []
             duplicates = received - inserted
-            self._bump(conn, ingested=inserted, duplicates=duplicates, rejected=rejected)
+            self._bump(conn, ingested=inserted, duplicates=duplicates)
+            counted = count_once(conn, rejections)
         if inserted:
             self.generation += 1
         return CommitResult(
@@ -245,23 +256,25 @@ class Store:
             latest=latest,
             last_update=max((row["timestamp"] for row in latest), default=None),
             alerts=fired,
+            rejections=counted,
         )
 
-    def write_candles(self, table: pa.Table, rejected: int = 0) -> CandleCommit:
-        """Insert a batch of candles in one transaction, each identity once (see candle_writes)."""
-        with self._transaction("incoming_candles", table, "candles") as conn:
+    def write_candles(self, table: pa.Table, rejections: Sequence[Rejection] = ()) -> CandleCommit:
+        """Insert a batch of candles in one transaction, each identity once (see candle_writes), with its
+        messages' rejections (counted once)."""
+        with self._transaction("candles", "incoming_candles", table) as conn:
             result = insert_candles(conn, table.num_rows)
-            self._bump(conn, candles=result.inserted, candle_duplicates=result.duplicates, rejected=rejected)
+            self._bump(conn, candles=result.inserted, candle_duplicates=result.duplicates)
+            result.rejections = count_once(conn, rejections)
         if result.inserted or result.replaced:
             self.generation += 1
         return result
 
-    def count_rejected(self, count: int) -> None:
-        """Persist rejections of messages that produced no batch (dead letters)."""
-        with self.write_lock:
-            self.conn.execute("BEGIN TRANSACTION")
-            self._bump(self.conn, rejected=count)
-            self.conn.execute("COMMIT")
+    def count_rejected(self, rejection: Rejection) -> bool:
+        """Persist the rejection of a message that produced no batch (a dead letter); False when a
+        delivery of that message counted it already."""
+        with self._transaction("a dead letter's count") as conn:
+            return bool(count_once(conn, [rejection]))
 
     @staticmethod
     def _bump(conn: duckdb.DuckDBPyConnection, **counts: int) -> None:

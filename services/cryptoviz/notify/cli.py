@@ -9,96 +9,25 @@ import signal
 
 import click
 
-from cryptoviz.core.config import parse_duration
-from cryptoviz.core.nats import DEFAULT_NATS_URL
+from cryptoviz.core.settings import click_options, from_options
+from cryptoviz.notify.settings import NotifySettings
 
 log = logging.getLogger("cryptoviz.notify")
 
 
-def _option(name: str, envvar: str, **kwargs):
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
-
-
-def _duration(_ctx, _param, value: str) -> float:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.command()
-@_option("--nats-url", "NATS_URL", default=DEFAULT_NATS_URL, help="NATS server with JetStream.")
-@_option("--notify-urls", "NOTIFY_URLS", default="", help="Apprise URLs for every alert, comma or space separated.")
-@_option("--notify-urls-file", "NOTIFY_URLS_FILE", default=None, help="File with more such URLs (a mounted Secret).")
-@_option(
-    "--notify-targets-file",
-    "NOTIFY_TARGETS_FILE",
-    default=None,
-    help="YAML {name: [url, ...]}: targets that coins choose with `notify: [name]`.",
-)
-@_option("--dashboard-url", "DASHBOARD_URL", default="", help="Dashboard base URL for the link in each message.")
-@_option("--metrics-host", "NOTIFY_METRICS_HOST", default="0.0.0.0", help="Address of /metrics, /healthz, /readyz.")
-@_option("--metrics-port", "NOTIFY_METRICS_PORT", default=9465, type=click.IntRange(0, 65535), help="Their port.")
-@_option("--max-attempts", "NOTIFY_MAX_ATTEMPTS", default=8, type=click.IntRange(1, 1000), help="Tries per target.")
-@_option("--backoff", "NOTIFY_BACKOFF", default=2.0, type=click.FloatRange(0.01), help="First retry delay, seconds.")
-@_option("--max-backoff", "NOTIFY_MAX_BACKOFF", default=300.0, type=click.FloatRange(0.01), help="Longest delay.")
-@_option(
-    "--rate-limit",
-    "NOTIFY_RATE_LIMIT",
-    default=30.0,
-    type=click.FloatRange(0.0),
-    help="Messages per minute per target on average (0: no limit).",
-)
-@_option("--rate-burst", "NOTIFY_RATE_BURST", default=10, type=click.IntRange(1), help="Messages sent at once.")
-@_option("--timeout", "NOTIFY_TIMEOUT", default=10.0, type=click.FloatRange(0.5, 300), help="Seconds per send.")
-@_option("--concurrency", "NOTIFY_CONCURRENCY", default=8, type=click.IntRange(1, 256), help="Sends in parallel.")
-@_option(
-    "--max-age",
-    "NOTIFY_MAX_AGE",
-    default="24h",
-    callback=_duration,
-    help="Alerts older than this when first seen are not sent (recorded as failed); 0 sends any.",
-)
-def notify(
-    nats_url: str,
-    notify_urls: str,
-    notify_urls_file: str | None,
-    notify_targets_file: str | None,
-    dashboard_url: str,
-    metrics_host: str,
-    metrics_port: int,
-    max_attempts: int,
-    backoff: float,
-    max_backoff: float,
-    rate_limit: float,
-    rate_burst: int,
-    timeout: float,
-    concurrency: int,
-    max_age: float,
-) -> None:
+@click_options(NotifySettings)
+def notify(**values: object) -> None:
     """Deliver fired alerts (JetStream CRYPTOVIZ_ALERTS) to webhooks, Slack, Discord, Telegram, email … once each."""
     from cryptoviz.notify.send import silence_apprise
-    from cryptoviz.notify.service import Settings, make_senders
+    from cryptoviz.notify.service import make_senders
     from cryptoviz.notify.targets import TargetError, load_targets
 
     silence_apprise()
-    settings = Settings(
-        nats_url=nats_url,
-        dashboard_url=dashboard_url or None,
-        metrics_host=metrics_host,
-        metrics_port=metrics_port,
-        max_attempts=max_attempts,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        rate_limit=rate_limit,
-        rate_burst=rate_burst,
-        timeout=timeout,
-        concurrency=concurrency,
-        max_age=max_age,
-    )
+    settings = from_options(NotifySettings, values)
     try:
-        targets = load_targets(notify_urls, notify_urls_file, notify_targets_file)
-        senders = make_senders(targets, timeout)  # every URL checked before anything connects
+        targets = load_targets(settings.urls, settings.notify_urls_file, settings.notify_targets_file)
+        senders = make_senders(targets, settings.timeout)  # every URL checked before anything connects
     except TargetError as exc:
         raise click.ClickException(str(exc)) from None
     loop = asyncio.new_event_loop()
@@ -111,7 +40,7 @@ def notify(
         loop.close()
 
 
-async def _run(settings, targets, senders) -> None:
+async def _run(settings: NotifySettings, targets, senders) -> None:
     from aiohttp import web
 
     from cryptoviz.core.nats import connect, redact_url

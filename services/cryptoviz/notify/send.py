@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -53,11 +54,9 @@ def classify(ok: bool, timed_out: bool, log_lines: list[str]) -> Outcome:
     """Pure: an Apprise result (and its log lines) → delivered / temporary / permanent, with a safe reason."""
     if ok:
         return Outcome(True)
-    if timed_out:
-        return Outcome(False, reason="timed out")
     codes = [int(m.group(1)) for line in log_lines for m in [_STATUS.search(line)] if m]
     if not codes:
-        return Outcome(False, reason="not accepted (connection error or service refusal)")
+        return Outcome(False, reason="timed out" if timed_out else "not accepted (connection error or service refusal)")
     code = codes[-1]
     try:
         phrase = HTTPStatus(code).phrase
@@ -80,9 +79,12 @@ class Sender:
         self._idle.append(first)
 
     def _make(self) -> apprise.Apprise:
-        # async_mode off: send in the calling worker thread (we run sends in parallel ourselves), no
-        # hop through Apprise's own thread pool for a single service.
-        instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False))
+        # Sent in the calling worker thread (we run sends in parallel ourselves): async_mode off, and
+        # no service_timeout, with which Apprise hands every send to its own shared pool of
+        # cpu_count + 4 threads and waits for it: a second thread hop per message, and at most that
+        # many sends at once whatever NOTIFY_CONCURRENCY says. The plugin's socket timeouts
+        # (NOTIFY_TIMEOUT) bound each send instead.
+        instance = apprise.Apprise(asset=apprise.AppriseAsset(async_mode=False, service_timeout=0))
         if not instance.add(self.target.url):
             raise TargetError(f"target {self.target.name}: not a valid Apprise URL (scheme {self.target.scheme}://)")
         plugin = instance[0]
@@ -94,6 +96,7 @@ class Sender:
         with self._lock:
             instance = self._idle.pop() if self._idle else None
         instance = instance or self._make()
+        started = time.monotonic()
         try:
             result = instance.notify(body=body, title=title, body_format=self.format)
         except Exception as exc:  # a plugin bug: a temporary failure, named by type only (no URL)
@@ -102,5 +105,7 @@ class Sender:
             with self._lock:
                 self._idle.append(instance)
         lines = [entry.message for service in result.results for attempt in service for entry in attempt]
-        timed_out = any(service.status == apprise.AppriseResultStatus.TIMEOUT for service in result.results)
+        # A socket timeout is logged by the plugin as a connection error (its detail only at DEBUG,
+        # which is not captured): a failure that took the whole timeout is one.
+        timed_out = not result and time.monotonic() - started >= self.timeout
         return classify(bool(result), timed_out, lines)

@@ -23,7 +23,6 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.client import Client
@@ -40,31 +39,18 @@ from cryptoviz.notify import metrics
 from cryptoviz.notify.message import render
 from cryptoviz.notify.ratelimit import TokenBucket
 from cryptoviz.notify.send import Outcome, Sender
+from cryptoviz.notify.settings import NotifySettings
 from cryptoviz.notify.targets import Target, Targets
 
 log = logging.getLogger("cryptoviz.notify")
 
 DURABLE_NAME = ac.NOTIFY_CONSUMER
 ACK_WAIT = 30.0
+RECEIPT_TIMEOUT = 5.0
 MAX_FETCH = 256
 NO_TARGET = "none"
-
-
-@dataclass(frozen=True)
-class Settings:
-    nats_url: str
-    dashboard_url: str | None = None
-    metrics_host: str = "0.0.0.0"
-    metrics_port: int = 9465
-    max_attempts: int = 8
-    backoff: float = 2.0
-    max_backoff: float = 300.0
-    rate_limit: float = 30.0
-    rate_burst: int = 10
-    timeout: float = 10.0
-    concurrency: int = 8
-    max_in_flight: int = 1000
-    max_age: float = 86400.0
+MAX_IN_FLIGHT = 1000
+"""Alerts handled at once (the consumer's max_ack_pending)."""
 
 
 def retry_delay(attempt: int, backoff: float, max_backoff: float) -> float:
@@ -90,7 +76,7 @@ def make_senders(targets: Targets, timeout: float) -> dict[str, Sender]:
 
 
 class Notifier:
-    def __init__(self, settings: Settings, targets: Targets, senders: dict[str, Sender], nc: Client) -> None:
+    def __init__(self, settings: NotifySettings, targets: Targets, senders: dict[str, Sender], nc: Client) -> None:
         self.settings = settings
         self.targets = targets
         self.nc = nc
@@ -101,6 +87,8 @@ class Notifier:
         self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="notify-send")
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[tuple[str, str]] = set()
+        self._unsettled: dict[int, Msg] = {}  # by id(): a Msg is not hashable
+        self._heartbeats: asyncio.Task | None = None
 
     # -- loop ----------------------------------------------------------------------------------
 
@@ -114,7 +102,7 @@ class Notifier:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=ACK_WAIT,
             max_deliver=self._last_delivery + 2,  # one to park it on, one spare
-            max_ack_pending=self.settings.max_in_flight,
+            max_ack_pending=MAX_IN_FLIGHT,
         )
         sub = await bind_durable(self.js, ac.STREAM_NAME, config)
         self.attached = True
@@ -122,12 +110,14 @@ class Notifier:
         return sub
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Fetch and handle alerts until `stopping`; then `drain` lets those in progress settle."""
+        self._heartbeats = asyncio.create_task(self._heartbeat())
         sub, delay = None, 0.5
         while not stopping.is_set():
             try:
                 if sub is None:
                     sub = await self._attach()
-                room = self.settings.max_in_flight - len(self._tasks)
+                room = MAX_IN_FLIGHT - len(self._tasks)
                 if room <= 0:
                     await asyncio.sleep(0.05)
                     continue
@@ -162,6 +152,8 @@ class Notifier:
         """On shutdown: let alerts in progress settle; the rest are redelivered to the next process."""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
+        if self._heartbeats is not None:
+            self._heartbeats.cancel()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # -- one alert -----------------------------------------------------------------------------
@@ -184,16 +176,16 @@ class Notifier:
         attempt = deliveries(msg)
         targets, unknown = self.targets.resolve(alert.notify)
         total = max(1, len(targets) + len(unknown))
-        heartbeat = asyncio.create_task(self._heartbeat(msg))
+        self._unsettled[id(msg)] = msg
         try:
             fired = _parse_time(alert.fired_at)
             too_old = (
-                self.settings.max_age > 0
+                self.settings.max_age_seconds > 0
                 and fired is not None
-                and _utc_now() - fired > timedelta(seconds=self.settings.max_age)
+                and _utc_now() - fired > timedelta(seconds=self.settings.max_age_seconds)
             )
             if too_old:
-                reason = f"expired: fired more than {self.settings.max_age:g}s ago (NOTIFY_MAX_AGE)"
+                reason = f"expired: fired more than {self.settings.max_age_seconds:g}s ago (NOTIFY_MAX_AGE)"
                 jobs = [self._give_up(alert, t.name, attempt, total, reason) for t in targets]
             else:
                 jobs = [self._deliver(alert, t, attempt, total, fired) for t in targets]
@@ -203,9 +195,12 @@ class Notifier:
             ]
             if not targets and not unknown:
                 jobs.append(self._give_up(alert, NO_TARGET, attempt, total, "no notification target configured"))
-            settled = await asyncio.gather(*(self._settled(job, alert) for job in jobs))
+            if len(jobs) == 1:  # the usual case: no gather (a task per job) needed
+                settled = [await self._settled(jobs[0], alert)]
+            else:
+                settled = await asyncio.gather(*(self._settled(job, alert) for job in jobs))
         finally:
-            heartbeat.cancel()
+            self._unsettled.pop(id(msg), None)
         if all(settled):
             await msg.ack()
         else:
@@ -230,12 +225,16 @@ class Notifier:
             log.warning("alert %s: %s; will retry", alert.alert_id, exc or type(exc).__name__)
             return False
 
-    async def _heartbeat(self, msg: Msg) -> None:
-        """Keep JetStream from redelivering an alert that is only waiting (rate limit, slow target)."""
+    async def _heartbeat(self) -> None:
+        """Keep JetStream from redelivering alerts that are only waiting (rate limit, slow target): every
+        third of ACK_WAIT, each alert not settled yet is reported in progress (one loop for all of them,
+        not a task and a timer per alert)."""
         while True:
             await asyncio.sleep(ACK_WAIT / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for key, msg in list(self._unsettled.items()):
+                if key in self._unsettled:  # not settled while an earlier one was reported
+                    with contextlib.suppress(Exception):
+                        await msg.in_progress()
 
     async def _settled_before(self, alert: ac.AlertMessage, target: str) -> bool:
         """Already delivered or given up (a redelivery, a restart, a re-published alert)?"""
@@ -331,8 +330,12 @@ class Notifier:
         )
 
     async def _publish_receipt(self, receipt: ac.Receipt) -> None:
-        await self.js.publish(
+        """Publish at once and wait for JetStream's ack. publish_async shares one reply subscription
+        among all receipts in flight instead of a request (and its wait_for) per receipt."""
+        stored = await self.js.publish_async(
             ac.receipt_subject(receipt.alert_id, receipt.target),
             receipt.model_dump_json(by_alias=True).encode(),
             headers={contract.MSG_ID_HEADER: ac.receipt_msg_id(receipt)},
         )
+        async with asyncio.timeout(RECEIPT_TIMEOUT):  # an ack lost with the connection: retried later
+            await stored

@@ -1,6 +1,6 @@
 """`cryptoviz backfill`: every tracked coin's history, BACKFILL_DAYS deep, from its providers' candles.
 
-    result = run_backfill(Settings(provider="replay", market_base_url=url, nats_url=nats, backfill_days=30))
+    result = run_backfill(BackfillSettings(provider="replay", market_base_url=url, nats_url=nats, backfill_days=30))
     result.exit_code  # as `scrape --once`: 0 ok, 1 provider failure, 2 config error, 3 NATS unavailable
 
 Same settings and provider plan as a scrape. For each provider in use: one quote call finds the
@@ -31,7 +31,7 @@ from cryptoviz.scraper.providers import spec
 from cryptoviz.scraper.providers.base import Provider
 from cryptoviz.scraper.publish import NatsUnavailable, Publisher
 from cryptoviz.scraper.run import adapter_for, exit_code, plan
-from cryptoviz.scraper.settings import Settings
+from cryptoviz.scraper.settings import BackfillSettings
 
 log = logging.getLogger("cryptoviz.scraper.backfill")
 
@@ -77,7 +77,7 @@ def _selected(coins: list[TrackedCoin], symbols: tuple[str, ...], unknown: dict[
 
 
 async def backfill_once(
-    settings: Settings, progress: Progress | None = None, *, sleep: Callable[[float], None] = time.sleep
+    settings: BackfillSettings, progress: Progress | None = None, *, sleep: Callable[[float], None] = time.sleep
 ) -> BackfillResult:
     """Backfill every provider in use; never raises for provider, config or NATS trouble (`sleep`: as scrape_once)."""
     started = time.monotonic()
@@ -98,7 +98,7 @@ async def backfill_once(
     for symbol, reason in result.skipped.items():
         log.warning("backfill %s: skipped: %s", symbol, reason)
     publisher = Publisher(settings.nats_url, settings.publish_deadline)
-    coverage = CoverageClient(settings.ingester_url, session)
+    coverage = CoverageClient(settings.ingester_url)
     progress = progress or Progress()
     try:
         await publisher.connect()
@@ -138,7 +138,7 @@ async def _backfill_provider(
     adapter: Provider,
     coins: list[TrackedCoin],
     top_n: int,
-    settings: Settings,
+    settings: BackfillSettings,
     coverage: CoverageClient,
     publisher: Publisher,
     progress: Progress,
@@ -190,5 +190,5 @@ def _settle_skipped(result: BackfillResult) -> None:
                 result.skipped.setdefault(symbol, f"{provider.provider}: {provider.skipped[symbol]}")
 
 
-def run_backfill(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> BackfillResult:
+def run_backfill(settings: BackfillSettings, *, sleep: Callable[[float], None] = time.sleep) -> BackfillResult:
     return asyncio.run(backfill_once(settings, sleep=sleep))

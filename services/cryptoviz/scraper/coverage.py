@@ -1,4 +1,4 @@
-"""What the ingester already holds: a typed client for `GET /api/v1/coverage`.
+"""What the ingester already holds: `GET /api/v1/coverage` through the typed client (core.api_client).
 
 The scraper asks it which times are missing per coin and provider before fetching history, which
 makes backfills resumable and lets each scrape close the holes an outage left. The ingester is
@@ -13,112 +13,43 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-import requests
-from pydantic import AwareDatetime, BaseModel, ValidationError
-
-from cryptoviz.core.quote import format_ts
+from cryptoviz.core.api_client import IngesterClient, IngesterError
+from cryptoviz.core.api_contract import SeriesCoverage
 from cryptoviz.scraper.history import Span
 
 log = logging.getLogger("cryptoviz.scraper.coverage")
 
-SYMBOLS_PER_CALL = 200
 MAX_SPAN = timedelta(days=400)
 """The longest window the ingester answers for; anything older is fetched without asking."""
-MIN_GAP = 900.0
+MIN_GAP = 900
 """Holes shorter than this (seconds) are not gaps: three 5-minute scrapes."""
 
-
-class GapModel(BaseModel):
-    start: AwareDatetime
-    end: AwareDatetime
-    seconds: float
-
-
-class SeriesModel(BaseModel):
-    """One stored (provider, coin_id) series of a symbol."""
-
-    symbol: str
-    provider: str
-    coin_id: str
-    first: AwareDatetime | None = None
-    last: AwareDatetime | None = None
-    quotes: int = 0
-    candles: int = 0
-    gaps: list[GapModel] = []
-
-    def spans(self) -> list[Span]:
-        return [Span(g.start, g.end) for g in self.gaps]
-
-
-class CoverageModel(BaseModel):
-    since: AwareDatetime
-    until: AwareDatetime
-    min_gap_seconds: float
-    data: list[SeriesModel]
-
-
-Coverage = dict[tuple[str, str], SeriesModel]
+Coverage = dict[tuple[str, str], SeriesCoverage]
 """(provider, coin_id) → what is stored of it."""
+
+
+def spans(series: SeriesCoverage) -> list[Span]:
+    """The series' gaps as history spans."""
+    return [Span(g.start, g.end) for g in series.gaps]
 
 
 class CoverageClient:
     """One ingester; `fetch` never raises: problems are a warning and None."""
 
-    def __init__(self, base_url: str, session: requests.Session | None = None, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.session = session or requests.Session()
-        self.timeout = timeout
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.client = IngesterClient(base_url, timeout=timeout)
 
     def fetch(
-        self, symbols: Iterable[str], provider: str, since: datetime, until: datetime, min_gap: float = MIN_GAP
+        self, symbols: Iterable[str], provider: str, since: datetime, until: datetime, min_gap: int = MIN_GAP
     ) -> Coverage | None:
-        """What is stored of these symbols at `provider`, asked SYMBOLS_PER_CALL at a time (URLs stay short)."""
+        """What is stored of these symbols at `provider` (asked in chunks the API accepts, URLs stay short)."""
         wanted = sorted(set(symbols))
-        out: Coverage = {}
-        for start in range(0, len(wanted), SYMBOLS_PER_CALL):
-            part = self._fetch(wanted[start : start + SYMBOLS_PER_CALL], provider, since, until, min_gap)
-            if part is None:
-                return None
-            out.update(part)
-        return out
-
-    def _fetch(
-        self, symbols: list[str], provider: str, since: datetime, until: datetime, min_gap: float
-    ) -> Coverage | None:
-        params = {
-            "symbols": ",".join(symbols),
-            "provider": provider,
-            "since": format_ts(since),
-            "until": format_ts(until),
-            "min_gap": f"{min_gap:g}",
-        }
-        url = f"{self.base_url}/api/v1/coverage"
+        if not wanted:
+            return {}
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
-        except requests.RequestException as exc:
-            log.warning(
-                "coverage: cannot ask the ingester at %s (%s); nothing known of what it stores", url, type(exc).__name__
-            )
-            return None
-        if response.status_code == 404:
-            log.warning(
-                "coverage: the ingester at %s has no /api/v1/coverage (older); nothing known of what it stores",
-                url,
-            )
-            return None
-        if response.status_code != 200:
-            log.warning(
-                "coverage: the ingester answered HTTP %d (%s); nothing known of what it stores",
-                response.status_code,
-                response.text[:200],
-            )
-            return None
-        try:
-            answer = CoverageModel.model_validate_json(response.content)
-        except ValidationError as exc:
-            log.warning(
-                "coverage: unreadable answer from the ingester (%d problems); nothing known of what it stores",
-                exc.error_count(),
-            )
+            answer = self.client.coverage(wanted, since, until, min_gap, provider)
+        except IngesterError as exc:
+            older = " (older: no /api/v1/coverage)" if exc.status == 404 else ""
+            log.warning("coverage: cannot ask the ingester%s: %s; nothing known of what it stores", older, exc)
             return None
         return {(row.provider, row.coin_id): row for row in answer.data if row.provider == provider}

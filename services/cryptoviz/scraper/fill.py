@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
-from cryptoviz.core.candle import Candle
 from cryptoviz.core.contract import MAX_CANDLES_PER_MESSAGE, OutgoingMessage, encode_candles
 from cryptoviz.core.quote import Quote
-from cryptoviz.scraper.coverage import MIN_GAP, Coverage, CoverageClient
+from cryptoviz.scraper.coverage import MIN_GAP, Coverage, CoverageClient, spans
 from cryptoviz.scraper.history import CoinHistory, Span, fetch_history, missing_ranges
 from cryptoviz.scraper.http import ProviderError
 from cryptoviz.scraper.progress import Progress
@@ -56,9 +56,7 @@ class ProviderHistory:
 
 def _chunk_sizes(history: CoinHistory) -> list[int]:
     """How many candles each message of `encode_candles` holds (one coin: per interval, chunks of the maximum)."""
-    per_interval: dict[int, int] = {}
-    for candle in history.candles:
-        per_interval[candle.interval] = per_interval.get(candle.interval, 0) + 1
+    per_interval = Counter(map(attrgetter("interval"), history.candles))
     return [
         min(MAX_CANDLES_PER_MESSAGE, n - start)
         for _, n in sorted(per_interval.items())
@@ -81,7 +79,7 @@ def gap_ranges(coverage: Coverage | None, provider: str, since: datetime, now: d
         series = (coverage or {}).get((provider, target.coin_id))
         if series is None:
             return missing_ranges(None, None, (), since, now, MIN_GAP, past=past)
-        return missing_ranges(series.first, series.last, series.spans(), since, now, MIN_GAP, past=past)
+        return missing_ranges(series.first, series.last, spans(series), since, now, MIN_GAP, past=past)
 
     return ranges
 
@@ -222,11 +220,7 @@ class Filler:
             self._done()
 
     def _messages(self, history: CoinHistory) -> list[OutgoingMessage]:
-        by_interval: dict[int, list[Candle]] = {}
-        for candle in history.candles:
-            by_interval.setdefault(candle.interval, []).append(candle)
-        stamp = datetime.now(UTC)
-        return [m for group in by_interval.values() for m in encode_candles(self.adapter.label, group, stamp)]
+        return encode_candles(self.adapter.label, history.candles, datetime.now(UTC))  # one coin: by interval
 
     @staticmethod
     def _account(history: CoinHistory, messages: list[OutgoingMessage], duplicate_ids: set[str]) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
+from operator import attrgetter, lt
 
 from cryptoviz.core.candle import Candle
 from cryptoviz.scraper.http import ProviderError
@@ -119,11 +120,13 @@ class CoinHistory:
 
     def settle(self) -> None:
         """Sort the candles and note what they span."""
-        self.candles.sort(key=attrgetter("interval", "open_time"))
+        self.candles.sort(key=attrgetter("open_time"))  # two stable sorts: no key tuple per candle
+        self.candles.sort(key=attrgetter("interval"))
         self.count = len(self.candles)
         self.first = min(map(attrgetter("open_time"), self.candles), default=None)
-        newest = {c.interval: c for c in self.candles}  # sorted: each interval's last candle is its newest
-        self.last = max((c.close_time for c in newest.values()), default=None)
+        intervals = list(map(attrgetter("interval"), self.candles))
+        newest = [self.candles[bisect_right(intervals, i) - 1] for i in set(intervals)]  # each interval's last
+        self.last = max((c.close_time for c in newest), default=None)
 
 
 def accept(
@@ -138,6 +141,13 @@ def accept(
     kept: list[Candle] = []
     previous = EPOCH
     start, end = segment.start, min(segment.end, now - timedelta(seconds=segment.interval) + timedelta.resolution)
+    if not isinstance(candles, list):
+        candles = list(candles)
+    opened = list(map(attrgetter("open_time"), candles))
+    in_order = opened and start <= opened[0] and opened[-1] < end and all(map(lt, opened, opened[1:]))
+    if in_order and seen.isdisjoint(opened):  # the usual page: in order, all in the segment, all new (checks in C)
+        seen.update(opened)
+        return candles
     for candle in candles:  # every candle of a page has the segment's interval
         opened = candle.open_time
         if not start <= opened < end:  # outside the segment, or not complete by now (open + interval > now)

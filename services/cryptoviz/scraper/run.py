@@ -33,7 +33,7 @@ from cryptoviz.scraper.http import USER_AGENT, HttpClient, ProviderError
 from cryptoviz.scraper.providers import build_provider, spec
 from cryptoviz.scraper.providers.base import Provider, Target
 from cryptoviz.scraper.publish import NatsUnavailable, Publisher
-from cryptoviz.scraper.settings import Settings, checked_key
+from cryptoviz.scraper.settings import ScraperSettings, ScrapeSettings, Settings, checked_key
 
 __all__ = ["EXIT_CODES", "Settings", "run_loop", "run_once", "scrape_once"]
 
@@ -124,7 +124,7 @@ class ScrapeResult:
         return "; ".join(p for p in problems if p) or None
 
 
-def plan(settings: Settings, config: ScraperConfig) -> list[tuple[str, list[TrackedCoin]]]:
+def plan(settings: ScraperSettings, config: ScraperConfig) -> list[tuple[str, list[TrackedCoin]]]:
     """Which providers this run scrapes, each with its tracked coins (empty = its top N).
 
     `demo`/`replay` scrape every configured coin; otherwise each coin goes to its `providers`
@@ -137,7 +137,7 @@ def plan(settings: Settings, config: ScraperConfig) -> list[tuple[str, list[Trac
 
 
 def adapter_for(
-    label: str, settings: Settings, session: requests.Session, *, sleep: Callable[[float], None] = time.sleep
+    label: str, settings: ScraperSettings, session: requests.Session, *, sleep: Callable[[float], None] = time.sleep
 ) -> Provider:
     """The provider's adapter with its key header, pacing, timeouts and retries (its waits go through `sleep`)."""
     unit = spec(label)
@@ -167,7 +167,7 @@ def adapter_for(
 
 
 async def scrape_once(
-    settings: Settings, publisher: Publisher | None = None, *, sleep: Callable[[float], None] = time.sleep
+    settings: ScrapeSettings, publisher: Publisher | None = None, *, sleep: Callable[[float], None] = time.sleep
 ) -> ScrapeResult:
     """One scrape of every provider in use; never raises for provider, config or NATS trouble.
 
@@ -187,7 +187,7 @@ async def scrape_once(
         return result
     own = publisher is None
     publisher = publisher or Publisher(settings.nats_url, settings.publish_deadline)
-    coverage = CoverageClient(settings.ingester_url, session)
+    coverage = CoverageClient(settings.ingester_url)
     deadline = started + settings.gap_fill_budget
     try:
         await publisher.connect()
@@ -245,7 +245,7 @@ async def _scrape_provider(
 async def _fill(
     adapter: Provider,
     quotes: list[Quote],
-    settings: Settings,
+    settings: ScrapeSettings,
     coverage: CoverageClient,
     publisher: Publisher,
     deadline: float,
@@ -298,12 +298,12 @@ def _newest(quotes: list[Quote]) -> Callable[[Target], list[Span]]:
     return ranges
 
 
-def run_once(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> ScrapeResult:
+def run_once(settings: ScrapeSettings, *, sleep: Callable[[float], None] = time.sleep) -> ScrapeResult:
     """Synchronous `scrape_once` for callers without an event loop (the CLI, subprocess users)."""
     return asyncio.run(scrape_once(settings, sleep=sleep))
 
 
-async def run_loop(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_loop(settings: ScrapeSettings, stop: asyncio.Event | None = None) -> None:
     """Scrape every `scrape_interval` seconds (measured start to start) until `stop` is set.
 
     A failed scrape is logged and the loop carries on: the next one may well succeed.

@@ -239,6 +239,7 @@ class MarketServer:
             number=as_string if any(f.kind == "strings" for f in faults) else plain,
             history=candles,
             known_symbols=frozenset(KNOWN_COINS),
+            faulty=bool(faults),
         )
         answer = wire.answer(request)
         if stuck:

@@ -196,14 +196,28 @@ class Provider:
                 out.quotes.append(quote)
 
     def _candles(
-        self, page: Page, target: Target, interval: int, rows: Iterable[Any], build: Callable[[Any], dict[str, Any]]
+        self,
+        page: Page,
+        target: Target,
+        interval: int,
+        rows: Iterable[Any],
+        build: Callable[[Any], dict[str, Any]],
+        columns: Callable[[CandleMaker, Any], list[Candle] | None] | None = None,
     ) -> Page:
-        """Validate each row into a candle of `target` (`build` gives open_time, open, high, low, close, volume)."""
+        """Validate each row into a candle of `target` (`build` gives open_time, open, high, low, close, volume).
+
+        `columns`, when given, may build the whole page at once (`CandleMaker.columns`); if it answers
+        None, each row is validated alone.
+        """
         received = datetime.now(UTC)
         make = CandleMaker(
             provider=self.label, coin_id=target.coin_id, symbol=target.symbol, name=target.name, interval=interval,
             received_at=received, now=received,
         )  # fmt: skip
+        whole = columns(make, rows) if columns is not None else None
+        if whole is not None:
+            page.candles += whole
+            return page
         append = page.candles.append
         for row in rows:
             try:

@@ -74,6 +74,8 @@ class WireRequest:
     history: History
     known_symbols: frozenset[str] = frozenset()
     """Coins the provider lists even when the feed has no row for them right now (a gap in the data)."""
+    faulty: bool = False
+    """Faults apply to this request: answer with plain values (the server writes them with `json`)."""
 
 
 class Wire:
