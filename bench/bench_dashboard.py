@@ -176,12 +176,12 @@ def wait_version(shared, version: int, timeout: float = 15.0) -> None:
 
 
 def bench_refresh(ingester_url: str) -> None:
-    from cryptoviz.dashboard.app import Settings
     from cryptoviz.dashboard.data import IngesterClient, SharedData
+    from cryptoviz.dashboard.settings import DashboardSettings
 
     shared = SharedData(IngesterClient(ingester_url)).start()
     wait_version(shared, 0)
-    settings = Settings(ingester_url, 300)
+    settings = DashboardSettings(ingester_url=ingester_url, scrape_interval=300)
     symbols = sorted(shared.snapshot().latest["symbol"])
     for mode in ("shared", "separate"):
         session = make_session(shared, settings, symbols, mode)
@@ -204,10 +204,10 @@ def bench_refresh(ingester_url: str) -> None:
 
 
 def bench_sessions(ingester_url: str, nats_url: str, count: int) -> None:
-    from cryptoviz.dashboard.app import Settings
     from cryptoviz.dashboard.data import IngesterClient, SharedData
+    from cryptoviz.dashboard.settings import DashboardSettings
 
-    settings = Settings(ingester_url, 300)
+    settings = DashboardSettings(ingester_url=ingester_url, scrape_interval=300)
     shared = SharedData(IngesterClient(ingester_url)).start()
     wait_version(shared, 0)
     sessions = [make_session(shared, settings) for _ in range(count)]

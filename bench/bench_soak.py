@@ -37,7 +37,7 @@ from pathlib import Path
 
 import requests
 from cryptoviz.core.nats import free_port
-from cryptoviz.dev.cli import MIN_LOCAL_INTERVAL
+from cryptoviz.dev.settings import MIN_LOCAL_INTERVAL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from dashboard_tabs import load_panel_models, open_tab, read_metric

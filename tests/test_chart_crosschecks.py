@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 import test_chart
-from support.settings import COMPONENT_COMMANDS, command_env_names
+from support.settings import COMPONENT_COMMANDS, ENV_ONLY_MODELS, component_env_names
 from test_chart import FULLNAME, SCENARIOS, VENV_BIN, env_of, find, load, one, pod_spec, pods, run
 
 renders = test_chart.renders  # the same session fixture: the renders are made once per run
@@ -97,8 +97,8 @@ def test_every_env_var_the_templates_set_is_read_by_the_code(renders: dict[str, 
     """Per component: a variable set on the operator must be read by the operator's code, and so on."""
     code = {comp: "\n".join(p.read_text(encoding="utf-8") for p in files) for comp, files in SOURCES.items()}
     code["dashboard"] += PANEL_CONFIG.read_text(encoding="utf-8")
-    for comp, command in COMPONENT_COMMANDS.items():  # what a settings model reads is named by no literal
-        code[comp] += "".join(f'"{name}"' for name in command_env_names(command))
+    for comp in [*COMPONENT_COMMANDS, *ENV_ONLY_MODELS]:  # what a settings model reads is named by no literal
+        code[comp] += "".join(f'"{name}"' for name in component_env_names(comp))
     unread: dict[str, set[str]] = {}
     for _, doc, container in our_containers(renders):
         comp = doc["metadata"]["labels"]["app.kubernetes.io/component"]

@@ -218,23 +218,44 @@ def test_status_is_stable_and_reports_the_ingester() -> None:
     assert stale["conditions"][1]["reason"] == "Stale"
 
 
-def test_settings_from_the_environment() -> None:
-    settings = Settings.from_env(
-        {
-            "INGESTER_URL": "http://ingester:8000/",
-            "CONFIGMAP_NAME": "cm",
-            "CRONJOB_NAME": "cj",
-            "MANAGE_SCHEDULE": "true",
-            "POD_NAMESPACE": "crypto",
-            "STATUS_REFRESH_INTERVAL": "15",
-        }
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "INGESTER_URL": "http://ingester:8000/",
+        "CONFIGMAP_NAME": "cm",
+        "CRONJOB_NAME": "cj",
+        "MANAGE_SCHEDULE": "true",
+        "POD_NAMESPACE": "crypto",
+        "STATUS_REFRESH_INTERVAL": "15",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    assert settings == Settings(
+        ingester_url="http://ingester:8000",
+        configmap_name="cm",
+        cronjob_name="cj",
+        manage_schedule=True,
+        pod_namespace="crypto",
+        status_refresh_interval=15.0,
     )
-    assert settings == Settings("http://ingester:8000", "cm", "cj", True, "crypto", 15.0)
-    assert Settings.from_env({"POD_NAMESPACE": "x"}).manage_schedule is False
-    with pytest.raises(SettingsError, match="MANAGE_SCHEDULE must be true or false"):
-        Settings.from_env({"MANAGE_SCHEDULE": "maybe"})
+    monkeypatch.delenv("MANAGE_SCHEDULE")
+    assert Settings.from_env().manage_schedule is False
+    monkeypatch.setenv("MANAGE_SCHEDULE", "maybe")
+    with pytest.raises(SettingsError, match="MANAGE_SCHEDULE: Input should be a valid boolean"):
+        Settings.from_env()
+    monkeypatch.setenv("MANAGE_SCHEDULE", "no")
+    monkeypatch.setenv("STATUS_REFRESH_INTERVAL", "1m")
     with pytest.raises(SettingsError, match="STATUS_REFRESH_INTERVAL"):
-        Settings.from_env({"STATUS_REFRESH_INTERVAL": "1m"})
+        Settings.from_env()
+
+
+def test_the_namespace_defaults_to_the_service_accounts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from cryptoviz_operator import settings as module
+
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    monkeypatch.setattr(module, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "namespace")
+    assert Settings.from_env().pod_namespace == "default"  # outside a cluster
+    (tmp_path / "namespace").write_text("crypto\n")
+    assert Settings.from_env().pod_namespace == "crypto"
 
 
 def test_window_and_stale_rules_and_notify_targets_render_into_the_config_and_merge() -> None:

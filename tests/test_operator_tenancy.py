@@ -168,25 +168,32 @@ def test_the_default_limit_is_the_configmaps_mebibyte() -> None:
     assert Limits().max_config_bytes > 1_000_000
 
 
-def test_tenancy_settings_from_the_environment() -> None:
-    settings = Settings.from_env(
-        {"ALLOWED_NAMESPACES": "team-a, team-*,", "MAX_TRACKED_CRYPTOS": "50", "SCHEDULE_FLOOR": "10m"}
-    )
+def test_tenancy_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_NAMESPACES", "team-a, team-*,")
+    monkeypatch.setenv("MAX_TRACKED_CRYPTOS", "50")
+    monkeypatch.setenv("SCHEDULE_FLOOR", "10m")
+    settings = Settings.from_env()
     assert settings.allowed_namespaces == ("team-a", "team-*")
     assert (settings.max_tracked_cryptos, settings.schedule_floor_seconds) == (50, 600)
-    defaults = Settings.from_env({})
+    for name in ("ALLOWED_NAMESPACES", "MAX_TRACKED_CRYPTOS", "SCHEDULE_FLOOR"):
+        monkeypatch.delenv(name)
+    defaults = Settings.from_env()
     assert (defaults.allowed_namespaces, defaults.max_tracked_cryptos, defaults.schedule_floor_seconds) == (
         (),
         1000,
         300,
     )
     assert defaults.limits == Limits(max_objects=1000, schedule_floor_seconds=300)
-    with pytest.raises(SettingsError, match="SCHEDULE_FLOOR"):
-        Settings.from_env({"SCHEDULE_FLOOR": "30s"})
-    with pytest.raises(SettingsError, match="ALLOWED_NAMESPACES"):
-        Settings.from_env({"ALLOWED_NAMESPACES": "Team_A"})
-    with pytest.raises(SettingsError, match="MAX_TRACKED_CRYPTOS"):
-        Settings.from_env({"MAX_TRACKED_CRYPTOS": "0"})
+    for name, bad, message in [
+        ("SCHEDULE_FLOOR", "30s", "between 1m and 24h"),
+        ("SCHEDULE_FLOOR", "soon", "a duration such as 5m"),
+        ("ALLOWED_NAMESPACES", "Team_A", "namespace names or globs"),
+        ("MAX_TRACKED_CRYPTOS", "0", "greater than or equal to 1"),
+    ]:
+        with monkeypatch.context() as env:
+            env.setenv(name, bad)
+            with pytest.raises(SettingsError, match=f"{name}: .*{message}"):
+                Settings.from_env()
 
 
 def test_the_operator_asks_the_ingester_for_as_many_symbols_as_its_api_takes() -> None:

@@ -18,11 +18,14 @@ COMMAND_MODELS: dict[str, list[str]] = {
     "scrape": ["cryptoviz.scraper.settings:ScraperSettings", "cryptoviz.scraper.settings:ScrapeOnly"],
     "backfill": ["cryptoviz.scraper.settings:ScraperSettings", "cryptoviz.scraper.settings:BackfillOnly"],
     "notify": ["cryptoviz.notify.settings:NotifySettings"],
+    "dashboard": ["cryptoviz.dashboard.settings:DashboardSettings"],
+    "dev": ["cryptoviz.dev.settings:DevSettings"],
 }
 RUN_MODES = {"scrape": {"mode"}}
 """Options that choose how a command runs, not settings (no env var, no docs row): `scrape --once | --loop`."""
-# Commands whose options are still hand-written click options (issue 17: to be moved onto a model).
-NOT_YET_ON_A_MODEL = {"dashboard", "dev"}
+# Components configured by env vars alone, read by their model without the CLI (the operator runs under
+# `kopf run`; its model says `cli = False`).
+ENV_ONLY_MODELS = {"operator": "cryptoviz_operator.settings:Settings"}
 COMPONENT_COMMANDS = {
     "scraper": "scrape", "backfill": "backfill", "ingester": "ingest", "backup": "backup",
     "dashboard": "dashboard", "notify": "notify",
@@ -39,3 +42,10 @@ def model(path: str) -> type[ServiceSettings]:
 def command_env_names(command: str) -> set[str]:
     """Every env var `cryptoviz <command>` reads through its models, the global flags included."""
     return {name for path in [GLOBAL, *COMMAND_MODELS.get(command, [])] for name in env_names(model(path))}
+
+
+def component_env_names(component: str) -> set[str]:
+    """Every env var a chart component's process reads through its models."""
+    if component in ENV_ONLY_MODELS:
+        return set(env_names(model(ENV_ONLY_MODELS[component])))
+    return command_env_names(COMPONENT_COMMANDS[component])

@@ -5,8 +5,10 @@ A service declares a `ServiceSettings` subclass whose fields are made with `sett
   type, range, choices, default and help all taken from the field);
 - `from_options(Model, values)` validates what click collected into the model, naming the env var and
   flag of a bad value;
-- pydantic-settings reads the same env vars when a model is built without the CLI (the operator);
+- pydantic-settings reads the same env vars when a model is built without the CLI (the operator, whose
+  model says `cli = False`: its docs table has no flags; `describe(Model, error)` names the bad env var);
   `from_env(Model, environ)` reads them from a given mapping instead (another process's environment);
+- a list-valued setting (`CommaList`) is `a, b` in its env var and flag alike, never JSON;
 - `settings_markdown(Model)` is the table between `<!-- settings: module:Model -->` and
   `<!-- end of settings -->` in docs/*.md; `python -m cryptoviz.core.settings [--check]` rewrites
   (or checks) every such table, and a test keeps them equal.
@@ -20,7 +22,7 @@ import sys
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin
 
 import annotated_types
 import click
@@ -36,6 +38,8 @@ DOCS_END = "<!-- end of settings -->"
 
 
 def _split_commas(value: object) -> object:
+    if value is None:  # click's unset
+        return ()
     return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
 
@@ -50,6 +54,8 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         frozen=True, extra="forbid", populate_by_name=True, case_sensitive=False, env_ignore_empty=True
     )
+    cli: ClassVar[bool] = True
+    """False: env vars only (a process run by another tool, e.g. the operator under `kopf run`)."""
 
 
 def setting(
@@ -91,12 +97,12 @@ def _extra(field: FieldInfo) -> dict[str, Any]:
 
 
 def _base_type(annotation: Any) -> Any:
-    """`X | None` → X."""
+    """`X | None` → X; `Annotated[X, ...]` (e.g. pydantic's DirectoryPath) → X."""
     if get_origin(annotation) in (Union, types.UnionType):
         rest = [a for a in get_args(annotation) if a is not type(None)]
         if len(rest) == 1:
-            return rest[0]
-    return annotation
+            annotation = rest[0]
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
 
 
 def _bounds(field: FieldInfo) -> dict[str, Any]:
@@ -132,7 +138,7 @@ def _click_type(field: FieldInfo) -> click.ParamType[Any] | None:
 def _cli_default(field: FieldInfo) -> Any:
     default = field.get_default(call_default_factory=True)
     if isinstance(default, tuple | list):
-        return ",".join(map(str, default))
+        return ",".join(map(str, default)) or None  # None: no `default: ""` in --help
     return default.get_secret_value() if isinstance(default, SecretStr) else default
 
 
@@ -174,18 +180,31 @@ def click_options(model: type[ServiceSettings], *, exclude: tuple[str, ...] = ()
     return decorate
 
 
+def _explain(model: type[ServiceSettings], exc: ValidationError) -> tuple[str, str | None, str | None]:
+    """The first error's message and the env var and flag of its setting (None when it is the model's)."""
+    first = exc.errors()[0]
+    loc = str(first["loc"][0]) if first["loc"] else ""
+    found = next(((n, f) for n, f in model.model_fields.items() if loc.lower() in (n, env_name(n, f).lower())), None)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if found is None:
+        return message, None, None
+    return message, env_name(*found), flag_name(*found)
+
+
 def from_options(model: type[M], values: Mapping[str, Any], **more: Any) -> M:
     """The model from click's values; a bad value is a usage error naming its env var and flag."""
     fields = model.model_fields
     try:
         return model(**{k: v for k, v in values.items() if k in fields}, **more)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else ""
-        field = fields.get(name) or next((f for n, f in fields.items() if env_name(n, f).lower() == name.lower()), None)
-        hint = f"{env_name(name, field)} / {flag_name(name, field)}" if field else None
-        message = str(first["msg"]).removeprefix("Value error, ")
-        raise click.BadParameter(message, param_hint=hint) from None
+        message, env, flag = _explain(model, exc)
+        raise click.BadParameter(message, param_hint=f"{env} / {flag}" if env else None) from None
+
+
+def describe(model: type[ServiceSettings], exc: ValidationError) -> str:
+    """A model's validation error as one line naming the env var (for a process without flags)."""
+    message, env, _ = _explain(model, exc)
+    return f"{env}: {message}" if env else message
 
 
 def from_env(model: type[M], environ: Mapping[str, str]) -> M:
@@ -224,9 +243,11 @@ def _allowed(field: FieldInfo) -> str:
         return ""
     low = _number(bounds["min"]) if "min" in bounds else ""
     high = _number(bounds["max"]) if "max" in bounds else ""
+    above = f"{'>' if bounds.get('min_open') else '≥'} {low}"
+    below = f"{'<' if bounds.get('max_open') else '≤'} {high}"
     if low and high:
-        return f"{low} … {high}"
-    return f"≥ {low}" if low else f"≤ {high}"
+        return f"{low} … {high}" if not (bounds.get("min_open") or bounds.get("max_open")) else f"{above}, {below}"
+    return above if low else below
 
 
 def _number(value: float) -> str:
@@ -234,12 +255,13 @@ def _number(value: float) -> str:
 
 
 def settings_markdown(model: type[ServiceSettings]) -> str:
-    """The docs table of a model: env var, flag, default, allowed values, meaning."""
-    rows = ["| env var | flag | default | allowed | meaning |", "| --- | --- | --- | --- | --- |"]
+    """The docs table of a model: env var, flag (unless `cli = False`), default, allowed values, meaning."""
+    head = ["env var", *(["flag"] if model.cli else []), "default", "allowed", "meaning"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, field in model.model_fields.items():
         cells = [
             f"`{env_name(name, field)}`",
-            f"`{flag_name(name, field)}`",
+            *([f"`{flag_name(name, field)}`"] if model.cli else []),
             _shown_default(field),
             _allowed(field),
             (field.description or "").replace("\n", " "),

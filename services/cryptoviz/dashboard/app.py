@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from dataclasses import dataclass
 from typing import ClassVar
 
 import panel as pn
@@ -19,6 +18,7 @@ from cryptoviz.dashboard.alerts_panel import AlertsPanel
 from cryptoviz.dashboard.chart_views import CandleCharts, Guidance, PriceCharts
 from cryptoviz.dashboard.data import SharedData
 from cryptoviz.dashboard.logic import refresh_spacing
+from cryptoviz.dashboard.settings import DashboardSettings
 from cryptoviz.dashboard.sidebar import TOGGLE_CSS, Sidebar
 from cryptoviz.dashboard.state import TABS, URL_PARAMETERS, DashboardState
 from cryptoviz.dashboard.views import Banners, Groups, PriceTable, StatusCards
@@ -53,12 +53,6 @@ PAGE_CSS = """
 """
 
 
-@dataclass(frozen=True)
-class Settings:
-    ingester_url: str
-    scrape_interval: float = 300.0
-
-
 def _watched() -> bool:
     """Is a browser connected to this session? Bokeh keeps a session a while after its tab closes
     (in case it reconnects) and discards it only while none of its callbacks is pending."""
@@ -87,7 +81,7 @@ class Dashboard:
     def __init__(
         self,
         shared: SharedData,
-        settings: Settings,
+        settings: DashboardSettings,
         *,
         theme: str = "default",
         touch: bool = False,
@@ -209,7 +203,7 @@ class Dashboard:
                     self.state.refresh_alerts()
 
 
-def build(shared: SharedData, settings: Settings) -> pn.template.FastListTemplate:
+def build(shared: SharedData, settings: DashboardSettings) -> pn.template.FastListTemplate:
     """Panel's per-session entry point."""
     args = pn.state.session_args or {}
     chosen = frozenset(p for p, name in URL_PARAMETERS.items() if name in args)
@@ -222,7 +216,7 @@ def build(shared: SharedData, settings: Settings) -> pn.template.FastListTemplat
     return template
 
 
-def warm_up(shared: SharedData, settings: Settings) -> None:
+def warm_up(shared: SharedData, settings: DashboardSettings) -> None:
     """Build one session off-screen before the server listens, so the first visitor meets a warm
     process (Bokeh's and Panel's lazily built parts, the shared cache filled) instead of paying for it."""
     from bokeh.document import Document

@@ -8,33 +8,11 @@ import secrets
 
 import click
 
-from cryptoviz.dashboard.headers import frame_ancestors, local_origins
-from cryptoviz.dashboard.limits import parse_networks
+from cryptoviz.core.settings import click_options, from_options
+from cryptoviz.dashboard.headers import local_origins
+from cryptoviz.dashboard.settings import DashboardSettings
 
 log = logging.getLogger(__name__)
-
-
-def _origins(value: str) -> list[str]:
-    return [o.strip() for o in value.split(",") if o.strip()]
-
-
-def _checked(parse):
-    """A click callback turning a parser's ValueError into a usage error naming the setting."""
-
-    def callback(ctx: click.Context, param: click.Parameter, value: str):
-        try:
-            return parse(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
-
-    return callback
-
-
-def _basic_auth(value: str) -> dict[str, str]:
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        raise click.BadParameter("use user:password", param_hint="DASHBOARD_BASIC_AUTH")
-    return {user: password}
 
 
 def _skip_mathjax() -> None:
@@ -71,128 +49,40 @@ def _skip_google_fonts() -> None:
     Fast._resources = {kind: files for kind, files in Fast._resources.items() if kind != "font"}
 
 
-def _opt(name: str, envvar: str, **kwargs: object):
-    return click.option(name, envvar=envvar, show_envvar=True, show_default=True, **kwargs)
-
-
 @click.command()
-@_opt("--ingester-url", "INGESTER_URL", default="http://127.0.0.1:8000", help="Base URL of the ingester API.")
-@_opt("--dashboard-port", "DASHBOARD_PORT", default=5006, type=click.IntRange(1, 65535), help="HTTP port.")
-@_opt("--dashboard-address", "DASHBOARD_ADDRESS", default="0.0.0.0", help="Address to listen on.")
-@_opt("--dashboard-prefix", "DASHBOARD_PREFIX", default="", help="URL prefix when served behind an Ingress, e.g. /cv.")
-@_opt(
-    "--dashboard-allowed-origins",
-    "DASHBOARD_ALLOWED_ORIGINS",
-    default="",
-    help="Comma-separated host[:port] allowed to open the websocket (default: localhost and 127.0.0.1 on"
-    " this port, and DASHBOARD_ADDRESS, or this machine's name when listening on all interfaces).",
-)
-@_opt(
-    "--dashboard-frame-ancestors",
-    "DASHBOARD_FRAME_ANCESTORS",
-    default="'none'",
-    callback=_checked(frame_ancestors),
-    help="CSP frame-ancestors: who may show the dashboard in a frame ('none', 'self' or origins).",
-)
-@_opt(
-    "--dashboard-max-sessions",
-    "DASHBOARD_MAX_SESSIONS",
-    default=100,
-    type=click.IntRange(1),
-    help="Most sessions this process holds (open tabs, and closed ones until discarded); then HTTP 503.",
-)
-@_opt(
-    "--dashboard-max-sessions-per-client",
-    "DASHBOARD_MAX_SESSIONS_PER_CLIENT",
-    default=10,
-    type=click.IntRange(1),
-    help="Most sessions one client (IP address) holds; then HTTP 429.",
-)
-@_opt(
-    "--dashboard-trusted-proxies",
-    "DASHBOARD_TRUSTED_PROXIES",
-    default="",
-    callback=_checked(parse_networks),
-    help="Proxies (IPs or CIDRs) whose X-Forwarded-For names the client, e.g. the Ingress controller's.",
-)
-@_opt("--cache-ttl", "CACHE_TTL", default=30.0, type=click.FloatRange(1), help="History cache TTL (s); latest: TTL/6.")
-@_opt(
-    "--scrape-interval",
-    "SCRAPE_INTERVAL",
-    default=300.0,
-    type=click.FloatRange(1),
-    help="Expected data cadence (s): status is green up to 2×, amber up to 5×, red after.",
-)
-@_opt("--dashboard-basic-auth", "DASHBOARD_BASIC_AUTH", default="", help="Optional user:password for basic auth.")
-@_opt(
-    "--metrics-port",
-    "DASHBOARD_METRICS_PORT",
-    default=0,
-    type=click.IntRange(0, 65535),
-    help="Port of the Prometheus /metrics endpoint, apart from the app's (0: off).",
-)
-@_opt(
-    "--session-expiry",
-    "DASHBOARD_SESSION_EXPIRY",
-    default=15.0,
-    type=click.FloatRange(0.5),
-    help="Seconds a closed tab's session is kept for a reconnect before it is discarded.",
-)
-@_opt(
-    "--idle-timeout",
-    "DASHBOARD_IDLE_TIMEOUT",
-    default=30.0,
-    type=click.FloatRange(0.5, 3600),
-    help="Seconds to receive a request head or body, and to keep an idle HTTP connection open.",
-)
-def dashboard(
-    ingester_url: str,
-    dashboard_port: int,
-    dashboard_address: str,
-    dashboard_prefix: str,
-    dashboard_allowed_origins: str,
-    dashboard_frame_ancestors: str,
-    dashboard_max_sessions: int,
-    dashboard_max_sessions_per_client: int,
-    dashboard_trusted_proxies: list,
-    cache_ttl: float,
-    scrape_interval: float,
-    dashboard_basic_auth: str,
-    metrics_port: int,
-    session_expiry: float,
-    idle_timeout: float,
-) -> None:
+@click_options(DashboardSettings)
+def dashboard(**values: object) -> None:
     """Serve the Panel dashboard (app at / or DASHBOARD_PREFIX, health at /liveness; Prometheus
     /metrics on --metrics-port).
 
     OAuth uses Panel's own PANEL_OAUTH_PROVIDER, PANEL_OAUTH_KEY, PANEL_OAUTH_SECRET and
     PANEL_COOKIE_SECRET environment variables.
     """
+    settings = from_options(DashboardSettings, values)
     import panel as pn
 
-    from cryptoviz.dashboard.app import Settings, build, warm_up
+    from cryptoviz.dashboard.app import build, warm_up
     from cryptoviz.dashboard.data import IngesterClient, SharedData
     from cryptoviz.dashboard.headers import transforms
     from cryptoviz.dashboard.limits import SessionLimits
     from cryptoviz.dashboard.metrics import serve_metrics
     from cryptoviz.dashboard.server import install_handlers, quiet_disconnects
 
-    auth = _basic_auth(dashboard_basic_auth) if dashboard_basic_auth else None
+    auth = settings.basic_auth
     oauth_provider = os.environ.get("PANEL_OAUTH_PROVIDER") or None
     cookie_secret = os.environ.get("PANEL_COOKIE_SECRET") or (secrets.token_hex(32) if auth else None)
-    prefix = "/" + dashboard_prefix.strip("/") if dashboard_prefix.strip("/") else ""
+    address, port = settings.dashboard_address, settings.dashboard_port
 
     pn.extension("tabulator", design="fast", notifications=False)
     _skip_mathjax()
     _skip_google_fonts()
-    shared = SharedData(IngesterClient(ingester_url), cache_ttl=cache_ttl).start()
-    settings = Settings(ingester_url=ingester_url, scrape_interval=scrape_interval)
+    shared = SharedData(IngesterClient(settings.ingester_url), cache_ttl=settings.cache_ttl).start()
     log.info(
         "dashboard on %s:%s%s reading %s (auth: %s)",
-        dashboard_address,
-        dashboard_port,
-        prefix or "/",
-        ingester_url,
+        address,
+        port,
+        settings.prefix or "/",
+        settings.ingester_url,
         "basic" if auth else oauth_provider or "none",
     )
 
@@ -201,33 +91,33 @@ def dashboard(
     def app() -> pn.template.FastListTemplate:
         return build(shared, settings)
 
-    check_every = min(session_expiry / 2, 5.0)  # how often Bokeh looks for sessions to discard
+    expiry = settings.session_expiry
+    check_every = min(expiry / 2, 5.0)  # how often Bokeh looks for sessions to discard
+    proxies = settings.trusted_proxies
     install_handlers(
         SessionLimits(
-            dashboard_max_sessions,
-            dashboard_max_sessions_per_client,
-            dashboard_trusted_proxies,
-            retry_after=int(session_expiry + check_every) + 1,
+            settings.dashboard_max_sessions,
+            settings.dashboard_max_sessions_per_client,
+            proxies,
+            retry_after=int(expiry + check_every) + 1,
         )
     )
-    origins = _origins(dashboard_allowed_origins) or local_origins(dashboard_port, dashboard_address)
+    origins = list(settings.dashboard_allowed_origins) or local_origins(port, address)
     log.info(
         "websocket origins %s; at most %d sessions, %d per client%s",
         ", ".join(origins),
-        dashboard_max_sessions,
-        dashboard_max_sessions_per_client,
-        f" (X-Forwarded-For trusted from {', '.join(map(str, dashboard_trusted_proxies))})"
-        if dashboard_trusted_proxies
-        else "",
+        settings.dashboard_max_sessions,
+        settings.dashboard_max_sessions_per_client,
+        f" (X-Forwarded-For trusted from {', '.join(map(str, proxies))})" if proxies else "",
     )
 
     server = pn.serve(
         {"/": app},
-        port=dashboard_port,
-        address=dashboard_address,
-        prefix=prefix,
+        port=port,
+        address=address,
+        prefix=settings.prefix,
         websocket_origin=origins,
-        transforms=transforms(dashboard_frame_ancestors),
+        transforms=transforms(settings.dashboard_frame_ancestors),
         show=False,
         title="CryptoViz",
         liveness=True,
@@ -235,20 +125,20 @@ def dashboard(
         oauth_provider=oauth_provider,
         cookie_secret=cookie_secret,
         oauth_guest_endpoints=["/liveness"] if (auth or oauth_provider) else None,
-        unused_session_lifetime_milliseconds=int(session_expiry * 1000),
+        unused_session_lifetime_milliseconds=int(expiry * 1000),
         # checked often enough that a closed tab's session goes at most min(expiry/2, 5 s) late
         check_unused_sessions_milliseconds=int(check_every * 1000),
         admin=False,
         verbose=False,
         start=False,
-        http_server_kwargs=http_limits(idle_timeout),
+        http_server_kwargs=http_limits(settings.idle_timeout),
     )
-    if metrics_port:
+    if settings.metrics_port:
         try:
-            serve_metrics(server, shared, metrics_port, dashboard_address)
+            serve_metrics(server, shared, settings.metrics_port, address)
         except OSError as exc:
-            raise click.ClickException(f"cannot serve metrics on port {metrics_port}: {exc.strerror}") from exc
-        log.info("metrics on %s:%s/metrics", dashboard_address, metrics_port)
+            raise click.ClickException(f"cannot serve metrics on port {settings.metrics_port}: {exc.strerror}") from exc
+        log.info("metrics on %s:%s/metrics", address, settings.metrics_port)
     quiet_disconnects(server.io_loop.asyncio_loop)
     server.start()
     server.io_loop.start()
