@@ -150,11 +150,9 @@ class SettingOption(click.Option):
     """A click option made from a settings field (a test checks every option of every command is one)."""
 
 
-def options(model: type[ServiceSettings], *, exclude: tuple[str, ...] = ()) -> Iterator[click.Option]:
+def options(model: type[ServiceSettings]) -> Iterator[click.Option]:
     """The click options of a model's fields, in declaration order."""
     for name, field in model.model_fields.items():
-        if name in exclude:
-            continue
         is_flag = _base_type(field.annotation) is bool
         yield SettingOption(
             [flag_name(name, field), name],
@@ -168,12 +166,12 @@ def options(model: type[ServiceSettings], *, exclude: tuple[str, ...] = ()) -> I
         )
 
 
-def click_options(model: type[ServiceSettings], *, exclude: tuple[str, ...] = ()) -> Callable[[F], F]:
+def click_options(model: type[ServiceSettings]) -> Callable[[F], F]:
     """Decorator: the command takes one keyword argument per field (pass them to `from_options`)."""
 
     def decorate(command: F) -> F:
         params = getattr(command, "__click_params__", [])
-        params.extend(reversed(list(options(model, exclude=exclude))))  # click reverses decorator order
+        params.extend(reversed(list(options(model))))  # click reverses decorator order
         command.__click_params__ = params  # type: ignore[attr-defined]
         return command
 
