@@ -37,7 +37,7 @@ from pathlib import Path
 
 import requests
 from cryptoviz.core.nats import free_port
-from cryptoviz.dev.settings import MIN_LOCAL_INTERVAL
+from cryptoviz.scraper.settings import MIN_INTERVAL_LOCAL
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from dashboard_tabs import load_panel_models, open_tab, read_metric
@@ -137,7 +137,7 @@ def main() -> None:
     seconds = args.minutes * 60
     ticks = load_ticks(MARKET_5M)[: args.candles]
     rows = sum(len(r) for _, r in ticks)
-    period = max(seconds * 0.8 / len(ticks), MIN_LOCAL_INTERVAL)  # market pacing on top of this
+    period = max(seconds * 0.8 / len(ticks), MIN_INTERVAL_LOCAL)  # market pacing on top of this
     ports = {"api": free_port(), "dashboard": free_port(), "nats": free_port(), "metrics": free_port()}
     state = Path(tempfile.mkdtemp(prefix="cryptoviz-soak-"))
     env = {

@@ -16,7 +16,6 @@ from cryptoviz.dev.settings import (
     DEFAULT_STATE,
     DEMO_INTERVAL,
     LIVE_INTERVAL,
-    MIN_LOCAL_INTERVAL,
     REPLAY_CANDLE_SECONDS,
     DevSettings,
 )
@@ -31,6 +30,7 @@ from cryptoviz.dev.supervisor import (
     reap_leftovers,
     state_lock,
 )
+from cryptoviz.scraper.settings import MIN_INTERVAL_LOCAL
 
 MODE_FILE = "mode"
 """Names the kind of data a state dir holds (demo, replay, live): simulated prices, replayed history
@@ -48,7 +48,7 @@ def dev(**values: object) -> None:
     replay, speed, interval_asked = settings.replay, settings.speed, settings.scrape_interval
     if replay:
         provider, note = "replay", f"replaying {replay} at {speed:g}x (market time)"
-        interval = max(interval_asked or REPLAY_CANDLE_SECONDS / speed, MIN_LOCAL_INTERVAL)
+        interval = max(interval_asked or REPLAY_CANDLE_SECONDS / speed, MIN_INTERVAL_LOCAL)
     elif settings.simulated:
         provider, note = "demo", "SIMULATED prices (--demo)"
         interval = interval_asked or DEMO_INTERVAL
@@ -91,7 +91,7 @@ def dev(**values: object) -> None:
             provider=provider,
             provider_note=note,
             scrape_interval=interval,
-            poll_interval=max(interval / 2, MIN_LOCAL_INTERVAL) if local else interval,
+            poll_interval=max(interval / 2, MIN_INTERVAL_LOCAL) if local else interval,
             with_dashboard=not settings.no_dashboard,
             scraper_config=config_path,
             admin_token_file=None if any(k in os.environ for k in ADMIN_ENV) else ensure_admin_token(state_dir),

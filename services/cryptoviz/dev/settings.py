@@ -10,13 +10,11 @@ from pydantic import DirectoryPath, model_validator
 
 from cryptoviz.core.providers import ProviderName
 from cryptoviz.core.settings import ServiceSettings, setting
+from cryptoviz.scraper.settings import MIN_INTERVAL_LIVE, MIN_INTERVAL_LOCAL  # the scraper's own floors
 
 REPLAY_CANDLE_SECONDS = 300
 """The shared CSVs hold 5-minute candles: at --speed S one is replayed every 300/S seconds."""
 DEMO_INTERVAL = 5.0
-MIN_LIVE_INTERVAL = 1.0
-MIN_LOCAL_INTERVAL = 0.05
-"""`cryptoviz scrape --loop`'s floors: 1 s for live providers, 0.05 s for the local market (demo/replay)."""
 LIVE_INTERVAL = 60.0
 DEFAULT_STATE = Path(".cryptoviz")
 
@@ -51,11 +49,11 @@ class DevSettings(ServiceSettings):
     )
     scrape_interval: float | None = setting(
         None,
-        f"Seconds between data points: ≥ {MIN_LIVE_INTERVAL:g} for live providers, ≥ {MIN_LOCAL_INTERVAL:g} for"
+        f"Seconds between data points: ≥ {MIN_INTERVAL_LIVE:g} for live providers, ≥ {MIN_INTERVAL_LOCAL:g} for"
         " --demo/--replay (a sub-second value with a live provider exits 2); local markets are polled twice as"
-        f" often, at most every {MIN_LOCAL_INTERVAL:g} s.",
+        f" often, at most every {MIN_INTERVAL_LOCAL:g} s.",
         shown=f"{LIVE_INTERVAL:g} live, {DEMO_INTERVAL:g} demo, 300/SPEED replay",
-        ge=MIN_LOCAL_INTERVAL,
+        ge=MIN_INTERVAL_LOCAL,
     )
     scraper_config: Path | None = setting(
         None,
@@ -79,9 +77,9 @@ class DevSettings(ServiceSettings):
         if self.simulated and self.replay:
             raise ValueError("--demo and --replay exclude each other")
         interval = self.scrape_interval
-        if not self.local and interval is not None and interval < MIN_LIVE_INTERVAL:
+        if not self.local and interval is not None and interval < MIN_INTERVAL_LIVE:
             raise ValueError(
-                f"SCRAPE_INTERVAL / --scrape-interval: {interval:g} s is below {MIN_LIVE_INTERVAL:g} s,"
+                f"SCRAPE_INTERVAL / --scrape-interval: {interval:g} s is below {MIN_INTERVAL_LIVE:g} s,"
                 " allowed only with --demo or --replay"
             )
         return self
