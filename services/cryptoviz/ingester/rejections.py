@@ -6,7 +6,8 @@ letter itself) on every delivery would count them again each time; counting only
 `num_delivered == 1` would never count a message whose first delivery died before its count was
 committed. So each count is keyed by the message's place in JetStream — stream, stream sequence and
 the time the stream stored it (a recreated stream reuses sequences, never with the same time) — and
-recorded in `counted_rejections` in the same transaction that adds it to `ingest_counters.rejected`:
+recorded in `counted_rejections` in the same transaction that adds it to `ingest_counters.rejected`
+(`Store._count_rejections`):
 a delivery whose key is already there counts nothing. The Prometheus counter is raised only by what
 such a transaction newly counted, so the increments of all the ingester's processes add up to
 `/stats.rejected` (what a process counted after its last scrape dies with it; the file keeps it).
@@ -70,7 +71,7 @@ class Rejection:
 
 def count_once(conn: duckdb.DuckDBPyConnection, rejections: Sequence[Rejection]) -> list[Rejection]:
     """Inside the caller's open transaction: record the rejections whose message was never counted and
-    add their records to `ingest_counters.rejected`; return those (the others were counted before)."""
+    return those (the others were counted before); the caller adds their records to the counters."""
     if not rejections:
         return []
     rows = [{"stream": r.stream, "seq": r.seq, "stored_at": r.stored_at, "records": r.records} for r in rejections]
@@ -80,11 +81,7 @@ def count_once(conn: duckdb.DuckDBPyConnection, rejections: Sequence[Rejection])
         fresh = {tuple(row) for row in conn.execute(_COUNT_NEW_SQL, bounds).fetchall()}
     finally:
         conn.unregister("new_rejections")
-    new = list({r.key: r for r in rejections if r.key in fresh}.values())  # a message twice in one batch: once
-    total = sum(r.records for r in new)
-    if total:
-        conn.execute("UPDATE ingest_counters SET value = value + ? WHERE name = 'rejected'", [total])
-    return new
+    return list({r.key: r for r in rejections if r.key in fresh}.values())  # a message twice in one batch: once
 
 
 def observe(counted: Sequence[Rejection]) -> None:

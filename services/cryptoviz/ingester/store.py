@@ -245,7 +245,7 @@ class Store:
                 inserted, latest = 0, []
             duplicates = received - inserted
             self._bump(conn, ingested=inserted, duplicates=duplicates)
-            counted = count_once(conn, rejections)
+            counted = self._count_rejections(conn, rejections)
         if inserted:
             self.generation += 1
         return CommitResult(
@@ -265,7 +265,7 @@ class Store:
         with self._transaction("candles", "incoming_candles", table) as conn:
             result = insert_candles(conn, table.num_rows)
             self._bump(conn, candles=result.inserted, candle_duplicates=result.duplicates)
-            result.rejections = count_once(conn, rejections)
+            result.rejections = self._count_rejections(conn, rejections)
         if result.inserted or result.replaced:
             self.generation += 1
         return result
@@ -274,7 +274,14 @@ class Store:
         """Persist the rejection of a message that produced no batch (a dead letter); False when a
         delivery of that message counted it already."""
         with self._transaction("a dead letter's count") as conn:
-            return bool(count_once(conn, [rejection]))
+            return bool(self._count_rejections(conn, [rejection]))
+
+    @classmethod
+    def _count_rejections(cls, conn: duckdb.DuckDBPyConnection, rejections: Sequence[Rejection]) -> list[Rejection]:
+        """The rejections of messages never counted before, their records added to `rejected`."""
+        counted = count_once(conn, rejections)
+        cls._bump(conn, rejected=sum(r.records for r in counted))
+        return counted
 
     @staticmethod
     def _bump(conn: duckdb.DuckDBPyConnection, **counts: int) -> None:
