@@ -55,6 +55,8 @@ FILTER_SUBJECT = f"{contract.SUBJECT_PREFIX}.>"
 CANDLES_DURABLE_NAME = contract.CANDLES_CONSUMER
 CANDLES_FILTER_SUBJECT = f"{contract.CANDLES_PREFIX}.>"
 MAX_FETCH = 256
+FETCH_WAIT = 0.25
+"""The shortest wait for a pull's messages: shorter, and on a busy host they arrive after the fetch gave up."""
 CRASH_AFTER_COMMIT = int(os.environ.get("CRYPTOVIZ_CRASH_AFTER_COMMIT") or 0)
 """Fault injection for tests: SIGKILL this process right after the N-th commit, before its acks."""
 COMMIT_DELAY = float(os.environ.get("CRYPTOVIZ_COMMIT_DELAY") or 0)
@@ -115,6 +117,8 @@ class Consumer:
         self._stopping = asyncio.Event()
         self._sub = None
         self._commits = 0
+        self._carried = Pending()
+        """Messages fetched while the previous batch committed: the start of the next batch."""
         self._rows_per_message = float(self.items_per_message)
         """Recent mean, so a fetch does not overshoot the batch size by much."""
 
@@ -166,6 +170,7 @@ class Consumer:
                 raise
             except Exception as exc:  # NATS down, stream gone, disk full: log and retry, never crash-loop
                 self.attached = False
+                self._carried = Pending()  # unacked, they come back to whoever binds next
                 await self._detach()
                 metrics.ERRORS.labels(kind=type(exc).__name__).inc()
                 log.warning("consumer error: %s; retrying in %.1fs", exc or type(exc).__name__, delay)
@@ -185,36 +190,51 @@ class Consumer:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _cycle(self) -> None:
-        """Collect one batch and commit it, its messages in progress all along."""
-        pending = Pending()
-        heartbeat = asyncio.create_task(self._in_progress(pending))
+        """Collect one batch and commit it, its messages in progress all along.
+
+        While it commits, the next batch is fetched (and kept in progress too): a pull request's
+        messages that arrive after its fetch returned would otherwise wait unheard-of in the client's
+        queue for the whole commit and come back as redeliveries when it outlasts ACK_WAIT.
+        """
+        pending, self._carried = self._carried, Pending()
+        heartbeat = asyncio.create_task(self._in_progress([pending, self._carried]))
         try:
             await self._collect(pending)
             if pending.messages:
-                await self._commit(pending)
+                commit = asyncio.create_task(self._commit(pending))
+                try:
+                    await self._collect(self._carried, until=commit)
+                finally:
+                    await commit
         finally:
             heartbeat.cancel()
 
-    async def _in_progress(self, pending: Pending) -> None:
+    async def _in_progress(self, batches: list[Pending]) -> None:
         """Every third of ACK_WAIT, tell JetStream the held messages are being worked on."""
         while True:
             await asyncio.sleep(self.ack_wait / 3)
-            for msg in list(pending.messages):
+            for msg in [msg for batch in batches for msg in batch.messages]:
                 with contextlib.suppress(Exception):  # the connection may be gone: then they come back anyway
                     await msg.in_progress()
 
-    async def _collect(self, pending: Pending) -> None:
-        """Fetch until the batch size in rows or BATCH_TIMEOUT after the first message."""
-        deadline: float | None = None
+    async def _collect(self, pending: Pending, until: asyncio.Task[None] | None = None) -> None:
+        """Fetch until the batch size in rows, or BATCH_TIMEOUT after its first message, or (while the
+        previous batch commits) until that commit is done."""
+        deadline = time.monotonic() + self.batch_timeout if pending.messages else None
         while pending.count < self.batch_size and not self._stopping.is_set():
-            remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                break
+            if until is not None:
+                if until.done():
+                    break
+                remaining = FETCH_WAIT
+            else:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                if remaining <= 0:
+                    break
             try:
                 wanted = (self.batch_size - pending.count) / self._rows_per_message
-                msgs = await self._sub.fetch(max(1, min(MAX_FETCH, int(wanted))), timeout=max(remaining, 0.01))
+                msgs = await self._sub.fetch(max(1, min(MAX_FETCH, int(wanted))), timeout=max(remaining, FETCH_WAIT))
             except (TimeoutError, FetchTimeoutError):
-                if deadline is None:
+                if deadline is None or until is not None:
                     continue
                 break
             if deadline is None:
