@@ -16,10 +16,12 @@ from cryptoviz.core.settings import (
     SettingOption,
     click_options,
     describe,
+    env_for,
     env_name,
     flag_name,
     from_env,
     from_options,
+    named,
     options,
     setting,
     settings_markdown,
@@ -211,3 +213,12 @@ def test_the_global_flags_come_from_their_model() -> None:
     options = [p for p in cli.params if isinstance(p, click.Option) and p.name not in {"help", "version"}]
     assert all(isinstance(p, SettingOption) for p in options)
     assert {p.envvar for p in options} == {env_name(n, f) for n, f in model(GLOBAL).model_fields.items()}
+
+
+def test_a_launcher_names_a_childs_settings_by_field_and_an_unknown_one_fails() -> None:
+    env = env_for(Example, port=8001, ratio=0.25, mode=Path("/tmp/x"), secret=None)
+    assert env == {"PORT": "8001", "RATIO": "0.25", "EXAMPLE_MODE": "/tmp/x"}  # None: left to the child's default
+    assert from_env(Example, env).mode == "/tmp/x"
+    with pytest.raises(KeyError, match="no setting 'prot'"):
+        env_for(Example, prot=8001)
+    assert named(Example, "mode") == "--the-mode / EXAMPLE_MODE"

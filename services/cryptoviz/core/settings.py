@@ -272,6 +272,31 @@ def env_names(model: type[ServiceSettings]) -> list[str]:
     return [env_name(name, field) for name, field in model.model_fields.items()]
 
 
+def env_of(model: type[ServiceSettings], name: str) -> str:
+    """The environment variable of one of `model`'s settings; KeyError if it has none by that name."""
+    field = model.model_fields.get(name)
+    if field is None:
+        raise KeyError(f"{model.__name__} has no setting {name!r}")
+    return env_name(name, field)
+
+
+def named(model: type[ServiceSettings], name: str) -> str:
+    """How a user sets one of `model`'s settings, for messages: `--flag / ENV` (only ENV without a CLI)."""
+    env = env_of(model, name)
+    return f"{flag_name(name, model.model_fields[name])} / {env}" if model.cli else env
+
+
+def env_for(model: type[ServiceSettings], **values: object) -> dict[str, str]:
+    """The environment that hands `values` (setting name → value; None: left out) to a command whose
+    settings are `model`, so a launcher names a child's settings by field and a renamed one fails here
+    instead of being silently ignored by the child."""
+    return {env_of(model, name): _as_env(value) for name, value in values.items() if value is not None}
+
+
+def _as_env(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def synced(text: str) -> str:
     """`text` with every settings table regenerated from its model."""
     out: list[str] = []

@@ -9,7 +9,7 @@ import click
 
 from cryptoviz.core.api_client import IngesterClient, IngesterError
 from cryptoviz.core.config import ConfigError
-from cryptoviz.core.settings import click_options, from_options
+from cryptoviz.core.settings import click_options, from_options, named
 from cryptoviz.dev import probe
 from cryptoviz.dev.local_config import ensure_config
 from cryptoviz.dev.settings import (
@@ -64,12 +64,12 @@ def dev(**values: object) -> None:
                 f"Note: {base}/cryptoviz.duckdb is an earlier version's data of every mode; {mode} now uses {state_dir}"
             )
         reap_leftovers(state_dir)
-        dashboard = {"dashboard": (settings.dashboard_port, "--dashboard-port / DASHBOARD_PORT")}
+        dashboard = {"dashboard": (settings.dashboard_port, named(DevSettings, "dashboard_port"))}
         check_ports(
             {
-                "ingester API": (settings.api_port, "--api-port / API_PORT"),
+                "ingester API": (settings.api_port, named(DevSettings, "api_port")),
                 **({} if settings.no_dashboard else dashboard),
-                "NATS": (settings.nats_port, "--nats-port / NATS_PORT"),
+                "NATS": (settings.nats_port, named(DevSettings, "nats_port")),
             },
             settings.dev_host,
         )

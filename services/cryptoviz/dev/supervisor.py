@@ -30,11 +30,16 @@ from typing import IO
 import click
 import requests
 
+from cryptoviz.core.common_settings import GlobalSettings
 from cryptoviz.core.nats import EmbeddedNats, port_is_free
 from cryptoviz.core.natsauth import ROLES
+from cryptoviz.core.settings import env_for, env_of
 from cryptoviz.dashboard.headers import local_origins
+from cryptoviz.dashboard.settings import DashboardSettings
 from cryptoviz.dev.procs import Child, cryptoviz_command
-from cryptoviz.scraper.settings import provider_key_env_names
+from cryptoviz.ingester.settings import IngestSettings
+from cryptoviz.notify.settings import NotifySettings
+from cryptoviz.scraper.settings import BackfillSettings, ScrapeSettings, provider_key_env_names
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,15 @@ KEY_HOLDERS = ("scraper", "backfill")
 """The only children that get the provider keys (CMC_API_KEY, COINGECKO_API_KEY, … from the registry)."""
 
 
-_NATS_CREDENTIALS = ("NATS_URL", "NATS_USER", "NATS_PASSWORD", "NATS_PASSWORD_FILE", "NATS_CA_FILE")
+_NATS_CREDENTIALS = (
+    env_of(IngestSettings, "nats_url"),
+    *(env_of(GlobalSettings, name) for name in ("nats_user", "nats_password", "nats_password_file", "nats_ca_file")),
+)
+
+
+def unless_set(env: dict[str, str]) -> dict[str, str]:
+    """The defaults of `env` the caller has not set (or set empty) in its own environment: its value wins."""
+    return {name: value for name, value in env.items() if not os.environ.get(name)}
 
 
 class DevError(click.ClickException):
@@ -119,7 +132,7 @@ def state_lock(state_dir: Path):
         handle.close()
 
 
-ADMIN_ENV = ("ADMIN_TOKEN", "ADMIN_TOKEN_FILE")
+ADMIN_ENV = (env_of(IngestSettings, "admin_token"), env_of(IngestSettings, "admin_token_file"))
 
 
 def ensure_admin_token(state_dir: Path) -> Path:
@@ -206,7 +219,10 @@ class Supervisor:
         path.touch(mode=0o600)
         path.chmod(0o600)
         path.write_text(self.passwords[role], encoding="utf-8")
-        return {"NATS_URL": self.nats.url, "NATS_USER": ROLES[role].user, "NATS_PASSWORD_FILE": str(path)}
+        return {
+            **env_for(IngestSettings, nats_url=self.nats.url),
+            **env_for(GlobalSettings, nats_user=ROLES[role].user, nats_password_file=path),
+        }
 
     def _child(
         self, name: str, args: list[str], ready_url: str | None = None, one_shot: bool = False, **env: str
@@ -227,11 +243,14 @@ class Supervisor:
             ["ingest"],
             ready_url=f"{p.api_url}/readyz",
             **self.nats_env("ingester"),
-            DUCKDB_PATH=str(p.duckdb_path),
-            API_HOST=p.host,
-            API_PORT=str(p.api_port),
-            SCRAPER_CONFIG=str(p.scraper_config),
-            **({"ADMIN_TOKEN_FILE": str(p.admin_token_file)} if p.admin_token_file else {}),
+            **env_for(
+                IngestSettings,
+                duckdb_path=p.duckdb_path,
+                api_host=p.host,
+                api_port=p.api_port,
+                scraper_config=p.scraper_config,
+                admin_token_file=p.admin_token_file,
+            ),
             **self._retention(),
         )
 
@@ -243,34 +262,33 @@ class Supervisor:
         more before committing; with sub-second intervals that wait would be the replay's pace.
         """
         env: dict[str, str] = {}
-        if self.plan.provider == "replay" and "RETENTION_DAYS" not in os.environ:
-            env["RETENTION_DAYS"] = "0"
-        if self.plan.provider in ("demo", "replay") and "BATCH_TIMEOUT" not in os.environ:
-            env["BATCH_TIMEOUT"] = f"{min(0.25, self.plan.poll_interval / 2):g}"
-        return env
+        if self.plan.provider == "replay":
+            env |= env_for(IngestSettings, retention_days=0.0)
+        if self.plan.provider in ("demo", "replay"):
+            env |= env_for(IngestSettings, batch_timeout=min(0.25, self.plan.poll_interval / 2))
+        return unless_set(env)
 
     def _build_scraper_and_dashboard(self) -> None:
         p = self.plan
-        scraper_env = {
-            **self.nats_env("scraper"),
-            "SCRAPE_PROVIDER": p.provider,
-            "SCRAPE_INTERVAL": f"{p.poll_interval:g}",
-            "SCRAPER_CONFIG": str(p.scraper_config),
-        }
-        if p.market_url:
-            scraper_env["MARKET_BASE_URL"] = p.market_url
-        self._child("scraper", ["scrape", "--loop"], INGESTER_URL=p.api_url, **scraper_env)
+        # the settings scrape and backfill share (ScraperSettings), named once for both
+        shared = dict(
+            ingester_url=p.api_url, provider=p.provider, scraper_config=p.scraper_config, market_base_url=p.market_url
+        )
+        scrape = env_for(ScrapeSettings, scrape_interval=p.poll_interval, **shared)
+        self._child("scraper", ["scrape", "--loop"], **self.nats_env("scraper"), **scrape)
         if p.provider != "replay":  # a replay is its own history; live providers and the simulator have a past
-            self._child("backfill", ["backfill"], one_shot=True, INGESTER_URL=p.api_url, **scraper_env)
+            backfill = env_for(BackfillSettings, **shared)
+            self._child("backfill", ["backfill"], one_shot=True, **self.nats_env("scraper"), **backfill)
         # Targets come from the caller's NOTIFY_URLS / NOTIFY_TARGETS_FILE; without any, alerts are
         # recorded as not delivered (the dashboard says why).
         self._child(
             "notify",
             ["notify"],
             **self.nats_env("notify"),
-            NOTIFY_METRICS_HOST=p.host,
-            NOTIFY_METRICS_PORT=os.environ.get("NOTIFY_METRICS_PORT", "0"),
-            DASHBOARD_URL=os.environ.get("DASHBOARD_URL", p.dashboard_url if p.with_dashboard else ""),
+            **env_for(NotifySettings, metrics_host=p.host),
+            **unless_set(
+                env_for(NotifySettings, metrics_port=0, dashboard_url=p.dashboard_url if p.with_dashboard else "")
+            ),
         )
         if not p.with_dashboard:
             return
@@ -278,13 +296,17 @@ class Supervisor:
             "dashboard",
             ["dashboard"],
             ready_url=f"http://127.0.0.1:{p.dashboard_port}/liveness",
-            INGESTER_URL=p.api_url,
-            DASHBOARD_ADDRESS=p.host,
-            DASHBOARD_PORT=str(p.dashboard_port),
+            **env_for(
+                DashboardSettings,
+                ingester_url=p.api_url,
+                dashboard_address=p.host,
+                dashboard_port=p.dashboard_port,
+                scrape_interval=max(p.scrape_interval, 1.0),  # the dashboard's cadence floor is 1 s
+            ),
             # the websocket only for pages from this machine's own addresses, unless the caller names others
-            DASHBOARD_ALLOWED_ORIGINS=os.environ.get("DASHBOARD_ALLOWED_ORIGINS")
-            or ",".join(local_origins(p.dashboard_port, p.host)),
-            SCRAPE_INTERVAL=f"{max(p.scrape_interval, 1.0):g}",  # the dashboard's cadence floor is 1 s
+            **unless_set(
+                env_for(DashboardSettings, dashboard_allowed_origins=",".join(local_origins(p.dashboard_port, p.host)))
+            ),
         )
 
     # -- run.json -------------------------------------------------------------------------
@@ -333,7 +355,7 @@ class Supervisor:
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
         self.children["scraper"].start()
         if "backfill" in self.children:  # one-shot, in the background: nothing waits for it
-            days = os.environ.get("BACKFILL_DAYS", "30")
+            days = os.environ.get(env_of(BackfillSettings, "backfill_days"), "30")
             self.echo(
                 f"      backfill           filling {days} days of history (log: {self.children['backfill'].log_path})"
             )
