@@ -290,11 +290,7 @@ def env_for(model: type[ServiceSettings], **values: object) -> dict[str, str]:
     """The environment that hands `values` (setting name → value; None: left out) to a command whose
     settings are `model`, so a launcher names a child's settings by field and a renamed one fails here
     instead of being silently ignored by the child."""
-    return {env_of(model, name): _as_env(value) for name, value in values.items() if value is not None}
-
-
-def _as_env(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    return {env_of(model, name): str(value) for name, value in values.items() if value is not None}
 
 
 def synced(text: str) -> str:

@@ -34,7 +34,6 @@ from cryptoviz.core.common_settings import GlobalSettings
 from cryptoviz.core.nats import EmbeddedNats, port_is_free
 from cryptoviz.core.natsauth import ROLES
 from cryptoviz.core.settings import env_for, env_of
-from cryptoviz.dashboard.headers import local_origins
 from cryptoviz.dashboard.settings import DashboardSettings
 from cryptoviz.dev.procs import Child, cryptoviz_command
 from cryptoviz.ingester.settings import IngestSettings
@@ -54,8 +53,8 @@ _NATS_CREDENTIALS = (
 
 
 def unless_set(env: dict[str, str]) -> dict[str, str]:
-    """The defaults of `env` the caller has not set (or set empty) in its own environment: its value wins."""
-    return {name: value for name, value in env.items() if not os.environ.get(name)}
+    """The defaults of `env` the caller has not set in its own environment: its value (even empty) wins."""
+    return {name: value for name, value in env.items() if name not in os.environ}
 
 
 class DevError(click.ClickException):
@@ -296,16 +295,13 @@ class Supervisor:
             "dashboard",
             ["dashboard"],
             ready_url=f"http://127.0.0.1:{p.dashboard_port}/liveness",
+            # no DASHBOARD_ALLOWED_ORIGINS: the dashboard's default is this machine's own addresses on its port
             **env_for(
                 DashboardSettings,
                 ingester_url=p.api_url,
                 dashboard_address=p.host,
                 dashboard_port=p.dashboard_port,
                 scrape_interval=max(p.scrape_interval, 1.0),  # the dashboard's cadence floor is 1 s
-            ),
-            # the websocket only for pages from this machine's own addresses, unless the caller names others
-            **unless_set(
-                env_for(DashboardSettings, dashboard_allowed_origins=",".join(local_origins(p.dashboard_port, p.host)))
             ),
         )
 
@@ -355,7 +351,8 @@ class Supervisor:
         self.echo(f"[3/4] scraper            starting ({p.provider}, every {p.poll_interval:g}s) …")
         self.children["scraper"].start()
         if "backfill" in self.children:  # one-shot, in the background: nothing waits for it
-            days = os.environ.get(env_of(BackfillSettings, "backfill_days"), "30")
+            default_days = BackfillSettings.model_fields["backfill_days"].default
+            days = os.environ.get(env_of(BackfillSettings, "backfill_days"), f"{default_days:g}")
             self.echo(
                 f"      backfill           filling {days} days of history (log: {self.children['backfill'].log_path})"
             )
