@@ -143,12 +143,12 @@ def test_the_page_scrolls_under_the_mouse_wheel(browser: Any, board: DashboardPr
 
 
 def test_first_page_is_lean(page: Page) -> None:
-    """What keeps navigation → first chart short: no 1.8 MB MathJax bundle (no pane renders math),
-    a handful of Bokeh roots (the document is re-walked once per root while it is built), and the
+    """What keeps navigation → first chart short: no 1.8 MB MathJax bundle (no pane renders math), no
+    WebGL bundle (no figure uses it), a handful of Bokeh roots (the document is re-walked once per root while it is built), and the
     prices table joining the page only after it has loaded."""
     scripts = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
     assert any("bokeh-widgets" in s for s in scripts), scripts  # the probe sees the bundles
-    assert not [s for s in scripts if "mathjax" in s]
+    assert not [s for s in scripts if "mathjax" in s or "bokeh-gl" in s]
     assert page.page.evaluate("() => Bokeh.documents[0].roots().length") <= 8
     page.wait(lambda: page.page.locator(".tabulator-row").count() > 0, what="prices table after load")
     assert page.page.evaluate("() => document.querySelector('meta[name=viewport]').content") == (
@@ -513,7 +513,8 @@ def test_empty_ingester_explains_how_to_get_data(browser: Any, tmp_path: Path) -
             tab = Page(browser, board.url, wait_for_chart=False)
             help_text = tab.page.get_by_text("No data yet: the ingester has stored no quotes")
             tab.wait(lambda: help_text.count() > 0, timeout=30, what="no-data help")
-            assert "No data yet" in tab.text("metric-status")
+            # the cards' text is drawn by the browser a moment after the banner's under load
+            tab.wait(lambda: "No data yet" in tab.text("metric-status"), timeout=10, what="the status card")
             assert tab.text("metric-records") == "0"
             assert tab.page.locator("canvas").count() == 0
             tab.close()

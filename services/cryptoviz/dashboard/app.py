@@ -95,6 +95,7 @@ class Dashboard:
         self.seen_version, self.seen_reachable = -1, True
         self.timings = {"refresh": 0.0}
         self.state = state = DashboardState(shared, chosen=chosen)
+        state.offer_coins()
         self.cards = StatusCards(settings.scrape_interval, state=state)
         self.banners = Banners(settings.ingester_url, state=state, cards=self.cards)
         self.groups = Groups(state=state)
@@ -163,8 +164,10 @@ class Dashboard:
 
     # ---- refresh loop -----------------------------------------------------------------------
     def start(self) -> None:
-        """First render inside the page's initial document (no extra round trip), then tick."""
-        self.refresh()
+        """Fill the views on the next tick, then tick. The page's HTML goes out first and the browser
+        loads its scripts while the charts are built; its pull of the document waits for them (the
+        document lock), so they still come with the first document, not a second round trip."""
+        pn.state.execute(self.refresh, schedule=True)
         pn.state.add_periodic_callback(self._tick, period=TICK_MS)
 
     def on_load(self) -> None:

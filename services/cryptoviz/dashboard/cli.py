@@ -26,6 +26,17 @@ def _skip_mathjax() -> None:
         resources._panel_use_mathjax = lambda _roots: False
 
 
+def _skip_webgl() -> None:
+    """Bokeh ships its 190 kB WebGL bundle with every page, for figures drawn with
+    `output_backend="webgl"`; ours are drawn on canvas (hvPlot's default), so the first chart need not
+    wait for it to be parsed. Private class attribute of Bokeh's: if a release renames it, pages
+    still work, only slower; a webgl figure would fall back to canvas with a console warning."""
+    from bokeh.resources import Resources
+
+    if hasattr(Resources, "_default_components"):
+        Resources._default_components = [c for c in Resources._default_components if c != "bokeh-gl"]
+
+
 def http_limits(idle_timeout: float) -> dict[str, float | int]:
     """Tornado's HTTPServer limits: a request head or body must arrive, and an idle keep-alive connection
     is kept, for `idle_timeout` seconds (Tornado's default is an hour, so a client sending a byte a
@@ -75,6 +86,7 @@ def dashboard(**values: object) -> None:
 
     pn.extension("tabulator", design="fast", notifications=False)
     _skip_mathjax()
+    _skip_webgl()
     _skip_google_fonts()
     shared = SharedData(IngesterClient(settings.ingester_url), cache_ttl=settings.cache_ttl).start()
     log.info(

@@ -8,6 +8,7 @@ calls the ingester itself.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -75,8 +76,7 @@ class DashboardState(param.Parameterized):
             updates["alerts"] = snap.alerts
         latest = snap.latest
         if not latest.empty:
-            symbols = latest.sort_values("market_cap", ascending=False, na_position="last")["symbol"].tolist()
-            self.param.coins.objects = symbols
+            self._offer(latest)
             if not self.defaulted:
                 self.defaulted = True
                 if "coins" not in self.chosen:
@@ -86,6 +86,18 @@ class DashboardState(param.Parameterized):
                     chosen = updates.get("coins", self.coins)
                     updates["mode"] = first_mode(latest.loc[latest["symbol"].isin(chosen), "price"].tolist())
         self.param.update(**updates)  # one batch: `load` runs once for the new snapshot and the defaults
+
+    def offer_coins(self) -> None:
+        """The coins to pick from, before the page's widgets are made: a coin chosen in the URL is kept
+        only if its toggle exists. Cheap (the shared cache); `refresh` reads and draws the rest."""
+        with contextlib.suppress(IngesterUnavailable, IngesterRejected):  # the first refresh says why
+            self._offer(self.shared.snapshot().latest)
+
+    def _offer(self, latest: pd.DataFrame) -> None:
+        if not latest.empty:
+            self.param.coins.objects = latest.sort_values("market_cap", ascending=False, na_position="last")[
+                "symbol"
+            ].tolist()
 
     def refresh_alerts(self) -> None:
         """Delivery receipts come without new data: re-read the alerts (shared cache) between refreshes."""
