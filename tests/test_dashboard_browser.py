@@ -144,8 +144,8 @@ def test_the_page_scrolls_under_the_mouse_wheel(browser: Any, board: DashboardPr
 
 def test_first_page_is_lean(page: Page) -> None:
     """What keeps navigation → first chart short: no 1.8 MB MathJax bundle (no pane renders math), no
-    WebGL bundle (no figure uses it), a handful of Bokeh roots (the document is re-walked once per root while it is built), and the
-    prices table joining the page only after it has loaded."""
+    WebGL bundle (no figure uses it), a handful of Bokeh roots (the document is re-walked once per root
+    while it is built), and the prices table joining the page only after it has loaded."""
     scripts = page.page.evaluate("() => performance.getEntriesByType('resource').map(r => r.name)")
     assert any("bokeh-widgets" in s for s in scripts), scripts  # the probe sees the bundles
     assert not [s for s in scripts if "mathjax" in s or "bokeh-gl" in s]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import markdown
 import pytest
+import requests
+import requests.api
 from cryptoviz.core.alert_contract import AlertMessage, Receipt, target_key
 from cryptoviz.core.config import ConfigError, parse_config
 from cryptoviz.core.nats import free_port
@@ -22,7 +24,7 @@ from cryptoviz.ingester.rules import Rule, Window, alert_id, observe, rules_from
 from cryptoviz.ingester.store import Store, quotes_to_arrow
 from cryptoviz.notify.message import escape_markdown, period_for, render
 from cryptoviz.notify.ratelimit import TokenBucket
-from cryptoviz.notify.send import Sender, classify
+from cryptoviz.notify.send import Sender, classify, keep_connections
 from cryptoviz.notify.service import retry_delay
 from cryptoviz.notify.targets import Target, TargetError, Targets, parse_targets_file, split_urls
 from support.notify import Receiver
@@ -346,6 +348,22 @@ def test_a_send_held_past_the_timeout_is_timed_out_and_a_refused_one_is_not() ->
     assert not held.delivered and not held.permanent and held.reason == "timed out"
     refused = sender(f"json://127.0.0.1:{free_port()}/hook").send("t", "b")
     assert not refused.delivered and not refused.permanent and refused.reason.startswith("not accepted")
+
+
+def test_a_target_s_messages_share_one_kept_alive_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apprise's plugins open a connection (to https targets: a TLS handshake) per message unless
+    keep_connections() routes them through the Sender's Session; other callers keep one-shot requests."""
+    monkeypatch.setattr(requests.api, "request", requests.api.request)  # restored after the test
+    monkeypatch.setattr(requests, "request", requests.request)
+    keep_connections()
+    with Receiver() as receiver:
+        sender = Sender(Target("default", "default", receiver.json_url(), "json"), timeout=5)
+        assert all(sender.send("t", f"message {i}").delivered for i in range(5))
+        requests.post(receiver.base + "/hook", json={"title": "t", "message": "x"}, timeout=5)
+        requests.post(receiver.base + "/hook", json={"title": "t", "message": "y"}, timeout=5)
+        clients = [entry["client"] for entry in receiver.on("/hook")]
+    assert len(clients) == 7 and len(set(clients[:5])) == 1, clients
+    assert len(set(clients[4:])) == 3, "a plain requests.post outside a send shares no connection"
 
 
 def test_targets_parse_urls_and_names_and_never_echo_a_url() -> None:

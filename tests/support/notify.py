@@ -58,6 +58,11 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # as real webhook endpoints: connections kept alive, each answer in one write (two small
+            # writes on a kept-alive connection meet Nagle's algorithm and delayed ACKs: 40 ms each)
+            protocol_version = "HTTP/1.1"
+            wbufsize = -1
+
             def log_message(self, *args) -> None:
                 pass
 
@@ -79,6 +84,7 @@ class Receiver:
                         "body": raw,
                         "headers": dict(self.headers),
                         "at": time.time(),
+                        "client": self.client_address,  # one per connection
                     }
                     if status < 300:
                         receiver.requests.append(entry)

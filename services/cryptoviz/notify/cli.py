@@ -19,11 +19,12 @@ log = logging.getLogger("cryptoviz.notify")
 @click_options(NotifySettings)
 def notify(**values: object) -> None:
     """Deliver fired alerts (JetStream CRYPTOVIZ_ALERTS) to webhooks, Slack, Discord, Telegram, email … once each."""
-    from cryptoviz.notify.send import silence_apprise
+    from cryptoviz.notify.send import keep_connections, silence_apprise
     from cryptoviz.notify.service import make_senders
     from cryptoviz.notify.targets import TargetError, load_targets
 
     silence_apprise()
+    keep_connections()
     settings = from_options(NotifySettings, values)
     try:
         targets = load_targets(settings.urls, settings.notify_urls_file, settings.notify_targets_file)
