@@ -127,7 +127,8 @@ def test_oauth_login_opens_the_app(guarded: tuple[DashboardProcess, IdentityProv
     try:
         help_text = tab.page.get_by_text("No data yet: the ingester has stored no quotes")
         tab.wait(lambda: help_text.count() > 0, timeout=30, what="the app after the OAuth round trip")
-        assert tab.text("metric-records") == "0"
+        # the banner and the cards are separate panes: the card may still be rendering when the banner shows
+        tab.wait(lambda: tab.text("metric-records") == "0", timeout=10, what="the records card")
         sent = idp.token_requests[-1]
         assert sent["client_id"] == CLIENT_ID and sent["client_secret"] == CLIENT_SECRET
         assert sent["redirect_uri"].startswith(board.url.rstrip("/"))
