@@ -532,6 +532,7 @@ async def test_rendered_config_drives_the_real_scraper_and_ingester(
             r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastAlert" in r.text
         ]
         assert len(alert_writes) == 1
+        assert "lastFiredAt" in alert_writes[0].text  # status.lastAlert and status.alerts move together
         fired_writes = [
             r for r in cluster.k if r.subresource == "status" and r.name == "ltc-watch" and "lastFiredAt" in r.text
         ]

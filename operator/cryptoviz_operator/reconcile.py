@@ -296,7 +296,8 @@ class Operator:
 
     async def _surface_alerts(self, objects: list[dict[str, Any]], rendering: Rendering) -> None:
         """Alerts are evaluated by the ingester (it reads the same config); here each one becomes
-        an Event on every active object that asked for it, and `status.lastAlert`."""
+        an Event on every active object that asked for it, then `status.lastAlert` and
+        `status.alerts` in one patch, so a reader never sees one updated without the other."""
         try:
             rows = await self.ingester.alerts(min(self.alerts_since, _now() - ALERT_LOOKBACK))
         except IngesterError as exc:
@@ -306,27 +307,33 @@ class Operator:
             ((fired_at, r) for r in rows if (fired_at := parse_time(r.get("fired_at"))) is not None),
             key=lambda pair: pair[0],
         )
-        for fired, row in fired_rows:
-            for obj in objects:
-                if rendering.decisions[object_key(obj)].active and _wants(obj, row):
-                    await self._surface_alert(obj, row, fired)
-            self.alerts_since = max(self.alerts_since, fired)
-        for obj in objects:
-            if not rendering.decisions[object_key(obj)].active:
-                continue
+        active = [obj for obj in objects if rendering.decisions[object_key(obj)].active]
+        for obj in active:
             status = obj.get("status") or {}
+            changes: dict[str, Any] = {}
+            for fired, row in fired_rows:
+                if _wants(obj, row) and (last_alert := await self._surface_alert(obj, row, fired, changes)):
+                    changes["lastAlert"] = last_alert
             desired = alert_statuses(_rules_of(obj), rows, status.get("alerts"))
             if desired and desired != status.get("alerts"):
-                await self._patch_status(obj, {"alerts": desired})
-                obj["status"] = {**status, "alerts": desired}
+                changes["alerts"] = desired
+            if changes:
+                await self._patch_status(obj, changes)
+                obj["status"] = {**status, **changes}
+        if fired_rows:
+            self.alerts_since = max(self.alerts_since, fired_rows[-1][0])
 
-    async def _surface_alert(self, obj: dict[str, Any], row: Mapping[str, Any], fired: datetime) -> None:
+    async def _surface_alert(
+        self, obj: dict[str, Any], row: Mapping[str, Any], fired: datetime, pending: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The Event for one fired alert and the `status.lastAlert` it makes, or None when this object
+        already showed it (or did not exist yet); `pending` holds this round's unwritten changes."""
         meta = obj.get("metadata") or {}
-        status = obj.get("status") or {}
-        last = parse_time((status.get("lastAlert") or {}).get("firedAt"))
+        shown = pending.get("lastAlert") or (obj.get("status") or {}).get("lastAlert") or {}
+        last = parse_time(shown.get("firedAt"))
         created = parse_time(meta.get("creationTimestamp"))
         if (last is not None and fired <= last) or (created is not None and fired < created):
-            return
+            return None
         message = str(row.get("message") or f"{row.get('symbol')} {row.get('condition')} {row.get('threshold')}")
         await self._event(obj, "Normal", "AlertFired", message, row.get("condition"), row.get("threshold"), fired)
         last_alert = {
@@ -337,8 +344,7 @@ class Operator:
         }
         if isinstance(row.get("price"), int | float):
             last_alert["price"] = float(row["price"])
-        await self._patch_status(obj, {"lastAlert": last_alert})
-        obj["status"] = {**status, "lastAlert": last_alert}
+        return last_alert
 
 
 def _rules_of(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
