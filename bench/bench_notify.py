@@ -12,7 +12,11 @@ behind pyarrow at its first batch, the receipt writer's first statement: ≈ 0.6
 machine, in the middle of the measurement). The load average is printed: figures compare only
 between runs at similar load.
 
-    .venv/bin/python bench/bench_notify.py [--coins 50 --levels 20 --concurrency 8]
+The notifier runs as the chart deploys it: `notify.replicas` processes (read from the chart's
+values.yaml, 2) sharing one durable consumer, each with NOTIFY_REPLICAS set; `--replicas 1` measures a
+single process.
+
+    .venv/bin/python bench/bench_notify.py [--coins 50 --levels 20 --concurrency 8 --replicas N]
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import apprise
+import yaml
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import Quote
 from support.notify import NotifyProcess, Receiver
 from test_ingest_harness import Ingester, chunked, publish
+
+CHART_VALUES = Path(__file__).resolve().parent.parent / "charts" / "cryptoviz" / "values.yaml"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -69,6 +76,10 @@ def main() -> None:
     parser.add_argument("--coins", type=int, default=50)
     parser.add_argument("--levels", type=int, default=20, help="price rules per coin (all fire at once)")
     parser.add_argument("--concurrency", type=int, default=8, help="NOTIFY_CONCURRENCY")
+    chart_replicas = yaml.safe_load(CHART_VALUES.read_text())["notify"]["replicas"]
+    parser.add_argument(
+        "--replicas", type=int, default=chart_replicas, help="notifier processes (default: the chart's notify.replicas)"
+    )
     args = parser.parse_args()
     count = args.coins * args.levels
     with tempfile.TemporaryDirectory() as tmp_name, Receiver() as receiver:
@@ -82,17 +93,22 @@ def main() -> None:
         )
         server = EmbeddedNats(tmp / "nats").start()
         ingester = Ingester(server.url, tmp / "db.duckdb", tmp / "ingester.log", SCRAPER_CONFIG=str(config))
-        notifier = NotifyProcess(
-            server.url,
-            tmp / "notify.log",
-            receiver.base,
-            NOTIFY_URLS=receiver.json_url(),
-            NOTIFY_CONCURRENCY=str(args.concurrency),
-            LOG_LEVEL="INFO",
-        )
+        notifiers = [
+            NotifyProcess(
+                server.url,
+                tmp / f"notify-{replica}.log",
+                receiver.base,
+                NOTIFY_URLS=receiver.json_url(),
+                NOTIFY_CONCURRENCY=str(args.concurrency),
+                NOTIFY_REPLICAS=str(args.replicas),
+                LOG_LEVEL="INFO",
+            )
+            for replica in range(args.replicas)
+        ]
         try:
             ingester.start()
-            notifier.start()
+            for notifier in notifiers:
+                notifier.start()
             _warm_up(server.url, ingester, receiver)
             ts = datetime.now(UTC).replace(microsecond=0)
             publish(
@@ -110,12 +126,17 @@ def main() -> None:
                 latencies.append(entry["at"] - fired[ref])
             baseline = _baseline(receiver, count)
         finally:
-            notifier.stop()
+            for notifier in notifiers:
+                notifier.stop()
             ingester.stop()
             server.stop()
     p99 = _percentile(latencies, 0.99)
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"{count} alerts fired in one batch → delivered to a local webhook (NOTIFY_CONCURRENCY={args.concurrency})")
+    print(
+        f"{count} alerts fired in one batch → delivered to a local webhook "
+        f"({args.replicas} notifier {'replica' if args.replicas == 1 else 'replicas'}, "
+        f"NOTIFY_CONCURRENCY={args.concurrency} each)"
+    )
     print(f"  load average {load} (1, 5, 15 min)")
     print(
         f"  fire → delivered: min {min(latencies):.3f} s, p50 {statistics.median(latencies):.3f} s, "

@@ -268,6 +268,7 @@ def test_checkov_passes_on_every_render_and_the_dockerfile(renders: dict[str, Pa
         ({"backfill": {"days": 400}}, "/backfill/days"),
         ({"backfill": {"days": "30d"}}, "/backfill/days"),
         ({"backfill": {"enable": True}}, "additional properties 'enable' not allowed"),
+        ({"notify": {"replicas": 0}}, "/notify/replicas"),
     ],
 )
 def test_values_schema_rejects_wrong_types_and_unknown_keys(values: dict, message: str) -> None:
@@ -709,7 +710,7 @@ def test_ingress_with_tls_prefix_and_origins(renders: dict[str, Path]) -> None:
 )
 def test_dashboard_disruption_budget_only_with_more_than_one_pod(dashboard: dict, budget: bool) -> None:
     docs = docs_of(helm_template({"dashboard": dashboard}).stdout)
-    assert bool(find(docs, "PodDisruptionBudget")) is budget
+    assert bool(find(docs, "PodDisruptionBudget", f"{FULLNAME}-dashboard")) is budget
 
 
 def test_basic_auth_and_oauth_come_from_a_secret(renders: dict[str, Path]) -> None:
@@ -1110,6 +1111,21 @@ def test_notifier_reads_its_targets_from_a_secret_as_files_and_reaches_only_nats
     assert [p["port"] for r in outside for p in r["ports"]] == [443, 587, 465]
     assert policy["ingress"][0]["ports"] == [{"port": 9465, "protocol": "TCP"}]  # Prometheus only
     assert one(docs, "ServiceMonitor", name)["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+@pytest.mark.parametrize("replicas", [2, 1, 3])
+def test_notifier_replicas_share_the_rate_limit_and_never_surge_beyond_it(replicas: int) -> None:
+    values = {} if replicas == 2 else {"notify": {"replicas": replicas}}  # 2: the default
+    docs = docs_of(helm_template(values).stdout)
+    deployment = one(docs, "Deployment", f"{FULLNAME}-notify")
+    assert deployment["spec"]["replicas"] == replicas
+    assert env_of(pod_spec(deployment)["containers"][0])["NOTIFY_REPLICAS"] == str(replicas)
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},
+    }
+    budgets = find(docs, "PodDisruptionBudget", f"{FULLNAME}-notify")
+    assert len(budgets) == (replicas > 1)
 
 
 def test_notifier_with_an_existing_secret_or_without_targets(renders: dict[str, Path]) -> None:

@@ -287,6 +287,39 @@ def test_sigkilled_notifier_and_ingester_during_a_burst_lose_and_double_nothing(
     assert all(a["delivery"] == "delivered" and a["published"] for a in alerts)
 
 
+def test_two_replicas_share_a_burst_and_deliver_each_alert_once(nats_server, tmp_path: Path):
+    """The chart's default: two notifiers on one durable consumer. 1,000 alerts in 5 batches: each
+    reaches the webhook once, both replicas delivered part of them, and no delivery was a duplicate
+    that a receipt had to stop (each alert was handed to one replica only)."""
+    rules = ", ".join(f"{{above: {t}, cooldown: 0s}}" for t in range(1, 11))
+    config = _config(tmp_path, "".join(f"  - symbol: C{c}\n    alerts: [{rules}]\n" for c in range(20)))
+    with Receiver() as receiver:
+        env = {"NOTIFY_URLS": receiver.json_url(), "NOTIFY_REPLICAS": "2"}
+        replicas = [NotifyProcess(nats_server.url, tmp_path / f"n{i}.log", receiver.base, **env) for i in (1, 2)]
+        ingester = Ingester(nats_server.url, tmp_path / "db.duckdb", tmp_path / "i.log", SCRAPER_CONFIG=str(config))
+        try:
+            ingester.start()
+            for replica in replicas:
+                replica.start()
+            base = datetime(2025, 6, 1, tzinfo=UTC)
+            for batch in range(5):  # a batch per commit: each one fires all 200 rules
+                publish(nats_server.url, chunked([_quote(f"C{c}", 100.0 + batch, base + timedelta(minutes=batch))
+                                                  for c in range(20)]))  # fmt: skip
+                ingester.wait_records(20 * (batch + 1))
+            alerts = _settled_alerts(ingester, 1000, 1, timeout=120)
+            metrics = [replica.metrics() for replica in replicas]
+        finally:
+            for replica in replicas:
+                replica.stop()
+            ingester.stop()
+    refs = _refs(receiver.json_posts())
+    assert set(refs) == {f"Ref: {a['alert_id']}" for a in alerts} and max(refs.values()) == 1
+    delivered = [metric_value(text, "cryptoviz_notify_delivered_total") for text in metrics]
+    assert sum(delivered) == 1000 and min(delivered) > 0, delivered
+    assert sum(metric_value(text, "cryptoviz_notify_skipped_total") for text in metrics) == 0
+    assert "one of 2 replicas" in replicas[0].log()
+
+
 def test_a_bad_target_stops_the_notifier_at_start_naming_it_but_not_its_url(tmp_path: Path):
     targets = _targets(tmp_path, "ops: ['json://ok.example/x', 'nosuchservice://user:hunter2@example.org/']\n")
     done = subprocess.run(

@@ -318,6 +318,26 @@ def test_token_bucket_allows_a_burst_then_spaces_sends_on_an_injected_clock() ->
     assert TokenBucket(0).reserve(0.0) == 0.0
 
 
+def _sends_within(bucket: TokenBucket, seconds: float) -> int:
+    """Messages one bucket lets through from a standing start until `seconds` (reservations at t=0)."""
+    sent = 0
+    while bucket.reserve(0.0) <= seconds:
+        sent += 1
+    return sent
+
+
+def test_replicas_together_stay_within_one_target_s_rate_limit() -> None:
+    alone = _sends_within(TokenBucket(60, 10), 60.0)
+    assert alone == 70  # the burst of 10, then one a second
+    for replicas in (2, 3, 4, 16):
+        together = sum(_sends_within(TokenBucket.share_of(60, 10, replicas), 60.0) for _ in range(replicas))
+        assert alone - replicas <= together <= alone, replicas  # never more; at most a message each less
+        if replicas <= 10:  # and at once, no more than the one burst
+            assert sum(_sends_within(TokenBucket.share_of(60, 10, replicas), 0.0) for _ in range(replicas)) <= 10
+    assert TokenBucket.share_of(60, 1, 4).burst == 1  # a share never stalls
+    assert TokenBucket.share_of(0, 10, 2).reserve(0.0) == 0.0  # off stays off
+
+
 def test_outcomes_are_classified_by_status_without_leaking_log_text() -> None:
     secret = "Failed to send to https://hooks.example/T000/SECRET: Bad Request - error=400."
     assert classify(True, False, []).delivered

@@ -284,7 +284,7 @@ class Supervisor:
             "notify",
             ["notify"],
             **self.nats_env("notify"),
-            **env_for(NotifySettings, metrics_host=p.host),
+            **env_for(NotifySettings, metrics_host=p.host, replicas=1),  # one notifier: the whole rate limit
             **unless_set(
                 env_for(NotifySettings, metrics_port=0, dashboard_url=p.dashboard_url if p.with_dashboard else "")
             ),

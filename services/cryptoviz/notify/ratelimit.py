@@ -1,6 +1,7 @@
 """A token bucket per target: `rate` messages per minute on average, bursts of up to `burst`.
 
-Pure and clock-injected (the caller passes `now`), so it is tested without sleeping.
+Pure and clock-injected (the caller passes `now`), so it is tested without sleeping. Notifier replicas
+share no state: each keeps its share of every target's limit (`share_of`), so together they stay within it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,12 @@ class TokenBucket:
 
     def __post_init__(self) -> None:
         self.tokens = float(self.burst)
+
+    @classmethod
+    def share_of(cls, rate_per_minute: float, burst: int, replicas: int) -> TokenBucket:
+        """One replica's part of a limit shared by `replicas`: the rate divided, the burst divided
+        rounding down (at least one message, so a replica never stalls for good)."""
+        return cls(rate_per_minute / replicas, max(1, burst // replicas))
 
     def _refill(self, now: float) -> None:
         if self.updated is not None:

@@ -83,7 +83,10 @@ class Notifier:
         self.js = nc.jetstream()
         self.attached = False
         self.senders = senders
-        self.buckets = {t.name: TokenBucket(settings.rate_limit, settings.rate_burst) for t in targets.all()}
+        self.buckets = {
+            t.name: TokenBucket.share_of(settings.rate_limit, settings.rate_burst, settings.replicas)
+            for t in targets.all()
+        }
         self.pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="notify-send")
         self._tasks: set[asyncio.Task] = set()
         self._busy: set[tuple[str, str]] = set()
@@ -106,7 +109,13 @@ class Notifier:
         )
         sub = await bind_durable(self.js, ac.STREAM_NAME, config)
         self.attached = True
-        log.info("attached durable consumer %s on %s (%d targets)", DURABLE_NAME, subject, len(self.senders))
+        log.info(
+            "attached durable consumer %s on %s (%d targets, one of %d replicas)",
+            DURABLE_NAME,
+            subject,
+            len(self.senders),
+            self.settings.replicas,
+        )
         return sub
 
     async def run(self, stopping: asyncio.Event) -> None:

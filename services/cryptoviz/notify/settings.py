@@ -36,7 +36,10 @@ class NotifySettings(ServiceSettings):
     backoff: float = setting(2.0, "Seconds before the first retry (doubling each time).", env="NOTIFY_BACKOFF", ge=0.01)
     max_backoff: float = setting(300.0, "Longest wait between two retries, seconds.", env="NOTIFY_MAX_BACKOFF", ge=0.01)
     rate_limit: float = setting(
-        30.0, "Messages per minute per target on average (0: no limit).", env="NOTIFY_RATE_LIMIT", ge=0
+        30.0,
+        "Messages per minute per target on average, all replicas together (0: no limit).",
+        env="NOTIFY_RATE_LIMIT",
+        ge=0,
     )
     rate_burst: int = setting(
         10, "Messages a target may get at once before the rate limit applies.", env="NOTIFY_RATE_BURST", ge=1
@@ -55,6 +58,14 @@ class NotifySettings(ServiceSettings):
         env="NOTIFY_CONCURRENCY",
         ge=1,
         le=256,
+    )
+    replicas: int = setting(
+        1,
+        "Notifier processes sharing the alerts (the chart's notify.replicas; a pull consumer hands each alert to"
+        " one of them). Each keeps 1/N of every target's rate limit and burst, so together they stay within it.",
+        env="NOTIFY_REPLICAS",
+        ge=1,
+        le=64,
     )
     max_age: str = setting(
         "24h",
