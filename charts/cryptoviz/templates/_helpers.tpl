@@ -43,6 +43,26 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+A PodDisruptionBudget keeping one pod of a component up through voluntary disruptions (node drains):
+(dict "ctx" $ "component" "notify"). Render it only when there are always more than one (with a single
+pod, minAvailable 1 would block every drain).
+*/}}
+{{- define "cryptoviz.disruptionBudget" -}}
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: {{ include "cryptoviz.componentName" . }}
+  namespace: {{ .ctx.Release.Namespace }}
+  labels:
+    {{- include "cryptoviz.labels" . | nindent 4 }}
+spec:
+  minAvailable: 1
+  selector:
+    matchLabels:
+      {{- include "cryptoviz.selectorLabels" . | nindent 6 }}
+{{- end }}
+
+{{/*
 A component's image: (dict "ctx" $ "image" "ingester"), the name being a key of image.* (scraper,
 ingester, dashboard, operator). `<image.repository>-<name>:<image.tag or appVersion>` unless
 image.<name> overrides repository, tag or digest (a digest wins over the tag).
