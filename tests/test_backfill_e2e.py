@@ -8,6 +8,7 @@ storage side of issue 13. Where this ingester does not have it yet, those tests 
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -259,4 +260,24 @@ def test_cryptoviz_dev_demo_backfills_the_simulators_past_in_the_background(tmp_
         if response.status_code != 404:  # the storage side: the 30-day past is stored from its first candle
             first = response.json()["data"][0]["first"]
             assert datetime.fromisoformat(first.replace("Z", "+00:00")) <= now - timedelta(days=30) + 2 * FIVE
+        # The first retention run (30 s after the ingester starts) rolls the candles past 30 days up into
+        # hours; the dashboard's 30d and "all" periods then read both (they answered 503 before).
+        ingester_log = run.state_dir / "logs" / "ingester.log"
+        wait_for(lambda: "retention: rolled up" in ingester_log.read_text(), 90, "the first retention run")
+        rolled = re.search(r"(\d+) sub-hour candles older than", ingester_log.read_text())
+        assert rolled and int(rolled[1]) > 0, "retention rolled no candle up: the test did not reach the rollups"
+        history = requests.get(
+            f"{run.api}/api/v1/history",
+            params={"provider": "demo", "start": format_ts(now - timedelta(days=40)), "end": format_ts(now)},
+            timeout=10,
+        )
+        assert history.status_code == 200, history.text[:500]
+        body = history.json()
+        coins = {row["symbol"] for row in body["data"]}
+        assert len(coins) == 14
+        btc = sorted((row for row in body["data"] if row["symbol"] == "BTC"), key=lambda row: row["timestamp"])
+        assert len(btc) >= 2
+        first_bucket = datetime.fromisoformat(btc[0]["timestamp"].replace("Z", "+00:00"))
+        assert first_bucket <= now - timedelta(days=30) + timedelta(hours=2)  # the rolled-up hours are drawn
+        assert "Traceback" not in ingester_log.read_text()
         assert run.stop() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import duckdb
 from cryptoviz.core.candle import Candle, make_candle
 from cryptoviz.core.quote import Quote
 from cryptoviz.ingester import queries
@@ -151,3 +152,64 @@ def test_history_takes_per_bucket_the_finest_candles_else_the_quotes(store: Stor
     step, table = queries.history(cur, series, hour2, hour2 + timedelta(minutes=59), 7)
     assert step == 600
     assert [(r["close"], r["samples"]) for r in table.to_pylist()] == [(700.0 + m, 1) for m in range(0, 60, 10)]
+
+
+def test_history_reads_rolled_up_candle_hours_with_the_raw_ones(store: Store):
+    """A window reaching past candle retention (the demo's 30-day past, a 30d or "all" period): the
+    rolled-up hours keep their candles' interval, so they rank with the raw candles and every hour
+    draws, old and recent alike (this query failed with a Binder Error before they kept it)."""
+    old = [candle(5 * i, 100.0 + i) for i in range(36)]  # 3 hours, 40 days ago: rolled up
+    recent_start = NOW - timedelta(days=1)
+    recent = [candle(5 * i, 300.0 + i, start=recent_start) for i in range(24)]  # 2 hours, kept raw
+    store.write_candles(candles_to_arrow(old + recent))
+    assert apply_candle_retention(store, 30, now=NOW) == 36
+    assert rows(store, "SELECT interval, candles FROM candles_hourly ORDER BY hour") == [(300, 12)] * 3
+    cur = store.reader()
+    series = queries.select_series(cur, ["BTC"], None)
+    start, end = OLD.replace(tzinfo=None), NOW.replace(tzinfo=None)
+    step, table = queries.history(cur, series, start, end, 960)  # 40 days of hours
+    assert step == 3600
+    got = [(r["open"], r["close"], r["samples"]) for r in table.to_pylist()]
+    assert got == [
+        (100.0, 112.0, 12),  # rolled up: open of the first candle, close of the last, 12 candles
+        (112.0, 124.0, 12),
+        (124.0, 136.0, 12),
+        (300.0, 312.0, 12),  # raw
+        (312.0, 324.0, 12),
+    ]
+    _, text = queries.history_json(cur, series, start, end, 960)
+    assert text.count(b'"samples"') == 5
+    extent = queries.data_extent(cur, series, start, end)
+    last_open = recent_start.replace(tzinfo=None) + timedelta(minutes=115)
+    assert extent == {("binance", "BTCUSDT"): queries.Extent(start, last_open)}
+
+
+def test_hours_rolled_up_before_they_kept_an_interval_get_one_at_migration(tmp_path):
+    """A file whose candles_hourly predates migration 8: each hour's interval comes from the rolled-up
+    identities, else from its candles' spacing; history over them works after the upgrade."""
+    path = tmp_path / "db.duckdb"
+    first = Store(path)
+    try:
+        first.write_candles(candles_to_arrow([candle(5 * i, 100.0 + i) for i in range(24)]))
+        apply_candle_retention(first, 30, now=NOW)
+    finally:
+        first.close()
+    with duckdb.connect(str(path)) as conn:  # back to version 7's layout, one hour's identities gone
+        conn.execute("ALTER TABLE candles_hourly DROP COLUMN interval")
+        conn.execute("DELETE FROM rolled_up_candles WHERE open_time >= ?", [OLD + timedelta(hours=1)])
+        conn.execute(
+            "INSERT INTO candles_hourly BY NAME SELECT * REPLACE (hour + INTERVAL 5 HOUR AS hour,"
+            " first_open + INTERVAL 5 HOUR AS first_open, last_open + INTERVAL 5 HOUR AS last_open,"
+            " 1::BIGINT AS candles) FROM candles_hourly ORDER BY hour LIMIT 1"
+        )
+        conn.execute("DELETE FROM schema_migrations WHERE version >= 8")
+    store = Store(path)
+    try:
+        # identities (hour 0), spacing of 12 candles (hour 1), a lone candle: the coarsest (hour 5)
+        assert rows(store, "SELECT interval FROM candles_hourly ORDER BY hour") == [(300,), (300,), (900,)]
+        cur = store.reader()
+        series = queries.select_series(cur, ["BTC"], None)
+        _, table = queries.history(cur, series, OLD.replace(tzinfo=None), NOW.replace(tzinfo=None), 2000)
+        assert [r["samples"] for r in table.to_pylist()] == [12, 12, 1]
+    finally:
+        store.close()

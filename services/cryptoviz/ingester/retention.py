@@ -78,7 +78,8 @@ SELECT provider, coin_id, date_trunc('hour', open_time) AS hour,
        arg_max(symbol, open_time) AS symbol, arg_max(name, open_time) AS name,
        arg_min(open, open_time) AS open, max(high) AS high, min(low) AS low,
        arg_max(close, open_time) AS close, sum(volume) AS volume,
-       count(*) AS candles, min(open_time) AS first_open, max(open_time) AS last_open
+       count(*) AS candles, min(open_time) AS first_open, max(open_time) AS last_open,
+       min(interval) AS interval
 FROM (
     SELECT * FROM {_EXPIRED_CANDLES}
     QUALIFY interval = min(interval) OVER (PARTITION BY provider, coin_id, date_trunc('hour', open_time))
@@ -90,7 +91,8 @@ SELECT provider, coin_id, hour,
        arg_max(symbol, last_open) AS symbol, arg_max(name, last_open) AS name,
        arg_min(open, first_open) AS open, max(high) AS high, min(low) AS low,
        arg_max(close, last_open) AS close, sum(volume) AS volume,
-       sum(candles)::BIGINT AS candles, min(first_open) AS first_open, max(last_open) AS last_open
+       sum(candles)::BIGINT AS candles, min(first_open) AS first_open, max(last_open) AS last_open,
+       min(interval) AS interval
 FROM (
     SELECT * FROM expired_candles
     UNION ALL BY NAME
@@ -101,7 +103,8 @@ GROUP BY provider, coin_id, hour
 ON CONFLICT (provider, coin_id, hour) DO UPDATE SET
     symbol = excluded.symbol, name = excluded.name, open = excluded.open, high = excluded.high,
     low = excluded.low, close = excluded.close, volume = excluded.volume,
-    candles = excluded.candles, first_open = excluded.first_open, last_open = excluded.last_open;
+    candles = excluded.candles, first_open = excluded.first_open, last_open = excluded.last_open,
+    interval = excluded.interval;
 
 INSERT INTO rolled_up_candles
 SELECT provider, coin_id, interval, open_time FROM {_EXPIRED_CANDLES} ORDER BY open_time;

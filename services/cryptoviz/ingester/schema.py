@@ -221,6 +221,27 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         );
         """,
     ),
+    (
+        8,
+        "candles_hourly keeps the interval of the candles it rolled up (sources.py ranks a rolled-up hour with them)",
+        # Hours rolled up before this: their interval from the identities kept in rolled_up_candles, else
+        # the spacing of their candles snapped to a sub-hour interval (a lone candle: the coarsest).
+        """
+        ALTER TABLE candles_hourly ADD COLUMN interval INTEGER;
+        UPDATE candles_hourly SET interval = r.interval
+        FROM (
+            SELECT provider, coin_id, date_trunc('hour', open_time) AS hour, min(interval) AS interval
+            FROM rolled_up_candles GROUP BY ALL
+        ) r
+        WHERE candles_hourly.provider = r.provider AND candles_hourly.coin_id = r.coin_id
+          AND candles_hourly.hour = r.hour;
+        UPDATE candles_hourly SET interval = CASE
+            WHEN candles > 1 AND epoch(last_open - first_open) / (candles - 1) < 180 THEN 60
+            WHEN candles > 1 AND epoch(last_open - first_open) / (candles - 1) < 600 THEN 300
+            ELSE 900 END
+        WHERE interval IS NULL;
+        """,
+    ),
 )
 
 ALERT_COLUMNS: tuple[tuple[str, str], ...] = (
