@@ -261,6 +261,13 @@ FIGURES_JS = """() => {
 }"""
 
 
+LEGENDS_JS = """() => [...Bokeh.index.all_views()]
+  .filter(v => v.model.type === 'Legend' && v.is_visible && v.parent && v.parent.model.type === 'Figure')
+  .map(v => ({figure: v.parent.model.title ? v.parent.model.title.text : '',
+              left: v.bbox.left, right: v.bbox.right, width: v.parent.bbox.width}))"""
+"""Each drawn legend's box and its figure's width (Bokeh draws a legend on the canvas: no wrapping)."""
+
+
 class Page:
     """A dashboard tab (desktop size, or a real device descriptor), with the probes the tests need.
     Playwright's CSS locators pierce Panel's shadow roots."""
@@ -286,6 +293,10 @@ class Page:
         return [
             f for f in self.figures() if "candlesticks" not in f["title"] and f["ylabel"] not in (["RSI"], ["MACD"])
         ]
+
+    def legends_cut_off(self) -> list[dict[str, Any]]:
+        """The legends reaching past their figure's edges (their outer entries unseen, untappable)."""
+        return [x for x in self.page.evaluate(LEGENDS_JS) if x["left"] < 0 or x["right"] > x["width"] + 0.5]
 
     def plotted(self) -> dict[str, dict[str, Any]]:
         """Each coin's line on the Prices tab (name → its series and its figure's x-range)."""
@@ -368,6 +379,23 @@ def luminance(css_color: str) -> float:
 def contrast(a: str, b: str) -> float:
     high, low = sorted((luminance(a), luminance(b)), reverse=True)
     return (high + 0.05) / (low + 0.05)
+
+
+COLOURED_TEXT_JS = """els => els.map(e => {
+  let n = e, bg = null;
+  while (n && !bg) {  // the nearest opaque background, through shadow roots to their hosts
+    if (n.nodeType === 1) { const c = getComputedStyle(n).backgroundColor;
+                            if (c && c !== 'transparent' && !c.startsWith('rgba(0, 0, 0, 0')) bg = c; }
+    n = n.parentNode || n.host;
+  }
+  return [e.innerText.trim(), getComputedStyle(e).color, bg || 'rgb(255, 255, 255)'];
+})"""
+
+
+def low_contrast_text(page: Page, selector: str, minimum: float = 4.5) -> list[str]:
+    """The elements matching `selector` whose text is below `minimum`:1 against their background."""
+    found = page.page.locator(selector).evaluate_all(COLOURED_TEXT_JS)
+    return [f"{text!r} {fg} on {bg}: {contrast(fg, bg):.2f}" for text, fg, bg in found if contrast(fg, bg) < minimum]
 
 
 def now() -> datetime:

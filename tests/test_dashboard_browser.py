@@ -9,13 +9,14 @@ DASHBOARD_SCREENSHOT_DIR (default: a temp dir); phones use Playwright's real dev
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, quote, urlparse
 
 import pandas as pd
 import pytest
@@ -23,6 +24,7 @@ import requests
 from cryptoviz.core.nats import EmbeddedNats
 from cryptoviz.core.quote import make_quote
 from dashboard_pages import (
+    LEGENDS_JS,
     SUPPLY,
     XSS,
     DashboardProcess,
@@ -31,6 +33,7 @@ from dashboard_pages import (
     assert_lines_drawn,
     contrast,
     lines_drawn,
+    low_contrast_text,
     luminance,
     market_quotes,
     xss_quotes,
@@ -76,7 +79,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory, market_5m: Path) -> Itera
 
 @pytest.fixture(scope="module")
 def board(pipeline: Pipeline) -> DashboardProcess:
-    return pipeline.dashboard(SCRAPE_INTERVAL="300", CACHE_TTL="30")
+    # every test here visits from 127.0.0.1 and closed tabs are held until their expiry: the per-client
+    # cap (10 by default, tested in test_dashboard_hardening) would refuse the module's later pages
+    return pipeline.dashboard(SCRAPE_INTERVAL="300", CACHE_TTL="30", DASHBOARD_MAX_SESSIONS_PER_CLIENT="40")
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +207,8 @@ def test_selected_toggles_stand_out_and_every_control_has_a_name(page: Page) -> 
         )).map(e => e.outerHTML.slice(0, 120))"""
     )
     assert unnamed == [], unnamed
+    page.page.wait_for_selector(".tabulator-cell[style*=color]")
+    assert low_contrast_text(page, "[class^=cv-status-], .tabulator-cell[style*=color]") == []  # WCAG 1.4.3
 
 
 def _query(page: Page) -> dict[str, str]:
@@ -250,9 +257,27 @@ def test_dark_theme_darkens_every_figure(browser: Any, board: DashboardProcess, 
         dark.wait(lambda: {"RSI 14", "MACD 12/26/9"} <= {f["title"] for f in dark.figures()}, what="indicators")
         figures = dark.figures()
         assert len(figures) == 3 and all(luminance(f["background"]) < 0.05 for f in figures), figures
+        # status and change colours readable on the dark surfaces (WCAG 1.4.3: 4.5:1)
+        dark.page.wait_for_selector(".tabulator-cell[style*=color]")
+        assert dark.page.locator("[class^=cv-status-]").count() > 0
+        assert low_contrast_text(dark, "[class^=cv-status-], .tabulator-cell[style*=color]") == []
         dark.shot(shots / "desktop-dark.png")
     finally:
         dark.close()
+
+
+def test_a_theme_the_url_does_not_know_opens_the_light_page(browser: Any, board: DashboardProcess) -> None:
+    """`?theme=light` (what the "Light theme" button suggests) or a typo: the light page with its lines,
+    not Panel's traceback page (its FAST template looked the name up itself)."""
+    for theme in ("light", "Dark%20mode"):
+        tab = Page(browser, board.url + f"?theme={theme}")
+        try:
+            tab.wait(lambda tab=tab: len(tab.plotted()) >= 4, what=f"lines with ?theme={theme}")
+            assert luminance(tab.page.evaluate("() => getComputedStyle(document.body).backgroundColor")) > 0.9
+            assert all(luminance(f["background"]) > 0.9 for f in tab.figures())
+            assert tab.errors == []
+        finally:
+            tab.close()
 
 
 def test_coin_search_offers_the_coin_asked_for(page: Page) -> None:
@@ -396,8 +421,19 @@ def test_real_phones_get_a_phone_layout(
         phone.shot(shots / f"phone-{slug}-controls.png")
         scroll = phone.page.evaluate("() => document.documentElement.scrollWidth")
         assert scroll <= width, f"the page scrolls sideways: {scroll}px on a {width}px phone"
+        assert phone.legends_cut_off() == []
     finally:
         phone.close()
+    # long labels (a demo's "DOGE (simulated)"): the legend takes more rows, never runs off the screen
+    coins = quote(json.dumps(["BTC", "ETH", "XRP", "SOL", "DOGE", "XSS"]))
+    labelled = Page(browser, board.url + f"?coins={coins}&mode=percent", device=descriptor)
+    try:
+        labelled.wait(lambda: "XSS (simulated)" in labelled.plotted(), what="a long label in the legend")
+        assert labelled.page.evaluate(LEGENDS_JS), "no legend drawn"
+        assert labelled.legends_cut_off() == []
+        labelled.shot(shots / f"phone-{slug}-legend.png")
+    finally:
+        labelled.close()
 
 
 def test_new_data_appears_without_reload(page: Page, pipeline: Pipeline) -> None:

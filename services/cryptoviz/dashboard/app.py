@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 
 TICK_MS = 500
 ACCENT = "#0f766e"
-TOGGLE_COLOURS = {
-    # selected: the accent, filled; unselected: the page's surface with a border (≥ 3:1 apart, WCAG 1.4.11)
-    "default": {"on-bg": ACCENT, "on-fg": "#ffffff", "off-bg": "#ffffff", "off-fg": "#1f2937", "off-border": "#9ca3af"},
-    "dark": {"on-bg": "#2dd4bf", "on-fg": "#0b1f1d", "off-bg": "#1f2226", "off-fg": "#e5e7eb", "off-border": "#6b7280"},
-}
+THEME_COLOURS = {
+    # toggles: selected the accent, filled; unselected the page's surface with a border (≥ 3:1 apart,
+    # WCAG 1.4.11); up/amber/down: status and change text, ≥ 4.5:1 on the theme's background (WCAG 1.4.3)
+    "default": {"on-bg": ACCENT, "on-fg": "#ffffff", "off-bg": "#ffffff", "off-fg": "#1f2937", "off-border": "#9ca3af",
+                "up": "#166534", "amber": "#b45309", "down": "#b91c1c"},  # on the table's grey rows too
+    "dark": {"on-bg": "#2dd4bf", "on-fg": "#0b1f1d", "off-bg": "#1f2226", "off-fg": "#e5e7eb", "off-border": "#6b7280",
+             "up": "#4ade80", "amber": "#fbbf24", "down": "#f87171"},
+}  # fmt: skip
 
 PAGE_CSS = """
 :root {%s}
@@ -62,8 +65,14 @@ def _watched() -> bool:
 
 
 def _session_theme() -> str:
-    args = pn.state.session_args or {}
-    return "dark" if (args.get("theme") or [b""])[0] == b"dark" else "default"
+    """`?theme=dark`, else the light one (`default`, `light`, anything else). The value is written back
+    into the request's arguments: Panel's FAST template reads them itself and fails on a name it
+    does not know (`?theme=light` was a traceback page)."""
+    args = pn.state.session_args
+    theme = "dark" if (args.get("theme") or [b""])[0].strip(b"'\"") == b"dark" else "default"
+    if "theme" in args:
+        args["theme"] = [theme.encode()]
+    return theme
 
 
 def _touch_device() -> bool:
@@ -142,7 +151,7 @@ class Dashboard:
             self.table,
             sizing_mode="stretch_width",
         )
-        colours = "; ".join(f"--cv-{k}: {v}" for k, v in TOGGLE_COLOURS[self.theme].items())
+        colours = "; ".join(f"--cv-{k}: {v}" for k, v in THEME_COLOURS[self.theme].items())
         template = pn.template.FastListTemplate(
             title="CryptoViz",
             # Panel's busy spinner follows one process-wide flag: every tick of any tab queued an update on

@@ -93,8 +93,21 @@ def _figure(
     return fig
 
 
-def _legend(fig: figure, items: list[LegendItem], theme: str) -> None:
-    """Below the plot (never over the data), in rows; a click hides a series."""
+PHONE_LEGEND_WIDTH = 330
+"""Pixels a legend row may take on a phone (a 360 px screen less the axis): Bokeh does not wrap one."""
+
+
+def legend_columns(labels: list[str], touch: bool) -> int:
+    """Six per row; on a phone as many as fit its width (a 9pt character ≈ 7 px, a swatch and gap 28 px),
+    so long labels like "DOGE (simulated)" go two to a row instead of running off the screen."""
+    if not touch:
+        return min(len(labels), 6)
+    widest = 7 * max(map(len, labels)) + 28
+    return max(1, min(len(labels), 6, PHONE_LEGEND_WIDTH // widest))
+
+
+def _legend(fig: figure, items: list[LegendItem], theme: str, touch: bool) -> None:
+    """Below the plot (never over the data), in rows that fit the screen; a click hides a series."""
     if not items:
         return
     look = LOOKS.get(theme, LOOKS["default"])
@@ -102,7 +115,7 @@ def _legend(fig: figure, items: list[LegendItem], theme: str) -> None:
         items=items,
         orientation="horizontal",
         click_policy="hide",
-        ncols=min(len(items), 6),
+        ncols=legend_columns([str(item.label.value) for item in items], touch),
         label_text_font_size="9pt",
         label_text_color=look.text,
         background_fill_alpha=0,
@@ -174,7 +187,7 @@ class LineChart:
             )
         )
         if len(items) > 1:
-            _legend(fig, items, theme)
+            _legend(fig, items, theme, touch)
         self.update(frames)
 
     def _ends(self, frames: dict[str, pd.DataFrame]) -> dict[str, object]:
@@ -291,7 +304,7 @@ def candle_chart(
                 name="Bollinger 20/2",
             )
             items.append(LegendItem(label="Bollinger 20/2", renderers=[band]))
-    _legend(fig, items, theme)
+    _legend(fig, items, theme, touch)
     start, end = _x_bounds(pd.Series(source.data["time"]))
     fig.x_range.update(start=start - width * 0.7, end=end + width * 0.7)  # the outer candles whole
     low, high = _y_bounds(np.concatenate([source.data["low"], source.data["high"]]), logy)
@@ -332,6 +345,7 @@ def macd_chart(ohlc: pd.DataFrame, *, x_range: Range1d, xlabel: str, theme: str,
         fig,
         [LegendItem(label=n, renderers=[r]) for n, r in (("MACD", line), ("signal", signal), ("histogram", hist))],
         theme,
+        touch,
     )
     values = np.concatenate([m[c].to_numpy(dtype=float) for c in ("macd", "signal", "histogram")])
     low, high = _y_bounds(values, False)

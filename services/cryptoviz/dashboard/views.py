@@ -29,7 +29,7 @@ CSS = """
 .cv-card {flex:1 1 140px; border:1px solid rgba(128,128,128,.35); border-radius:8px; padding:8px 12px; min-width:0}
 .cv-card .cv-label {font-size:12px; opacity:.8}
 .cv-card .cv-value {font-size:18px; font-weight:600; overflow-wrap:anywhere}
-.cv-status-green {color:#15803d} .cv-status-amber {color:#b45309} .cv-status-red {color:#dc2626}
+.cv-status-green {color:var(--cv-up)} .cv-status-amber {color:var(--cv-amber)} .cv-status-red {color:var(--cv-down)}
 .cv-dot {display:inline-block; width:.7em; height:.7em; border-radius:50%; background:currentColor; margin-right:.35em}
 .cv-groups {display:flex; flex-wrap:wrap; gap:8px; width:100%}
 .cv-group {flex:1 1 160px; min-width:0} .cv-group b {display:block; font-size:13px}
@@ -195,7 +195,7 @@ class Groups(pn.viewable.Viewer):
 def _change_colour(value: Any) -> str:
     if value is None or pd.isna(value) or value == 0:
         return ""
-    return "color: #15803d" if value > 0 else "color: #dc2626"
+    return "color: var(--cv-up)" if value > 0 else "color: var(--cv-down)"  # the theme's (app.THEME_COLOURS)
 
 
 class PriceTable(pn.viewable.Viewer):
