@@ -431,7 +431,6 @@ def test_real_phones_get_a_phone_layout(
         labelled.wait(lambda: "XSS (simulated)" in labelled.plotted(), what="a long label in the legend")
         assert labelled.page.evaluate(LEGENDS_JS), "no legend drawn"
         assert labelled.legends_cut_off() == []
-        labelled.shot(shots / f"phone-{slug}-legend.png")
     finally:
         labelled.close()
 

@@ -349,3 +349,57 @@ def test_indicators_say_how_many_candles_they_need() -> None:
         "MACD needs 35 candles; this period has 16.",
     ]
     assert indicator_notes(["SMA", "Bollinger"], 80) == []
+
+
+# ---- candle geometry ---------------------------------------------------------------------------
+
+
+def test_candles_of_a_backfilled_past_and_live_buckets_never_overlap() -> None:
+    """A demo's 1h view: 5-minute candles of the backfilled past, then 90-second buckets of live quotes
+    (one width for all, the 5-minute one, drew the live candles over each other)."""
+    from cryptoviz.dashboard.charts import candle_chart, macd_chart, rsi_chart
+
+    start = pd.Timestamp("2026-12-04 02:00")
+    past = [start + pd.Timedelta(minutes=5 * i) for i in range(9)]
+    live = [past[-1] + pd.Timedelta(seconds=90 * (i + 1)) for i in range(14)]
+    times = pd.Series([start + pd.Timedelta(seconds=40), *past[1:], *live])  # the first stamped at its first quote
+    close = np.linspace(100.0, 110.0, len(times))
+    ohlc = pd.DataFrame({"time": times, "open": close - 0.5, "high": close + 1, "low": close - 1, "close": close})
+    fig = candle_chart(ohlc, ["SMA"], title="BTC candlesticks", xlabel="Time", theme="default", logy=False)
+    body = next(r for r in fig.renderers if r.glyph.__class__.__name__ == "VBar")
+    centre = np.asarray(body.data_source.data["time"]).astype("datetime64[ms]").astype(np.int64)
+    spec = body.glyph.width  # a column, or one value for all
+    width = np.asarray(body.data_source.data[spec]) if isinstance(spec, str) else np.full(len(centre), float(spec))
+    left, right = centre - width / 2, centre + width / 2
+    assert (right[:-1] <= left[1:]).all(), "neighbouring candles overlap"
+    assert width[:8].min() == pytest.approx(0.8 * 300_000) and width[-12:].max() == pytest.approx(0.8 * 90_000)
+    assert fig.x_range.start < left[0] and right[-1] < fig.x_range.end  # the outer candles whole
+    assert left[0] <= times.iloc[0].value / 1e6  # the first bucket's candle covers its first quote
+    for indicator in (rsi_chart, macd_chart):
+        line = next(r for r in indicator(ohlc, x_range=fig.x_range, xlabel="Time", theme="default").renderers
+                    if r.glyph.__class__.__name__ == "Line")  # fmt: skip
+        assert np.array_equal(np.asarray(line.data_source.data["x"]).astype("datetime64[ms]").astype(np.int64), centre)
+
+
+def test_an_ingester_that_answers_with_an_error_is_not_called_unreachable() -> None:
+    """A 503 for one view's history (the ingester up, its stats fine) says what it answered; only no
+    answer at all is "unreachable" (the demo's broken 30d period said unreachable beside "Streaming")."""
+    from cryptoviz.core.api_client import IngesterClient, IngesterUnavailable
+    from cryptoviz.dashboard.data import SharedData
+    from cryptoviz.dashboard.state import DashboardState
+    from cryptoviz.dashboard.views import Banners, StatusCards
+
+    shared = SharedData(IngesterClient("http://127.0.0.1:9"))
+    state = DashboardState(shared)
+    banners = Banners("http://ingester:8000", state=state, cards=StatusCards(300, state=state))
+
+    def shown() -> str:
+        return " ".join(str(item.object) for item in banners.column.objects)
+
+    state._failed(IngesterUnavailable("/api/v1/history answered HTTP 503: database unavailable, try again", 503))
+    assert "could not answer for this view (/api/v1/history answered HTTP 503" in shown()
+    assert "unreachable" not in shown()
+    shared.reachable = False
+    state._failed(IngesterUnavailable("http://ingester:8000 unreachable: ConnectionError"))
+    assert "The ingester at http://ingester:8000 is unreachable" in shown()
+    assert "could not answer" not in shown()

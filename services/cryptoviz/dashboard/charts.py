@@ -221,23 +221,28 @@ def _line_data(coin: str, frame: pd.DataFrame) -> dict[str, object]:
     return {"time": frame["time"].to_numpy(), "value": values, "coin": [coin] * len(values), "label": label}
 
 
-def candle_step_ms(times: pd.Series) -> float:
-    """The distance between candles (an hour for a single one). The first candle is stamped at the first
-    quote, inside its bucket, so the typical distance is taken from the ones after it."""
-    stamps = pd.to_datetime(times).to_numpy()
-    if len(stamps) < 2:
-        return 3_600_000.0
-    gaps = np.diff(stamps).astype("timedelta64[ms]").astype(float)
-    return float(np.median(gaps[1:] if len(gaps) > 1 else gaps))
+def candle_spans_ms(times: pd.Series) -> np.ndarray:
+    """Each candle's slot on the time axis: the distance to its nearer neighbour, so one view's
+    5-minute candles of a backfilled past and the finer buckets of live quotes after it each fill their
+    own slots (one width for all drew the live candles over each other). The first candle is stamped at
+    the first quote, inside its bucket, so the gap after it is not taken; a single candle gets an hour."""
+    ms = pd.to_datetime(times).to_numpy().astype("datetime64[ms]").astype(np.int64).astype(float)
+    if len(ms) < 2:
+        return np.full(len(ms), 3_600_000.0)
+    gaps = np.diff(ms)
+    before = np.concatenate([[np.inf], gaps])
+    after = np.concatenate([gaps, [np.inf]])
+    if len(ms) > 2:
+        after[0] = before[1] = gaps[1]
+    return np.maximum(np.minimum(before, after), 1000.0)
 
 
-def candle_centres(times: pd.Series, step_ms: float) -> np.ndarray:
-    """Each candle in the middle of its bucket; the first bucket starts one step before the second."""
-    stamps = pd.to_datetime(times).to_numpy().astype("datetime64[ms]")
-    starts = stamps.copy()
+def candle_centres(times: pd.Series, spans_ms: np.ndarray) -> np.ndarray:
+    """Each candle in the middle of its slot; the first slot ends where the second begins."""
+    starts = pd.to_datetime(times).to_numpy().astype("datetime64[ms]")
     if len(starts) > 1:
-        starts[0] = min(starts[0], starts[1] - np.timedelta64(int(step_ms), "ms"))
-    return starts + np.timedelta64(int(step_ms / 2), "ms")
+        starts[0] = min(starts[0], starts[1] - np.timedelta64(int(spans_ms[0]), "ms"))
+    return starts + (spans_ms / 2).astype("timedelta64[ms]")
 
 
 def candle_chart(
@@ -247,10 +252,11 @@ def candle_chart(
     its close is a doji line), with SMA 20 / EMA 20 / Bollinger 20/2 overlays when there are enough."""
     fig = _figure(title, "Price (USD)", xlabel, theme, CHART_HEIGHT, logy=logy, touch=touch)
     up = ohlc["close"] >= ohlc["open"]
-    step = candle_step_ms(ohlc["time"])
+    spans = candle_spans_ms(ohlc["time"])
     source = ColumnDataSource(
         {
-            "time": candle_centres(ohlc["time"], step),
+            "time": candle_centres(ohlc["time"], spans),
+            "width": spans * 0.8,
             "open": ohlc["open"].to_numpy(dtype=float),
             "high": ohlc["high"].to_numpy(dtype=float),
             "low": ohlc["low"].to_numpy(dtype=float),
@@ -260,11 +266,10 @@ def candle_chart(
             "colour": np.where(up, UP, DOWN),
         }
     )
-    width = step * 0.8
     wick = fig.segment("time", "high", "time", "low", source=source, color="colour", name="candles")
     body = fig.vbar(
         "time",
-        width,
+        "width",
         "top",
         "bottom",
         source=source,
@@ -306,7 +311,7 @@ def candle_chart(
             items.append(LegendItem(label="Bollinger 20/2", renderers=[band]))
     _legend(fig, items, theme, touch)
     start, end = _x_bounds(pd.Series(source.data["time"]))
-    fig.x_range.update(start=start - width * 0.7, end=end + width * 0.7)  # the outer candles whole
+    fig.x_range.update(start=start - spans[0] * 0.56, end=end + spans[-1] * 0.56)  # the outer candles whole
     low, high = _y_bounds(np.concatenate([source.data["low"], source.data["high"]]), logy)
     fig.y_range.update(start=low, end=high)
     fig.yaxis.formatter = NumeralTickFormatter(format=fmt)
@@ -317,7 +322,7 @@ def rsi_chart(ohlc: pd.DataFrame, *, x_range: Range1d, xlabel: str, theme: str, 
     """RSI 14 with the usual 70/30 guides, on the candles' x-range (zooming one zooms both)."""
     fig = _figure("RSI 14", "RSI", xlabel, theme, INDICATOR_HEIGHT, x_range=x_range, touch=touch)
     values = indicators.rsi(ohlc["close"].reset_index(drop=True), 14).to_numpy(dtype=float)
-    times = candle_centres(ohlc["time"], candle_step_ms(ohlc["time"]))  # under the candles they follow
+    times = candle_centres(ohlc["time"], candle_spans_ms(ohlc["time"]))  # under the candles they follow
     fig.line(times, values, color="#8b5cf6", line_width=2, name="RSI 14")
     for level, colour in ((70, DOWN), (30, UP)):
         fig.add_layout(Span(location=level, dimension="width", line_color=colour, line_alpha=0.5, line_dash="dashed"))
@@ -329,10 +334,11 @@ def macd_chart(ohlc: pd.DataFrame, *, x_range: Range1d, xlabel: str, theme: str,
     """MACD 12/26/9: line, signal and histogram, on the candles' x-range."""
     fig = _figure("MACD 12/26/9", "MACD", xlabel, theme, INDICATOR_HEIGHT, x_range=x_range, touch=touch)
     m = indicators.macd(ohlc["close"].reset_index(drop=True))
-    times = candle_centres(ohlc["time"], candle_step_ms(ohlc["time"]))
+    spans = candle_spans_ms(ohlc["time"])
+    times = candle_centres(ohlc["time"], spans)
     hist = fig.vbar(
         times,
-        candle_step_ms(ohlc["time"]) * 0.8,
+        spans * 0.8,
         m["histogram"].to_numpy(dtype=float),
         0,
         color="#94a3b8",

@@ -53,6 +53,7 @@ class DashboardState(param.Parameterized):
     history = param.DataFrame(default=None, doc="History rows of the selection in the window.")
     candles = param.DataFrame(default=None, doc="Fewer, fuller buckets of the candle coin.")
     problem = param.String(default="", doc="Why the last read of the ingester failed (the last data stays).")
+    answered = param.Boolean(default=False, doc="The failed read got an HTTP answer (the ingester is up).")
     range_error = param.String(default="", doc="Why the custom range cannot be asked for.")
     browser_zone = param.String(default="UTC")
 
@@ -69,7 +70,7 @@ class DashboardState(param.Parameterized):
         try:
             snap = self.shared.snapshot()
         except (IngesterUnavailable, IngesterRejected) as exc:
-            self.problem = str(exc)
+            self._failed(exc)
             return
         updates: dict[str, Any] = {"snap": snap, "problem": ""}
         if not _same(snap.alerts, self.alerts):
@@ -137,7 +138,7 @@ class DashboardState(param.Parameterized):
             self.range_error = str(exc)
             return
         except IngesterUnavailable as exc:
-            self.problem = str(exc)
+            self._failed(exc)
             return
         present = [s for s in self.coins if s in set(history["symbol"])]
         self.param.candle_coin.objects = present
@@ -156,8 +157,13 @@ class DashboardState(param.Parameterized):
             start, end = self.window()
             points = candle_points(samples, CANDLE_POINTS)
             self.candles = self.shared.history((self.candle_coin,), start, end, points=points)
-        except (ValueError, IngesterUnavailable) as exc:
-            self.problem = "" if isinstance(exc, ValueError) else str(exc)
+        except ValueError:
+            self.problem = ""
+        except IngesterUnavailable as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: IngesterUnavailable | IngesterRejected) -> None:
+        self.param.update(problem=str(exc), answered=exc.status is not None)
 
     def _prefill_custom(self) -> None:
         """A custom range starts as the data being shown (to the minute), never as an empty range."""

@@ -117,7 +117,17 @@ class Banners(pn.viewable.Viewer):
     def render(self) -> None:
         shared, stats = self.state.shared, self.state.stats
         items: list[Any] = []
-        if not shared.reachable or self.state.problem:
+        if self.state.problem and self.state.answered and shared.reachable:  # up, but not for this question
+            items.append(
+                pn.pane.Alert(
+                    f"⚠️ The ingester at {esc(self.ingester_url)} could not answer for this view "
+                    f"({esc(self.state.problem)}). Showing the last chart received; it asks again with the "
+                    "next update.",
+                    alert_type="warning",
+                    css_classes=["cv-banner-unanswered"],
+                )
+            )
+        elif not shared.reachable or self.state.problem:
             since = shared.unreachable_since
             when = f" since {since:%H:%M:%S} UTC" if since else ""
             items.append(
