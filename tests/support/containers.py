@@ -573,19 +573,34 @@ class PodRun:
         deadline = self.workload.deadline
         return [(container, container.wait_exit(deadline)) for container in self.start(deadline)]
 
-    def stop(self) -> None:
+    def stop(self) -> dict[str, Stopped]:
+        """SIGTERM, then SIGKILL after the pod's grace period (as the kubelet does); how each container went."""
+        stopped = {}
         for container in self.containers:
             grace = self.workload.spec.get("terminationGracePeriodSeconds", 30)
+            began = time.monotonic()
             self.podman("stop", "--time", str(min(grace, 30)), container.name, check=False, timeout=120)
+            code = self.podman("inspect", "--format", "{{.State.ExitCode}}", container.name, check=False, timeout=60)
+            stopped[container.name] = Stopped(time.monotonic() - began, code.stdout.strip(), container.logs()[-2000:])
             self.podman("rm", "-f", container.name, check=False, timeout=120)
+        return stopped
 
 
-def stop_all(runs: Iterator[PodRun] | list[PodRun]) -> None:
+@dataclass(frozen=True)
+class Stopped:
+    seconds: float
+    exit_code: str
+    """137: killed at the end of the grace period (SIGTERM ignored)."""
+    log_tail: str
+
+
+def stop_all(runs: Iterator[PodRun] | list[PodRun]) -> dict[str, Stopped]:
     """Every pod at once, as deleting a release does: each still gets its own grace period, not the sum."""
     pods = list(runs)
-    if pods:
-        with ThreadPoolExecutor(len(pods), thread_name_prefix="pod-stop") as pool:
-            list(pool.map(PodRun.stop, pods))
+    if not pods:
+        return {}
+    with ThreadPoolExecutor(len(pods), thread_name_prefix="pod-stop") as pool:
+        return {name: how for stopped in pool.map(PodRun.stop, pods) for name, how in stopped.items()}
 
 
 class Release:
@@ -661,9 +676,10 @@ class Release:
             pod.stop()
         return logs
 
-    def uninstall(self) -> None:
-        stop_all(self.pods)
+    def uninstall(self) -> dict[str, Stopped]:
+        stopped = stop_all(self.pods)
         self.pods.clear()
+        return stopped
 
 
 class KubeEmulator:
