@@ -2,7 +2,8 @@
 (`run_backfill`, `run_once`) → a real nats-server → the real `cryptoviz ingest` storing candles in DuckDB.
 
 What is stored is read back through the ingester's `GET /api/v1/coverage` (and `/api/v1/history`): the
-storage side of issue 13. Where this ingester does not have it yet, those tests skip saying so.
+storage side of issue 13. Where this ingester does not have it yet, those tests skip saying so. The
+demo's test also opens the real dashboard on what it stored (30d and all over rolled-up candle hours).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from cryptoviz.dev.market_link import SimulatorFeed
 from cryptoviz.dev.simulator import MarketSimulator
 from cryptoviz.scraper.backfill import run_backfill
 from cryptoviz.scraper.run import EXIT_OK, run_once
+from dashboard_pages import DashboardProcess, Page, assert_lines_drawn
 from support.jetstream import wait_all_acked
 from test_ingest_harness import Ingester
 from test_scraper_support import backfill_settings_for, settings_for
 
 pytestmark = pytest.mark.timeout(240)
 FIVE = timedelta(minutes=5)
+DAY_MS = 86_400_000
 STORE_MISSING = "needs the storage side of issue 13 (GET /api/v1/coverage, candles stored by the ingester)"
 
 
@@ -236,7 +239,7 @@ def test_a_backfill_against_demo_gives_every_period_data_from_the_first_second(n
     assert btc["price"] == pytest.approx(answer["data"][-1]["close"], rel=0.02)  # the past ends at the present price
 
 
-def test_cryptoviz_dev_demo_backfills_the_simulators_past_in_the_background(tmp_path):
+def test_cryptoviz_dev_demo_backfills_the_simulators_past_in_the_background(tmp_path, browser):
     from support.dev import dev_running, wait_for
 
     with dev_running(tmp_path / "state", "--demo", "--no-dashboard") as run:
@@ -279,5 +282,22 @@ def test_cryptoviz_dev_demo_backfills_the_simulators_past_in_the_background(tmp_
         assert len(btc) >= 2
         first_bucket = datetime.fromisoformat(btc[0]["timestamp"].replace("Z", "+00:00"))
         assert first_bucket <= now - timedelta(days=30) + timedelta(hours=2)  # the rolled-up hours are drawn
+        # and in the dashboard, as a user opens it on the demo: 30d and all draw the whole past
+        board = DashboardProcess(run.api, tmp_path / "dashboard.log").start()
+        page = Page(browser, board.url)
+        try:
+            page.wait(lambda: len(page.plotted()) >= 2, what="the demo's first view")
+            shown = sorted(page.plotted())
+            for period in ("30d", "all"):
+                page.click(period)
+                page.wait(lambda: page.price_figures()[0]["x"][1] - page.price_figures()[0]["x"][0] > 29 * DAY_MS,
+                          timeout=20, what=f"{period}: a 30-day x-range")  # fmt: skip
+                assert_lines_drawn(page, shown, period)
+                assert page.page.locator(".cv-banner-unreachable, .cv-banner-unanswered").count() == 0, period
+            assert page.errors == []
+        finally:
+            page.close()
+            board.stop()
+        assert "Traceback" not in (tmp_path / "dashboard.log").read_text()
         assert "Traceback" not in ingester_log.read_text()
         assert run.stop() == 0
