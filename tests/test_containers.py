@@ -25,7 +25,7 @@ import yaml
 from cryptoviz.core.nats import free_port
 from cryptoviz.dev.market import CoinRow, CsvReplayFeed, MarketServer
 from support import prebuild
-from support.containers import RUN_FLAGS, KubeEmulator, Podman, Release, dockerfile_targets, docs_of
+from support.containers import KILLED, RUN_FLAGS, KubeEmulator, Podman, Release, dockerfile_targets, docs_of
 from test_chart import CHART, find_tool, run
 from test_chart_crosschecks import PENDING_COMMANDS
 
@@ -312,7 +312,7 @@ class TestDefaultRelease:
         seconds, not killed when its 30 s grace runs out (the dashboard was: every rollout waited 30 s)."""
         stopped = installed.release.uninstall()
         assert {name.rsplit("-", 1)[-1] for name in stopped} >= {"dashboard", "ingester", "notify", "nats"}, stopped
-        slow = {name: how for name, how in stopped.items() if how.exit_code == "137" or how.seconds > 10}
+        slow = {name: how for name, how in stopped.items() if how.exit_code == KILLED or how.seconds > 10}
         assert slow == {}, slow
 
 

@@ -580,18 +580,25 @@ class PodRun:
             grace = self.workload.spec.get("terminationGracePeriodSeconds", 30)
             began = time.monotonic()
             self.podman("stop", "--time", str(min(grace, 30)), container.name, check=False, timeout=120)
-            code = self.podman("inspect", "--format", "{{.State.ExitCode}}", container.name, check=False, timeout=60)
-            stopped[container.name] = Stopped(time.monotonic() - began, code.stdout.strip(), container.logs()[-2000:])
+            seconds = time.monotonic() - began
+            state = self.podman("inspect", "--format", "{{.State.ExitCode}}", container.name, check=False, timeout=60)
+            code = state.stdout.strip()
+            tail = container.logs()[-2000:] if code == KILLED else ""  # why it ignored SIGTERM, when it did
+            stopped[container.name] = Stopped(seconds, code, tail)
             self.podman("rm", "-f", container.name, check=False, timeout=120)
         return stopped
+
+
+KILLED = "137"
+"""The exit code of a container SIGKILLed at the end of its grace period (SIGTERM ignored)."""
 
 
 @dataclass(frozen=True)
 class Stopped:
     seconds: float
     exit_code: str
-    """137: killed at the end of the grace period (SIGTERM ignored)."""
     log_tail: str
+    """The last of its log when it was KILLED, else empty."""
 
 
 def stop_all(runs: Iterator[PodRun] | list[PodRun]) -> dict[str, Stopped]:
